@@ -1,0 +1,248 @@
+//! [`FlowServer`]: the `flowgate.v1.FlowService` implementation that routes each
+//! call to a registered [`Flow`] and converts between proto messages and the SDK's types.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flowgate_proto::json::{struct_from_json, struct_to_json};
+use flowgate_proto::token_hash;
+use flowgate_proto::v1::flow_service_server::FlowService;
+use flowgate_proto::v1::{self, FlowResponse, flow_response};
+use serde_json::Value;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use crate::sdk::{Context, ErrorNotice, Flow, FlowError, Outcome, Request};
+
+/// The flows a service runs, by name, and which one the gateway's main path reaches.
+#[derive(Clone, Default)]
+pub struct Flows {
+    by_name: HashMap<String, Arc<dyn Flow>>,
+    default: Option<String>,
+}
+
+impl std::fmt::Debug for Flows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.by_name.keys().collect();
+        names.sort();
+        f.debug_struct("Flows")
+            .field("names", &names)
+            .field("default", &self.default)
+            .finish()
+    }
+}
+
+impl Flows {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `flow` under `name` (reached at the gateway's `/flows/{name}`).
+    /// The first flow registered is the default until [`Flows::default_flow`] says otherwise.
+    pub fn register(mut self, name: impl Into<String>, flow: impl Flow) -> Self {
+        let name = name.into();
+        self.default.get_or_insert_with(|| name.clone());
+        self.by_name.insert(name, Arc::new(flow));
+        self
+    }
+
+    /// Makes the flow `name` the one reached by an empty flow name.
+    pub fn default_flow(mut self, name: impl Into<String>) -> Self {
+        self.default = Some(name.into());
+        self
+    }
+
+    /// The flow for a context's flow name; empty means the default flow.
+    fn get(&self, name: &str) -> Result<(&str, &Arc<dyn Flow>), Status> {
+        let name = if name.is_empty() {
+            self.default.as_deref().unwrap_or_default()
+        } else {
+            name
+        };
+        self.by_name
+            .get_key_value(name)
+            .map(|(name, flow)| (name.as_str(), flow))
+            .ok_or_else(|| Status::not_found(format!("no flow named `{name}`")))
+    }
+}
+
+/// Serves `flowgate.v1.FlowService` for a set of [`Flows`].
+#[derive(Debug, Clone)]
+pub struct FlowServer {
+    flows: Flows,
+}
+
+impl FlowServer {
+    pub fn new(flows: Flows) -> Self {
+        Self { flows }
+    }
+
+    async fn exchange(
+        &self,
+        action: &'static str,
+        context: Option<v1::RequestContext>,
+        flow_token: String,
+        screen: String,
+        data: Option<prost_types::Struct>,
+    ) -> Result<Response<FlowResponse>, Status> {
+        let context = context_from_proto(context);
+        let (name, flow) = self.flows.get(&context.flow)?;
+        if flow_token.is_empty() {
+            return Err(Status::invalid_argument("flow_token is required"));
+        }
+        let request = Request {
+            flow_token,
+            screen,
+            data: struct_to_json(&data.unwrap_or_default(), "data")
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            context,
+        };
+        let token = token_hash(&request.flow_token);
+        let request_id = request.context.request_id.clone();
+        let screen = request.screen.clone();
+        let outcome = match action {
+            "INIT" => flow.init(request).await,
+            "BACK" => flow.back(request).await,
+            _ => flow.data_exchange(request).await,
+        };
+        let outcome = outcome.map_err(|e| to_status(e, name, action))?;
+        tracing::info!(
+            flow = name,
+            action,
+            screen,
+            token,
+            request_id,
+            outcome = outcome_kind(&outcome),
+            "flow call",
+        );
+        outcome_to_proto(outcome).map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl FlowService for FlowServer {
+    async fn init(
+        &self,
+        request: GrpcRequest<v1::InitRequest>,
+    ) -> Result<Response<FlowResponse>, Status> {
+        let r = request.into_inner();
+        self.exchange("INIT", r.context, r.flow_token, r.screen, r.data)
+            .await
+    }
+
+    async fn data_exchange(
+        &self,
+        request: GrpcRequest<v1::DataExchangeRequest>,
+    ) -> Result<Response<FlowResponse>, Status> {
+        let r = request.into_inner();
+        self.exchange("data_exchange", r.context, r.flow_token, r.screen, r.data)
+            .await
+    }
+
+    async fn back(
+        &self,
+        request: GrpcRequest<v1::BackRequest>,
+    ) -> Result<Response<FlowResponse>, Status> {
+        let r = request.into_inner();
+        self.exchange("BACK", r.context, r.flow_token, r.screen, r.data)
+            .await
+    }
+
+    async fn notify_error(
+        &self,
+        request: GrpcRequest<v1::NotifyErrorRequest>,
+    ) -> Result<Response<v1::NotifyErrorResponse>, Status> {
+        let r = request.into_inner();
+        let context = context_from_proto(r.context);
+        let (name, flow) = self.flows.get(&context.flow)?;
+        let notice = ErrorNotice {
+            context,
+            flow_token: r.flow_token,
+            screen: r.screen,
+            action: r.action,
+            error_key: r.error_key,
+            error_message: r.error_message,
+            data: struct_to_json(&r.data.unwrap_or_default(), "data")
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        };
+        flow.on_error(notice)
+            .await
+            .map_err(|e| to_status(e, name, "error_notification"))?;
+        Ok(Response::new(v1::NotifyErrorResponse {}))
+    }
+}
+
+fn context_from_proto(context: Option<v1::RequestContext>) -> Context {
+    let c = context.unwrap_or_default();
+    Context {
+        flow_token_signature: c.flow_token_signature(),
+        flow: c.flow,
+        request_id: c.request_id,
+        attempt: c.attempt,
+        idempotency_key: c.idempotency_key,
+        version: c.version,
+        signature_verified: c.signature_verified,
+    }
+}
+
+fn outcome_kind(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Screen {
+            error_message: None,
+            ..
+        } => "screen",
+        Outcome::Screen {
+            error_message: Some(_),
+            ..
+        } => "screen_with_error",
+        Outcome::Complete { .. } => "complete",
+        Outcome::TokenInvalid { .. } => "token_invalid",
+    }
+}
+
+/// Converts an SDK outcome into the wire message. Data that is not a JSON object is a
+/// bug in the flow, reported as `INTERNAL`.
+pub fn outcome_to_proto(outcome: Outcome) -> Result<FlowResponse, Status> {
+    let object = |value: Value, what: &str| match value {
+        Value::Object(object) => struct_from_json(&object, what)
+            .map_err(|e| Status::internal(format!("the flow answered unusable {what}: {e}"))),
+        _ => Err(Status::internal(format!(
+            "the flow answered {what} that is not a JSON object"
+        ))),
+    };
+    let outcome = match outcome {
+        Outcome::Screen {
+            screen,
+            data,
+            error_message,
+        } => flow_response::Outcome::NextScreen(v1::NextScreen {
+            screen,
+            data: Some(object(data, "data")?),
+            error_message,
+        }),
+        Outcome::Complete { params } => flow_response::Outcome::Complete(v1::Complete {
+            params: Some(object(params, "params")?),
+        }),
+        Outcome::TokenInvalid { message } => {
+            flow_response::Outcome::TokenInvalid(v1::TokenInvalid { message })
+        }
+    };
+    Ok(FlowResponse {
+        outcome: Some(outcome),
+    })
+}
+
+fn to_status(error: FlowError, flow: &str, action: &str) -> Status {
+    match error {
+        FlowError::UnknownScreen(_) | FlowError::Invalid(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        FlowError::Unavailable(_) => {
+            tracing::warn!(flow, action, %error, "flow dependency unavailable");
+            Status::unavailable(error.to_string())
+        }
+        FlowError::Internal(_) => {
+            tracing::error!(flow, action, %error, "flow failed");
+            Status::internal("the flow failed; see the flow service's log")
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! [`GatewayError`]: every way a request can fail, mapped once to an HTTP status
+//! and a stable JSON body `{"error":{"code":"…","message":"…"}}`.
+//!
+//! The `code` strings are part of the public contract: callers and alerting may
+//! match on them. Upstream details are logged here, never sent to the caller.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flowgate_proto::json::JsonError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("`action` is missing")]
+    MissingAction,
+    #[error("unknown action `{0}`; expected ping, INIT, data_exchange or BACK")]
+    UnknownAction(String),
+    #[error("`version` is missing")]
+    MissingVersion,
+    #[error("unsupported version `{0}`; this endpoint speaks 3.0")]
+    UnsupportedVersion(String),
+    #[error("`flow_token` is missing or empty")]
+    MissingFlowToken,
+    #[error("`screen` is missing or empty")]
+    MissingScreen,
+    #[error("`{field}` must be {expected}")]
+    InvalidField {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error(transparent)]
+    NumberOutOfRange(JsonError),
+    #[error("the body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    #[error("the body could not be read: {0}")]
+    BodyUnreadable(String),
+    #[error("method not allowed; use POST")]
+    MethodNotAllowed,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("the flow service has no flow `{0}`")]
+    UnknownFlow(String),
+    /// The flow service refused the request as invalid; its message is meant for the caller.
+    #[error("the flow service rejected the request: {0}")]
+    Rejected(String),
+    /// The flow service said it is overloaded.
+    #[error("the flow service is overloaded; retry later")]
+    Overloaded,
+    /// Unreachable, failing or not serving. `detail` is logged, not sent.
+    #[error("the flow service is unavailable")]
+    Unavailable { detail: String },
+    #[error("the flow service did not answer in time")]
+    Timeout,
+    /// The flow service answered something the gateway cannot turn into a WhatsApp answer.
+    /// `detail` is logged, not sent.
+    #[error("the flow service gave an invalid answer")]
+    BadUpstreamResponse { detail: String },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            InvalidJson(_)
+            | NotAnObject
+            | MissingAction
+            | UnknownAction(_)
+            | MissingVersion
+            | UnsupportedVersion(_)
+            | MissingFlowToken
+            | MissingScreen
+            | InvalidField { .. }
+            | NumberOutOfRange(_)
+            | Rejected(_)
+            | BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotFound | UnknownFlow(_) => StatusCode::NOT_FOUND,
+            Overloaded | Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Timeout => StatusCode::GATEWAY_TIMEOUT,
+            BadUpstreamResponse { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The stable, machine-readable code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            NotAnObject => "invalid_body",
+            MissingAction => "missing_action",
+            UnknownAction(_) => "unknown_action",
+            MissingVersion => "missing_version",
+            UnsupportedVersion(_) => "unsupported_version",
+            MissingFlowToken => "missing_flow_token",
+            MissingScreen => "missing_screen",
+            InvalidField { .. } => "invalid_field",
+            NumberOutOfRange(_) => "number_out_of_range",
+            PayloadTooLarge { .. } => "payload_too_large",
+            BodyTimeout => "body_timeout",
+            BodyUnreadable(_) => "body_unreadable",
+            MethodNotAllowed => "method_not_allowed",
+            NotFound => "not_found",
+            UnknownFlow(_) => "unknown_flow",
+            Rejected(_) => "rejected",
+            Overloaded => "overloaded",
+            Unavailable { .. } => "service_unavailable",
+            Timeout => "upstream_timeout",
+            BadUpstreamResponse { .. } => "bad_upstream_response",
+        }
+    }
+
+    /// The JSON body sent to the caller.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // The one place errors are logged: server-side trouble loudly, with the detail
+        // the caller does not get; caller mistakes quietly.
+        match &self {
+            GatewayError::Unavailable { detail } | GatewayError::BadUpstreamResponse { detail } => {
+                tracing::warn!(code = self.code(), %detail, "request failed upstream");
+            }
+            GatewayError::Timeout | GatewayError::Overloaded => {
+                tracing::warn!(code = self.code(), "request failed upstream");
+            }
+            _ => tracing::debug!(code = self.code(), error = %self, "request rejected"),
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if matches!(self, GatewayError::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,611 @@
+//! WhatsApp Flows JSON ⇄ `flowgate.v1` messages. Pure: no I/O, no clocks.
+//!
+//! [`parse`] reads a decrypted (or plain) request body into an [`Inbound`],
+//! checking everything the contract requires; [`answer`] turns the flow
+//! service's [`FlowResponse`] into the WhatsApp JSON and HTTP status.
+
+use axum::http::StatusCode;
+use flowgate_proto::json::{struct_from_json, struct_to_json};
+use flowgate_proto::v1::{self, FlowResponse, flow_response::Outcome};
+use serde_json::{Map, Value, json};
+
+use crate::error::GatewayError;
+
+/// The data API versions this endpoint speaks.
+pub const SUPPORTED_VERSIONS: &[&str] = &["3.0"];
+
+/// The screen name WhatsApp reserves for completion.
+pub const SUCCESS_SCREEN: &str = "SUCCESS";
+
+/// HTTP 427: the flow token is no longer valid (WhatsApp's own status code).
+pub const TOKEN_INVALID_STATUS: u16 = 427;
+
+/// A request, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// `{"action":"ping"}`: a health check.
+    Ping,
+    /// A request whose `data` carries `error` or `error_key`, whatever its action.
+    ErrorNotification(Notification),
+    Init(Exchange),
+    DataExchange(Exchange),
+    Back(Exchange),
+}
+
+/// The fields of `INIT`, `data_exchange` and `BACK`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    pub version: String,
+    pub flow_token: String,
+    /// Empty when absent (allowed on INIT and BACK only).
+    pub screen: String,
+    /// Empty when absent (allowed on INIT and BACK only).
+    pub data: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub version: String,
+    pub action: String,
+    pub flow_token: String,
+    pub screen: String,
+    pub error_key: String,
+    pub error_message: String,
+    pub data: Map<String, Value>,
+}
+
+impl Inbound {
+    /// The action as WhatsApp names it, for logs and metrics.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Inbound::Ping => "ping",
+            Inbound::ErrorNotification(_) => "error_notification",
+            Inbound::Init(_) => "INIT",
+            Inbound::DataExchange(_) => "data_exchange",
+            Inbound::Back(_) => "BACK",
+        }
+    }
+
+    /// The data API version, where the request has one.
+    pub fn version(&self) -> &str {
+        match self {
+            Inbound::Ping => "",
+            Inbound::ErrorNotification(n) => &n.version,
+            Inbound::Init(e) | Inbound::DataExchange(e) | Inbound::Back(e) => &e.version,
+        }
+    }
+
+    /// The flow token, where the request has one.
+    pub fn flow_token(&self) -> Option<&str> {
+        match self {
+            Inbound::Ping => None,
+            Inbound::ErrorNotification(n) => Some(n.flow_token.as_str()).filter(|t| !t.is_empty()),
+            Inbound::Init(e) | Inbound::DataExchange(e) | Inbound::Back(e) => Some(&e.flow_token),
+        }
+    }
+}
+
+/// Parses and validates a request body.
+///
+/// Error notifications are recognised before routing by action, as WhatsApp
+/// sends them with an ordinary action such as `data_exchange`.
+pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+    let Value::Object(mut object) = value else {
+        return Err(GatewayError::NotAnObject);
+    };
+    let action = optional_string(&object, "action")?
+        .ok_or(GatewayError::MissingAction)?
+        .to_owned();
+    let action = action.as_str();
+    let version = optional_string(&object, "version")?;
+    if let Some(version) = version {
+        if !SUPPORTED_VERSIONS.contains(&version) {
+            return Err(GatewayError::UnsupportedVersion(version.to_owned()));
+        }
+    }
+    let version = version.map(str::to_owned);
+    let data = match object.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err(invalid("data", "an object")),
+    };
+    let flow_token = optional_string(&object, "flow_token")?
+        .unwrap_or_default()
+        .to_owned();
+    let screen = optional_string(&object, "screen")?
+        .unwrap_or_default()
+        .to_owned();
+
+    if data.contains_key("error") || data.contains_key("error_key") {
+        let text = |key: &'static str| match data.get(key) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(invalid(key, "a string")),
+        };
+        let error_key = match text("error_key")? {
+            key if key.is_empty() => text("error")?,
+            key => key,
+        };
+        let error_message = text("error_message")?;
+        return Ok(Inbound::ErrorNotification(Notification {
+            version: version.ok_or(GatewayError::MissingVersion)?,
+            action: action.to_owned(),
+            flow_token,
+            screen,
+            error_key,
+            error_message,
+            data,
+        }));
+    }
+
+    if action == "ping" {
+        return Ok(Inbound::Ping);
+    }
+    let constructor = match action {
+        "INIT" => Inbound::Init,
+        "data_exchange" => Inbound::DataExchange,
+        "BACK" => Inbound::Back,
+        other => return Err(GatewayError::UnknownAction(other.to_owned())),
+    };
+    let version = version.ok_or(GatewayError::MissingVersion)?;
+    if flow_token.is_empty() {
+        return Err(GatewayError::MissingFlowToken);
+    }
+    if action == "data_exchange" && screen.is_empty() {
+        return Err(GatewayError::MissingScreen);
+    }
+    Ok(constructor(Exchange {
+        version,
+        flow_token,
+        screen,
+        data,
+    }))
+}
+
+fn optional_string<'a>(
+    object: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, GatewayError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(field, "a string")),
+    }
+}
+
+fn invalid(field: &'static str, expected: &'static str) -> GatewayError {
+    GatewayError::InvalidField { field, expected }
+}
+
+/// Converts screen data for the wire, refusing numbers a double cannot hold exactly.
+pub fn data_to_proto(data: &Map<String, Value>) -> Result<prost_types::Struct, GatewayError> {
+    struct_from_json(data, "data").map_err(GatewayError::NumberOutOfRange)
+}
+
+/// A call to the flow service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Init(v1::InitRequest),
+    DataExchange(v1::DataExchangeRequest),
+    Back(v1::BackRequest),
+    NotifyError(v1::NotifyErrorRequest),
+}
+
+/// Builds the flow service call for a request; `None` for a ping, which is
+/// answered from the service's health instead.
+pub fn to_call(
+    inbound: &Inbound,
+    context: v1::RequestContext,
+) -> Result<Option<Call>, GatewayError> {
+    let context = Some(context);
+    Ok(Some(match inbound {
+        Inbound::Ping => return Ok(None),
+        Inbound::ErrorNotification(n) => Call::NotifyError(v1::NotifyErrorRequest {
+            context,
+            flow_token: n.flow_token.clone(),
+            screen: n.screen.clone(),
+            action: n.action.clone(),
+            error_key: n.error_key.clone(),
+            error_message: n.error_message.clone(),
+            data: Some(data_to_proto(&n.data)?),
+        }),
+        Inbound::Init(e) => Call::Init(v1::InitRequest {
+            context,
+            flow_token: e.flow_token.clone(),
+            screen: e.screen.clone(),
+            data: Some(data_to_proto(&e.data)?),
+        }),
+        Inbound::DataExchange(e) => Call::DataExchange(v1::DataExchangeRequest {
+            context,
+            flow_token: e.flow_token.clone(),
+            screen: e.screen.clone(),
+            data: Some(data_to_proto(&e.data)?),
+        }),
+        Inbound::Back(e) => Call::Back(v1::BackRequest {
+            context,
+            flow_token: e.flow_token.clone(),
+            screen: e.screen.clone(),
+            data: Some(data_to_proto(&e.data)?),
+        }),
+    }))
+}
+
+/// A content-derived idempotency key: equal for the gateway's retries of one
+/// call and for a resend of the same request (same flow, action, token, screen
+/// and data), different otherwise. Hex SHA-256 over a length-prefixed encoding.
+pub fn idempotency_key(flow: &str, inbound: &Inbound) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut field = |bytes: &[u8]| {
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(bytes);
+    };
+    field(flow.as_bytes());
+    field(inbound.action().as_bytes());
+    let (token, screen, data) = match inbound {
+        Inbound::Ping => ("", "", None),
+        Inbound::ErrorNotification(n) => (n.flow_token.as_str(), n.screen.as_str(), Some(&n.data)),
+        Inbound::Init(e) | Inbound::DataExchange(e) | Inbound::Back(e) => {
+            (e.flow_token.as_str(), e.screen.as_str(), Some(&e.data))
+        }
+    };
+    field(token.as_bytes());
+    field(screen.as_bytes());
+    // serde_json's map is ordered by key, so this serialisation is canonical.
+    let data = data
+        .map(|d| Value::Object(d.clone()).to_string())
+        .unwrap_or_default();
+    field(data.as_bytes());
+    hex::encode(ctx.finish().as_ref())
+}
+
+/// The answer to a ping while the flow service is serving.
+pub fn ping_answer() -> Value {
+    json!({"data": {"status": "active"}})
+}
+
+/// The answer to an error notification once the flow service has it.
+pub fn acknowledged_answer() -> Value {
+    json!({"data": {"acknowledged": true}})
+}
+
+/// Turns the flow service's outcome into the HTTP status and WhatsApp JSON.
+pub fn answer(
+    response: FlowResponse,
+    flow_token: &str,
+) -> Result<(StatusCode, Value), GatewayError> {
+    let bad = |detail: String| GatewayError::BadUpstreamResponse { detail };
+    match response.outcome {
+        None => Err(bad("FlowResponse has no outcome".into())),
+        Some(Outcome::NextScreen(next)) => {
+            if next.screen.is_empty() {
+                return Err(bad("NextScreen.screen is empty".into()));
+            }
+            if next.screen == SUCCESS_SCREEN {
+                return Err(bad(
+                    "NextScreen.screen is the reserved name SUCCESS; use Complete".into(),
+                ));
+            }
+            let mut data = struct_to_json(&next.data.unwrap_or_default(), "data")
+                .map_err(|e| bad(format!("NextScreen: {e}")))?;
+            if let Some(message) = next.error_message {
+                data.insert("error_message".into(), Value::String(message));
+            }
+            Ok((StatusCode::OK, json!({"screen": next.screen, "data": data})))
+        }
+        Some(Outcome::Complete(complete)) => {
+            let mut params = struct_to_json(&complete.params.unwrap_or_default(), "params")
+                .map_err(|e| bad(format!("Complete: {e}")))?;
+            params.insert("flow_token".into(), Value::String(flow_token.to_owned()));
+            Ok((
+                StatusCode::OK,
+                json!({
+                    "screen": SUCCESS_SCREEN,
+                    "data": {"extension_message_response": {"params": params}},
+                }),
+            ))
+        }
+        Some(Outcome::TokenInvalid(invalid)) => {
+            let message = if invalid.message.is_empty() {
+                "This flow is no longer available.".to_owned()
+            } else {
+                invalid.message
+            };
+            let status = StatusCode::from_u16(TOKEN_INVALID_STATUS).expect("427 is a valid status");
+            Ok((status, json!({"error_msg": message})))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_proto::v1::{Complete, NextScreen, TokenInvalid};
+
+    /// One helper for every parse case: the body, then the expected result as
+    /// either the parsed request or the stable error code.
+    fn check(body: &str, expected: Result<Inbound, &str>) {
+        let got = parse(body.as_bytes()).map_err(|e| e.code());
+        assert_eq!(got, expected, "body: {body}");
+    }
+
+    fn exchange(token: &str, screen: &str, data: Value) -> Exchange {
+        let Value::Object(data) = data else {
+            panic!("data must be an object")
+        };
+        Exchange {
+            version: "3.0".into(),
+            flow_token: token.into(),
+            screen: screen.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn parses_every_action() {
+        check(r#"{"action":"ping"}"#, Ok(Inbound::Ping));
+        check(r#"{"action":"ping","version":"3.0"}"#, Ok(Inbound::Ping));
+        check(
+            r#"{"action":"INIT","version":"3.0","flow_token":"t"}"#,
+            Ok(Inbound::Init(exchange("t", "", json!({})))),
+        );
+        check(
+            r#"{"action":"INIT","version":"3.0","flow_token":"t","screen":"","data":{}}"#,
+            Ok(Inbound::Init(exchange("t", "", json!({})))),
+        );
+        check(
+            r#"{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"A","data":{"x":1}}"#,
+            Ok(Inbound::DataExchange(exchange("t", "A", json!({"x": 1})))),
+        );
+        check(
+            r#"{"action":"BACK","version":"3.0","flow_token":"t","screen":"B","data":null}"#,
+            Ok(Inbound::Back(exchange("t", "B", json!({})))),
+        );
+    }
+
+    #[test]
+    fn recognises_error_notifications_before_the_action() {
+        let notification = |action: &str, key: &str, data: Value| {
+            let Value::Object(data) = data else {
+                unreachable!()
+            };
+            Inbound::ErrorNotification(Notification {
+                version: "3.0".into(),
+                action: action.into(),
+                flow_token: "t".into(),
+                screen: String::new(),
+                error_key: key.into(),
+                error_message: "boom".into(),
+                data,
+            })
+        };
+        check(
+            r#"{"action":"data_exchange","version":"3.0","flow_token":"t","data":{"error":"invalid-screen-transition","error_message":"boom"}}"#,
+            Ok(notification(
+                "data_exchange",
+                "invalid-screen-transition",
+                json!({"error":"invalid-screen-transition","error_message":"boom"}),
+            )),
+        );
+        check(
+            r#"{"action":"INIT","version":"3.0","flow_token":"t","data":{"error_key":"payload-schema-error","error_message":"boom"}}"#,
+            Ok(notification(
+                "INIT",
+                "payload-schema-error",
+                json!({"error_key":"payload-schema-error","error_message":"boom"}),
+            )),
+        );
+        // Even with an action the endpoint would otherwise refuse.
+        check(
+            r#"{"action":"ping","version":"3.0","flow_token":"t","data":{"error":"x","error_message":"boom"}}"#,
+            Ok(notification(
+                "ping",
+                "x",
+                json!({"error":"x","error_message":"boom"}),
+            )),
+        );
+    }
+
+    #[test]
+    fn refuses_bad_input_with_stable_codes() {
+        let cases = [
+            ("", "invalid_json"),
+            ("{", "invalid_json"),
+            ("[]", "invalid_body"),
+            ("\"ping\"", "invalid_body"),
+            ("{}", "missing_action"),
+            (r#"{"action":null}"#, "missing_action"),
+            (r#"{"action":5}"#, "invalid_field"),
+            (
+                r#"{"action":"navigate","version":"3.0","flow_token":"t"}"#,
+                "unknown_action",
+            ),
+            (
+                r#"{"action":"ping","version":"2.0"}"#,
+                "unsupported_version",
+            ),
+            (r#"{"action":"INIT","flow_token":"t"}"#, "missing_version"),
+            (
+                r#"{"action":"INIT","version":3.0,"flow_token":"t"}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"action":"INIT","version":"4.0","flow_token":"t"}"#,
+                "unsupported_version",
+            ),
+            (r#"{"action":"INIT","version":"3.0"}"#, "missing_flow_token"),
+            (
+                r#"{"action":"INIT","version":"3.0","flow_token":""}"#,
+                "missing_flow_token",
+            ),
+            (
+                r#"{"action":"INIT","version":"3.0","flow_token":7}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"action":"INIT","version":"3.0","flow_token":"t","data":[]}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"action":"INIT","version":"3.0","flow_token":"t","data":"x"}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"action":"INIT","version":"3.0","flow_token":"t","screen":{}}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"action":"data_exchange","version":"3.0","flow_token":"t","data":{}}"#,
+                "missing_screen",
+            ),
+            (
+                r#"{"action":"data_exchange","version":"3.0","flow_token":"t","data":{"error":1}}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"action":"BACK","version":"9","flow_token":"t","data":{"error":"x"}}"#,
+                "unsupported_version",
+            ),
+            (
+                r#"{"action":"BACK","flow_token":"t","data":{"error":"x"}}"#,
+                "missing_version",
+            ),
+        ];
+        for (body, code) in cases {
+            check(body, Err(code));
+        }
+    }
+
+    #[test]
+    fn data_numbers_beyond_2_pow_53_are_refused() {
+        let inbound = parse(
+            br#"{"action":"INIT","version":"3.0","flow_token":"t","data":{"id":123456789012345678901234}}"#,
+        )
+        .unwrap();
+        let Inbound::Init(exchange) = inbound else {
+            panic!("expected INIT")
+        };
+        let err = data_to_proto(&exchange.data).unwrap_err();
+        assert_eq!(err.code(), "number_out_of_range");
+        assert!(err.to_string().contains("data.id"), "{err}");
+    }
+
+    #[test]
+    fn idempotency_keys_follow_content() {
+        let parse_ok = |body: &str| parse(body.as_bytes()).unwrap();
+        let a = parse_ok(
+            r#"{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"A","data":{"x":1,"y":2}}"#,
+        );
+        let reordered = parse_ok(
+            r#"{"version":"3.0","data":{"y":2,"x":1},"screen":"A","flow_token":"t","action":"data_exchange"}"#,
+        );
+        let other_token = parse_ok(
+            r#"{"action":"data_exchange","version":"3.0","flow_token":"u","screen":"A","data":{"x":1,"y":2}}"#,
+        );
+        let other_data = parse_ok(
+            r#"{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"A","data":{"x":1,"y":3}}"#,
+        );
+        let key = idempotency_key("", &a);
+        assert_eq!(key.len(), 64);
+        assert_eq!(key, idempotency_key("", &reordered));
+        assert_ne!(key, idempotency_key("booking", &a));
+        assert_ne!(key, idempotency_key("", &other_token));
+        assert_ne!(key, idempotency_key("", &other_data));
+    }
+
+    fn data(value: Value) -> Option<prost_types::Struct> {
+        let Value::Object(object) = value else {
+            panic!("data must be an object")
+        };
+        Some(struct_from_json(&object, "data").unwrap())
+    }
+
+    #[test]
+    fn answers_become_whatsapp_json() {
+        type Case = (Option<Outcome>, Result<(u16, Value), &'static str>);
+        let cases: Vec<Case> = vec![
+            (
+                Some(Outcome::NextScreen(NextScreen {
+                    screen: "WELCOME".into(),
+                    data: data(json!({"greeting": "hi", "n": 3})),
+                    error_message: None,
+                })),
+                Ok((
+                    200,
+                    json!({"screen": "WELCOME", "data": {"greeting": "hi", "n": 3}}),
+                )),
+            ),
+            (
+                Some(Outcome::NextScreen(NextScreen {
+                    screen: "WELCOME".into(),
+                    data: None,
+                    error_message: Some("Invalid email".into()),
+                })),
+                Ok((
+                    200,
+                    json!({"screen": "WELCOME", "data": {"error_message": "Invalid email"}}),
+                )),
+            ),
+            (
+                Some(Outcome::Complete(Complete {
+                    params: data(json!({"email": "a@b.c", "flow_token": "forged"})),
+                })),
+                Ok((
+                    200,
+                    json!({"screen": "SUCCESS", "data": {"extension_message_response": {"params": {"email": "a@b.c", "flow_token": "tok"}}}}),
+                )),
+            ),
+            (
+                Some(Outcome::Complete(Complete { params: None })),
+                Ok((
+                    200,
+                    json!({"screen": "SUCCESS", "data": {"extension_message_response": {"params": {"flow_token": "tok"}}}}),
+                )),
+            ),
+            (
+                Some(Outcome::TokenInvalid(TokenInvalid {
+                    message: "Already submitted".into(),
+                })),
+                Ok((427, json!({"error_msg": "Already submitted"}))),
+            ),
+            (
+                Some(Outcome::TokenInvalid(TokenInvalid {
+                    message: String::new(),
+                })),
+                Ok((
+                    427,
+                    json!({"error_msg": "This flow is no longer available."}),
+                )),
+            ),
+            (None, Err("bad_upstream_response")),
+            (
+                Some(Outcome::NextScreen(NextScreen {
+                    screen: "SUCCESS".into(),
+                    data: None,
+                    error_message: None,
+                })),
+                Err("bad_upstream_response"),
+            ),
+            (
+                Some(Outcome::NextScreen(NextScreen {
+                    screen: String::new(),
+                    data: None,
+                    error_message: None,
+                })),
+                Err("bad_upstream_response"),
+            ),
+        ];
+        for (outcome, expected) in cases {
+            let got = answer(
+                FlowResponse {
+                    outcome: outcome.clone(),
+                },
+                "tok",
+            )
+            .map(|(status, body)| (status.as_u16(), body))
+            .map_err(|e| e.code());
+            assert_eq!(got, expected, "outcome: {outcome:?}");
+        }
+    }
+}
