@@ -10,7 +10,7 @@ gateway_port=${FLOWGATE_PORT:-8443}
 service_port=${FLOW_SERVICE_PORT:-50051}
 admin_port=${FLOWGATE_ADMIN_PORT:-9464}
 profile=${PROFILE:-dev}
-target_dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
+bin_dir="${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 echo "building (profile $profile)…"
 cargo build --profile "$profile" -p flowgate-gateway -p flow-service --bins
@@ -23,12 +23,12 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-FLOW_SERVICE_LISTEN="127.0.0.1:$service_port" "target/$target_dir/flow-service" &
+FLOW_SERVICE_LISTEN="127.0.0.1:$service_port" "$bin_dir/flow-service" &
 pids+=($!)
 FLOWGATE_LISTEN="0.0.0.0:$gateway_port" \
 FLOWGATE_ADMIN_LISTEN="127.0.0.1:$admin_port" \
 FLOWGATE_BACKEND="http://127.0.0.1:$service_port" \
-  "target/$target_dir/flowgate-gateway" &
+  "$bin_dir/flowgate-gateway" &
 pids+=($!)
 
 # Wait until the gateway reports the flow service ready.
