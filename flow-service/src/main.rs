@@ -36,18 +36,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on FLOW_SERVICE_LISTEN {}", config.listen))?;
     let flows = flow_service::flows::reference();
+    let shutdown = shutdown_signal()?;
     tracing::info!(addr = %listener.local_addr()?, ?flows, "flow service listening");
-    flow_service::server::run(listener, flows, shutdown_signal()).await?;
+    flow_service::server::run(listener, flows, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+/// Completes on the first SIGTERM or SIGINT. The handlers are installed now, before
+/// the caller announces that it listens, so an early signal is never lost.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }

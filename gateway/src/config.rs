@@ -1,12 +1,14 @@
 //! Configuration from environment variables, each with a matching command-line
-//! flag (flags win). Every value is checked at start; a bad one stops the
-//! gateway with one line naming the variable.
+//! flag (flags win), and optionally a TOML file of routes (`FLOWGATE_CONFIG`).
+//! Every value is checked at start; a bad one stops the gateway with one line
+//! naming the variable (or the file and route).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
 
 /// The raw flags and variables, as clap reads them. Values stay strings here so
 /// that [`Config::from_args`] can name the variable in every error.
@@ -14,28 +16,49 @@ use clap::Parser;
 #[command(
     name = "flowgate-gateway",
     version,
-    about = "The flowgate HTTPS edge for WhatsApp Flows endpoints."
+    about = "The flowgate HTTPS edge for WhatsApp Flows endpoints.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address of the public HTTPS listener.
     #[arg(long, env = "FLOWGATE_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: String,
     /// Address of the admin listener (`GET /healthz`, `GET /readyz`), or `off`.
     #[arg(long, env = "FLOWGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
     pub admin_listen: String,
-    /// The flow service, as `http://host:port`.
+    /// The flow service, as `http://host:port` (the default for routes of FLOWGATE_CONFIG too).
     #[arg(
         long,
         env = "FLOWGATE_BACKEND",
         default_value = "http://127.0.0.1:50051"
     )]
     pub backend: String,
-    /// The path that reaches the flow service's default flow. `/flows/{name}` reaches flow `name`.
-    #[arg(long, env = "FLOWGATE_PATH", default_value = "/flow-endpoint")]
-    pub path: String,
-    /// `plain`: the JSON-in/JSON-out endpoint of a solution provider.
-    #[arg(long, env = "FLOWGATE_MODE", default_value = "plain")]
-    pub mode: String,
+    /// The path that reaches the flow service's default flow [default: /flow-endpoint].
+    /// `/flows/{name}` reaches flow `name`.
+    #[arg(long, env = "FLOWGATE_PATH")]
+    pub path: Option<String>,
+    /// `plain` (JSON in, JSON out: a solution provider's endpoint) or `meta` (Meta's
+    /// encrypted endpoint) [default: plain].
+    #[arg(long, env = "FLOWGATE_MODE")]
+    pub mode: Option<String>,
+    /// Meta mode: PEM private key file(s), comma-separated for rotation (PKCS#1,
+    /// PKCS#8, or encrypted PKCS#8).
+    #[arg(long, env = "FLOWGATE_PRIVATE_KEY")]
+    pub private_key: Option<String>,
+    /// Meta mode: the passphrase of encrypted private keys.
+    #[arg(long, env = "FLOWGATE_PRIVATE_KEY_PASSPHRASE", hide_env_values = true)]
+    pub private_key_passphrase: Option<String>,
+    /// Meta mode: the app secret(s) that sign requests (`X-Hub-Signature-256`),
+    /// comma-separated during a rotation. Unset: no signature check (warns).
+    #[arg(long, env = "FLOWGATE_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    /// A TOML file listing several routes, each with its own path, flow, mode, keys,
+    /// secrets and backend. Replaces FLOWGATE_PATH, FLOWGATE_MODE, FLOWGATE_PRIVATE_KEY,
+    /// FLOWGATE_PRIVATE_KEY_PASSPHRASE and FLOWGATE_APP_SECRET.
+    #[arg(long, env = "FLOWGATE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The whole budget of a request, from arrival to answer (like `10s`, `1500ms`).
     #[arg(long, env = "FLOWGATE_REQUEST_TIMEOUT", default_value = "10s")]
     pub request_timeout: String,
@@ -53,11 +76,80 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 }
 
-/// How the request and answer bodies are wrapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Generate an RSA-2048 key pair for Meta's encrypted endpoint: writes the private
+    /// key (PKCS#8) to FILE and prints the public key to upload.
+    Keygen {
+        /// Where to write the private key; refuses to overwrite.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Encrypt the private key with the passphrase in FLOWGATE_PRIVATE_KEY_PASSPHRASE.
+        #[arg(long)]
+        encrypt: bool,
+    },
+}
+
+/// A secret value: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Which flow a route reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowSource {
+    /// The flow service's default flow.
+    Default,
+    /// A fixed flow.
+    Named(String),
+    /// The last path segment (`/…/{flow}`).
+    FromPath,
+}
+
+/// How a route's bodies are wrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeConfig {
     /// JSON in, JSON out.
     Plain,
+    /// Meta's encrypted endpoint.
+    Meta(MetaConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaConfig {
+    /// Tried in order for each request.
+    pub private_keys: Vec<PathBuf>,
+    pub passphrase: Option<Secret>,
+    /// Empty: signatures are not checked.
+    pub app_secrets: Vec<Secret>,
+}
+
+/// One endpoint path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// An exact path, or one ending in `/{flow}`.
+    pub path: String,
+    pub flow: FlowSource,
+    pub mode: ModeConfig,
+    pub backend: String,
+    /// Where the route was configured, for error messages (`FLOWGATE_MODE`, or
+    /// `FLOWGATE_CONFIG route 2 (/whatsapp)`).
+    pub origin: String,
 }
 
 /// Where the public listener gets its TLS from.
@@ -79,9 +171,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `None` when the admin listener is off.
     pub admin_listen: Option<SocketAddr>,
-    pub backend: String,
-    pub path: String,
-    pub mode: Mode,
+    pub routes: Vec<RouteConfig>,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub tls: TlsSource,
@@ -89,29 +179,80 @@ pub struct Config {
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {var} (--{flag}) {value:?}: {reason}")]
+#[error("invalid {var}{flag} {value}: {reason}")]
 pub struct ConfigError {
-    pub var: &'static str,
-    pub flag: &'static str,
+    /// The variable, or `FLOWGATE_CONFIG route N (path)`.
+    pub var: String,
+    /// ` (--flag)`, or empty.
+    pub flag: String,
+    /// The offending value, quoted, or empty for secrets.
     pub value: String,
     pub reason: String,
 }
 
+fn error(var: &str, flag: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        var: var.to_owned(),
+        flag: if flag.is_empty() {
+            String::new()
+        } else {
+            format!(" (--{flag})")
+        },
+        value: format!("{value:?}"),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The same, for a secret: the value is not repeated.
+fn secret_error(var: &str, flag: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        value: "(value hidden)".into(),
+        ..error(var, flag, "", reason)
+    }
+}
+
+/// The route file (`FLOWGATE_CONFIG`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    /// The default backend of the routes in this file.
+    backend: Option<String>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RouteEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteEntry {
+    path: String,
+    flow: Option<String>,
+    #[serde(default = "plain")]
+    mode: String,
+    backend: Option<String>,
+    #[serde(default)]
+    private_keys: Vec<PathBuf>,
+    private_key_passphrase: Option<String>,
+    /// The name of an environment variable holding the passphrase.
+    private_key_passphrase_env: Option<String>,
+    #[serde(default)]
+    app_secrets: Vec<String>,
+    /// The name of an environment variable holding comma-separated app secrets.
+    app_secrets_env: Option<String>,
+}
+
+fn plain() -> String {
+    "plain".into()
+}
+
 impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
-        let err = |var, flag, value: &str, reason: &str| ConfigError {
-            var,
-            flag,
-            value: value.to_owned(),
-            reason: reason.to_owned(),
-        };
         let addr = |var, flag, value: &str| {
             value
                 .parse::<SocketAddr>()
-                .map_err(|_| err(var, flag, value, "expected an address like 0.0.0.0:8443"))
+                .map_err(|_| error(var, flag, value, "expected an address like 0.0.0.0:8443"))
         };
         let duration = |var, flag, value: &str| {
-            parse_duration(value).map_err(|reason| err(var, flag, value, &reason))
+            parse_duration(value).map_err(|reason| error(var, flag, value, &reason))
         };
 
         let listen = addr("FLOWGATE_LISTEN", "listen", &args.listen)?;
@@ -119,32 +260,10 @@ impl Config {
             "off" => None,
             value => Some(addr("FLOWGATE_ADMIN_LISTEN", "admin-listen", value)?),
         };
-        crate::upstream::endpoint(&args.backend)
-            .map_err(|e| err("FLOWGATE_BACKEND", "backend", &args.backend, &e.to_string()))?;
-        let path = &args.path;
-        if !path.starts_with('/')
-            || path.len() < 2
-            || path.contains(['{', '}', '*', '?', '#'])
-            || path.starts_with("/flows/")
-        {
-            return Err(err(
-                "FLOWGATE_PATH",
-                "path",
-                path,
-                "expected a path like /flow-endpoint (not /, not under /flows/, no {, }, *, ? or #)",
-            ));
-        }
-        let mode = match args.mode.as_str() {
-            "plain" => Mode::Plain,
-            "meta" => {
-                return Err(err(
-                    "FLOWGATE_MODE",
-                    "mode",
-                    "meta",
-                    "meta mode is not available in this build; use plain",
-                ));
-            }
-            other => return Err(err("FLOWGATE_MODE", "mode", other, "expected plain")),
+        check_backend("FLOWGATE_BACKEND", "backend", &args.backend)?;
+        let routes = match &args.config {
+            Some(file) => routes_from_file(file, &args)?,
+            None => routes_from_env(&args)?,
         };
         let request_timeout = duration(
             "FLOWGATE_REQUEST_TIMEOUT",
@@ -152,7 +271,7 @@ impl Config {
             &args.request_timeout,
         )?;
         if request_timeout < Duration::from_millis(100) {
-            return Err(err(
+            return Err(error(
                 "FLOWGATE_REQUEST_TIMEOUT",
                 "request-timeout",
                 &args.request_timeout,
@@ -167,7 +286,7 @@ impl Config {
         let tls = match (args.tls.as_str(), args.tls_cert, args.tls_key) {
             ("off", None, None) => TlsSource::Off,
             ("off", _, _) => {
-                return Err(err(
+                return Err(error(
                     "FLOWGATE_TLS",
                     "tls",
                     "off",
@@ -177,40 +296,293 @@ impl Config {
             ("on", None, None) => TlsSource::Generated,
             ("on", Some(cert), Some(key)) => TlsSource::Files { cert, key },
             ("on", Some(cert), None) => {
-                return Err(err(
-                    "FLOWGATE_TLS_KEY",
-                    "tls-key",
-                    "",
-                    &format!(
-                        "must be set together with FLOWGATE_TLS_CERT ({})",
-                        cert.display()
-                    ),
-                ));
+                let reason = format!(
+                    "must be set together with FLOWGATE_TLS_CERT ({})",
+                    cert.display()
+                );
+                return Err(error("FLOWGATE_TLS_KEY", "tls-key", "", &reason));
             }
             ("on", None, Some(key)) => {
-                return Err(err(
-                    "FLOWGATE_TLS_CERT",
-                    "tls-cert",
-                    "",
-                    &format!(
-                        "must be set together with FLOWGATE_TLS_KEY ({})",
-                        key.display()
-                    ),
-                ));
+                let reason = format!(
+                    "must be set together with FLOWGATE_TLS_KEY ({})",
+                    key.display()
+                );
+                return Err(error("FLOWGATE_TLS_CERT", "tls-cert", "", &reason));
             }
-            (other, _, _) => return Err(err("FLOWGATE_TLS", "tls", other, "expected on or off")),
+            (other, _, _) => return Err(error("FLOWGATE_TLS", "tls", other, "expected on or off")),
         };
         Ok(Config {
             listen,
             admin_listen,
-            backend: args.backend,
-            path: args.path,
-            mode,
+            routes,
             request_timeout,
             shutdown_grace,
             tls,
         })
     }
+}
+
+/// The one-route shortcut: `FLOWGATE_PATH` reaches the default flow and
+/// `/flows/{flow}` reaches the others, both with the same mode and backend.
+fn routes_from_env(args: &Args) -> Result<Vec<RouteConfig>, ConfigError> {
+    let path = args.path.clone().unwrap_or_else(|| "/flow-endpoint".into());
+    check_path("FLOWGATE_PATH", "path", &path)?;
+    if path.ends_with("/{flow}") || path.starts_with("/flows/") {
+        return Err(error(
+            "FLOWGATE_PATH",
+            "path",
+            &path,
+            "must not be under /flows/, which names flows",
+        ));
+    }
+    let split = |value: &Option<String>| -> Vec<String> {
+        value
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mode = match args.mode.as_deref().unwrap_or("plain") {
+        "plain" => {
+            for (var, flag, set) in [
+                (
+                    "FLOWGATE_PRIVATE_KEY",
+                    "private-key",
+                    args.private_key.is_some(),
+                ),
+                (
+                    "FLOWGATE_APP_SECRET",
+                    "app-secret",
+                    args.app_secret.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(secret_error(
+                        var,
+                        flag,
+                        "applies to FLOWGATE_MODE=meta only",
+                    ));
+                }
+            }
+            ModeConfig::Plain
+        }
+        "meta" => {
+            let private_keys: Vec<PathBuf> = split(&args.private_key)
+                .into_iter()
+                .map(PathBuf::from)
+                .collect();
+            if private_keys.is_empty() {
+                return Err(error(
+                    "FLOWGATE_PRIVATE_KEY",
+                    "private-key",
+                    "",
+                    "FLOWGATE_MODE=meta needs at least one private key file",
+                ));
+            }
+            ModeConfig::Meta(MetaConfig {
+                private_keys,
+                passphrase: args.private_key_passphrase.clone().map(Secret::new),
+                app_secrets: split(&args.app_secret)
+                    .into_iter()
+                    .map(Secret::new)
+                    .collect(),
+            })
+        }
+        other => {
+            return Err(error(
+                "FLOWGATE_MODE",
+                "mode",
+                other,
+                "expected plain or meta",
+            ));
+        }
+    };
+    let origin = "FLOWGATE_MODE".to_owned();
+    let route = |path: String, flow| RouteConfig {
+        path,
+        flow,
+        mode: mode.clone(),
+        backend: args.backend.clone(),
+        origin: origin.clone(),
+    };
+    Ok(vec![
+        route(path, FlowSource::Default),
+        route("/flows/{flow}".into(), FlowSource::FromPath),
+    ])
+}
+
+fn routes_from_file(file: &std::path::Path, args: &Args) -> Result<Vec<RouteConfig>, ConfigError> {
+    let shown = file.display().to_string();
+    for (var, flag, set) in [
+        ("FLOWGATE_PATH", "path", args.path.is_some()),
+        ("FLOWGATE_MODE", "mode", args.mode.is_some()),
+        (
+            "FLOWGATE_PRIVATE_KEY",
+            "private-key",
+            args.private_key.is_some(),
+        ),
+        (
+            "FLOWGATE_PRIVATE_KEY_PASSPHRASE",
+            "private-key-passphrase",
+            args.private_key_passphrase.is_some(),
+        ),
+        (
+            "FLOWGATE_APP_SECRET",
+            "app-secret",
+            args.app_secret.is_some(),
+        ),
+    ] {
+        if set {
+            return Err(secret_error(
+                var,
+                flag,
+                "cannot be combined with FLOWGATE_CONFIG; set it in the route file",
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        error(
+            "FLOWGATE_CONFIG",
+            "config",
+            &shown,
+            &format!("cannot read the file: {e}"),
+        )
+    })?;
+    let parsed: RouteFile = toml::from_str(&text).map_err(|e| {
+        let reason = format!("not a valid route file: {}", e.message());
+        error("FLOWGATE_CONFIG", "config", &shown, &reason)
+    })?;
+    if parsed.routes.is_empty() {
+        return Err(error(
+            "FLOWGATE_CONFIG",
+            "config",
+            &shown,
+            "no [[route]] entries",
+        ));
+    }
+    let default_backend = parsed.backend.unwrap_or_else(|| args.backend.clone());
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, entry) in parsed.routes.into_iter().enumerate() {
+        let origin = format!("FLOWGATE_CONFIG route {} ({})", i + 1, entry.path);
+        let fail = |reason: &str| ConfigError {
+            var: origin.clone(),
+            flag: String::new(),
+            value: format!("in {shown}"),
+            reason: reason.to_owned(),
+        };
+        check_path(&origin, "", &entry.path).map_err(|e| fail(&e.reason))?;
+        if routes.iter().any(|r| r.path == entry.path) {
+            return Err(fail("the path is already used by an earlier route"));
+        }
+        let flow = match (entry.path.ends_with("/{flow}"), entry.flow) {
+            (true, None) => FlowSource::FromPath,
+            (true, Some(_)) => {
+                return Err(fail(
+                    "a path ending in /{flow} takes the flow from the path; remove `flow`",
+                ));
+            }
+            (false, None) => FlowSource::Default,
+            (false, Some(name)) if valid_flow_name(&name) => FlowSource::Named(name),
+            (false, Some(_)) => return Err(fail("`flow` must be 1 to 64 letters, digits, _ or -")),
+        };
+        let backend = entry.backend.unwrap_or_else(|| default_backend.clone());
+        check_backend(&origin, "", &backend).map_err(|e| fail(&e.reason))?;
+        let from_env = |var: &Option<String>| -> Result<Option<String>, ConfigError> {
+            match var {
+                None => Ok(None),
+                Some(name) => std::env::var(name)
+                    .map(Some)
+                    .map_err(|_| fail(&format!("environment variable {name} is not set"))),
+            }
+        };
+        let mode = match entry.mode.as_str() {
+            "plain" => {
+                if !entry.private_keys.is_empty()
+                    || !entry.app_secrets.is_empty()
+                    || entry.app_secrets_env.is_some()
+                {
+                    return Err(fail(
+                        "private keys and app secrets apply to mode = \"meta\" only",
+                    ));
+                }
+                ModeConfig::Plain
+            }
+            "meta" => {
+                if entry.private_keys.is_empty() {
+                    return Err(fail("mode = \"meta\" needs private_keys"));
+                }
+                let passphrase = match (
+                    entry.private_key_passphrase,
+                    from_env(&entry.private_key_passphrase_env)?,
+                ) {
+                    (Some(_), Some(_)) => {
+                        return Err(fail(
+                            "set private_key_passphrase or private_key_passphrase_env, not both",
+                        ));
+                    }
+                    (a, b) => a.or(b).map(Secret::new),
+                };
+                let mut app_secrets: Vec<Secret> =
+                    entry.app_secrets.into_iter().map(Secret::new).collect();
+                if let Some(value) = from_env(&entry.app_secrets_env)? {
+                    app_secrets.extend(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(Secret::new),
+                    );
+                }
+                ModeConfig::Meta(MetaConfig {
+                    private_keys: entry.private_keys,
+                    passphrase,
+                    app_secrets,
+                })
+            }
+            other => {
+                return Err(fail(&format!(
+                    "unknown mode `{other}`; expected plain or meta"
+                )));
+            }
+        };
+        routes.push(RouteConfig {
+            path: entry.path,
+            flow,
+            mode,
+            backend,
+            origin,
+        });
+    }
+    Ok(routes)
+}
+
+fn check_path(var: &str, flag: &str, path: &str) -> Result<(), ConfigError> {
+    let body = path.strip_suffix("/{flow}").unwrap_or(path);
+    if !path.starts_with('/') || path.len() < 2 || body.contains(['{', '}', '*', '?', '#', ' ']) {
+        return Err(error(
+            var,
+            flag,
+            path,
+            "expected a path like /flow-endpoint or /flows/{flow} (no other {, }, *, ?, # or spaces)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_backend(var: &str, flag: &str, url: &str) -> Result<(), ConfigError> {
+    crate::upstream::endpoint(url)
+        .map(drop)
+        .map_err(|e| error(var, flag, url, &e.to_string()))
+}
+
+/// Flow names are 1–64 ASCII letters, digits, `_` or `-`.
+pub fn valid_flow_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Reads durations like `10s`, `1500ms`, `15m`, `2h`: a whole number and a unit.
@@ -270,11 +642,56 @@ mod tests {
         let config = Config::from_args(args(&[])).unwrap();
         assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(config.admin_listen, Some("127.0.0.1:9464".parse().unwrap()));
-        assert_eq!(config.backend, "http://127.0.0.1:50051");
-        assert_eq!(config.path, "/flow-endpoint");
-        assert_eq!(config.mode, Mode::Plain);
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.tls, TlsSource::Generated);
+        let paths: Vec<_> = config
+            .routes
+            .iter()
+            .map(|r| (r.path.as_str(), &r.flow, &r.mode))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("/flow-endpoint", &FlowSource::Default, &ModeConfig::Plain),
+                ("/flows/{flow}", &FlowSource::FromPath, &ModeConfig::Plain)
+            ]
+        );
+        assert!(
+            config
+                .routes
+                .iter()
+                .all(|r| r.backend == "http://127.0.0.1:50051")
+        );
+    }
+
+    #[test]
+    fn meta_mode_from_the_environment() {
+        let config = Config::from_args(args(&[
+            "--mode",
+            "meta",
+            "--private-key",
+            "a.pem, b.pem",
+            "--private-key-passphrase",
+            "pass",
+            "--app-secret",
+            "s1,s2",
+        ]))
+        .unwrap();
+        let ModeConfig::Meta(meta) = &config.routes[0].mode else {
+            panic!("meta expected")
+        };
+        assert_eq!(
+            meta.private_keys,
+            [PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
+        assert_eq!(meta.passphrase, Some(Secret::new("pass")));
+        assert_eq!(meta.app_secrets, [Secret::new("s1"), Secret::new("s2")]);
+        // Secrets never show in Debug output.
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("pass\"") && !debug.contains("s1"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -288,6 +705,8 @@ mod tests {
             (&["--path", "/flows/x"], "FLOWGATE_PATH"),
             (&["--path", "/"], "FLOWGATE_PATH"),
             (&["--mode", "json"], "FLOWGATE_MODE"),
+            (&["--mode", "meta"], "FLOWGATE_PRIVATE_KEY"),
+            (&["--app-secret", "s"], "FLOWGATE_APP_SECRET"),
             (&["--request-timeout", "10"], "FLOWGATE_REQUEST_TIMEOUT"),
             (&["--request-timeout", "5ms"], "FLOWGATE_REQUEST_TIMEOUT"),
             (&["--shutdown-grace", "soon"], "FLOWGATE_SHUTDOWN_GRACE"),
@@ -295,6 +714,8 @@ mod tests {
             (&["--tls-cert", "c.pem"], "FLOWGATE_TLS_KEY"),
             (&["--tls-key", "k.pem"], "FLOWGATE_TLS_CERT"),
             (&["--tls", "off", "--tls-key", "k.pem"], "FLOWGATE_TLS"),
+            (&["--config", "/nonexistent/routes.toml"], "FLOWGATE_CONFIG"),
+            (&["--config", "r.toml", "--mode", "meta"], "FLOWGATE_MODE"),
         ];
         for (argv, var) in cases {
             let err = Config::from_args(args(argv)).unwrap_err();
@@ -303,6 +724,9 @@ mod tests {
             assert!(line.starts_with(&format!("invalid {var} ")), "{line}");
             assert!(!line.contains('\n'), "{line}");
         }
+        // A secret is never echoed back.
+        let err = Config::from_args(args(&["--app-secret", "hunter2"])).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]
@@ -326,5 +750,92 @@ mod tests {
                 .admin_listen,
             None
         );
+    }
+
+    fn from_file(toml: &str) -> Result<Vec<RouteConfig>, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::from_args(args(&["--config", path.to_str().unwrap()])).map(|c| c.routes)
+    }
+
+    #[test]
+    fn route_files() {
+        let routes = from_file(
+            r#"
+            backend = "http://flows:50051"
+
+            [[route]]
+            path = "/whatsapp"
+            flow = "signup"
+            mode = "meta"
+            private_keys = ["/keys/new.pem", "/keys/old.pem"]
+            private_key_passphrase = "pass"
+            app_secrets = ["s1", "s2"]
+
+            [[route]]
+            path = "/provider/{flow}"
+            backend = "http://other:50051"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].path, "/whatsapp");
+        assert_eq!(routes[0].flow, FlowSource::Named("signup".into()));
+        assert_eq!(routes[0].backend, "http://flows:50051");
+        let ModeConfig::Meta(meta) = &routes[0].mode else {
+            panic!("meta expected")
+        };
+        assert_eq!(meta.private_keys.len(), 2);
+        assert_eq!(meta.app_secrets.len(), 2);
+        assert_eq!(routes[1].flow, FlowSource::FromPath);
+        assert_eq!(routes[1].mode, ModeConfig::Plain);
+        assert_eq!(routes[1].backend, "http://other:50051");
+    }
+
+    #[test]
+    fn bad_route_files_say_which_route() {
+        let cases = [
+            ("", "no [[route]]"),
+            ("[[route]]\npath = \"/a\"\nmode = \"xml\"", "route 1 (/a)"),
+            (
+                "[[route]]\npath = \"/a\"\nmode = \"meta\"",
+                "needs private_keys",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\n[[route]]\npath = \"/a\"",
+                "route 2 (/a)",
+            ),
+            (
+                "[[route]]\npath = \"/a/{flow}\"\nflow = \"x\"",
+                "takes the flow from the path",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\nflow = \"no spaces\"",
+                "`flow` must be",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\nbackend = \"ftp://x\"",
+                "expected http://host:port",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\nprivate_keys = [\"k.pem\"]",
+                "apply to mode = \"meta\" only",
+            ),
+            ("[[route]]\npath = \"a\"", "expected a path"),
+            (
+                "[[route]]\npath = \"/a\"\ncolour = \"blue\"",
+                "unknown field",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\nmode = \"meta\"\nprivate_keys = [\"k\"]\napp_secrets_env = \"FLOWGATE_TEST_UNSET_VAR\"",
+                "FLOWGATE_TEST_UNSET_VAR is not set",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let err = from_file(toml).unwrap_err().to_string();
+            assert!(err.contains(expected), "{toml:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 }

@@ -40,6 +40,13 @@ pub enum GatewayError {
     BodyTimeout,
     #[error("the body could not be read: {0}")]
     BodyUnreadable(String),
+    /// Meta mode: the body could not be decrypted (421: the client re-fetches the public
+    /// key and retries once). The reason is logged, not sent.
+    #[error("the request could not be decrypted")]
+    CannotDecrypt(String),
+    /// Meta mode: `X-Hub-Signature-256` missing or matching no app secret.
+    #[error("the request signature is missing or invalid")]
+    InvalidSignature,
     #[error("method not allowed; use POST")]
     MethodNotAllowed,
     #[error("no such endpoint")]
@@ -80,6 +87,8 @@ impl GatewayError {
             | Rejected(_)
             | BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            CannotDecrypt(_) => StatusCode::from_u16(421).expect("valid status"),
+            InvalidSignature => StatusCode::from_u16(432).expect("valid status"),
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound | UnknownFlow(_) => StatusCode::NOT_FOUND,
@@ -105,6 +114,8 @@ impl GatewayError {
             NumberOutOfRange(_) => "number_out_of_range",
             PayloadTooLarge { .. } => "payload_too_large",
             BodyTimeout => "body_timeout",
+            CannotDecrypt(_) => "cannot_decrypt",
+            InvalidSignature => "invalid_signature",
             BodyUnreadable(_) => "body_unreadable",
             MethodNotAllowed => "method_not_allowed",
             NotFound => "not_found",
@@ -123,25 +134,39 @@ impl GatewayError {
     }
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        // The one place errors are logged: server-side trouble loudly, with the detail
-        // the caller does not get; caller mistakes quietly.
-        match &self {
+impl GatewayError {
+    /// The one place errors are logged: server-side trouble loudly, with the detail
+    /// the caller does not get; caller mistakes quietly.
+    pub fn log(&self) {
+        match self {
             GatewayError::Unavailable { detail } | GatewayError::BadUpstreamResponse { detail } => {
                 tracing::warn!(code = self.code(), %detail, "request failed upstream");
             }
             GatewayError::Timeout | GatewayError::Overloaded => {
                 tracing::warn!(code = self.code(), "request failed upstream");
             }
+            GatewayError::CannotDecrypt(reason) => {
+                tracing::info!(code = self.code(), reason, "request refused")
+            }
+            GatewayError::InvalidSignature => tracing::info!(code = self.code(), "request refused"),
             _ => tracing::debug!(code = self.code(), error = %self, "request rejected"),
         }
-        let mut response = (status, axum::Json(self.body())).into_response();
-        if matches!(self, GatewayError::Overloaded) {
+    }
+
+    /// `Retry-After` for errors that ask the caller to come back.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        matches!(self, GatewayError::Overloaded).then(|| HeaderValue::from_static("1"))
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Some(retry_after) = self.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, retry_after);
         }
         response
     }

@@ -7,7 +7,8 @@
 //! Reading order:
 //! - [`config`] — typed configuration from environment variables and flags.
 //! - [`routes`] — the endpoint handler and the admin routes; [`app`] builds the router.
-//! - [`envelope`] — how bodies are wrapped on the wire (pure).
+//! - [`envelope`] — how bodies are wrapped on the wire: plain JSON or Meta's encryption (pure).
+//! - [`crypto`] — RSA keys, AES-GCM with a 16-byte IV, signatures (pure, aws-lc-rs).
 //! - [`translate`] — WhatsApp JSON ⇄ `flowgate.v1` messages (pure).
 //! - [`upstream`] — the gRPC client: deadlines, health, status mapping.
 //! - [`error`] — [`GatewayError`](error::GatewayError), mapped once to HTTP.
@@ -16,6 +17,7 @@
 //! - [`run`] — serves the public and admin listeners until shutdown.
 
 pub mod config;
+pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod routes;
@@ -50,7 +52,7 @@ pub async fn run(
     let handle = axum_server::Handle::new();
     let admin_handle = axum_server::Handle::new();
     let admin = listeners.admin.map(|listener| {
-        let service = admin_app(state.upstream.clone()).into_make_service();
+        let service = admin_app(state.upstreams()).into_make_service();
         let server = axum_server::from_tcp(listener).map(|s| s.handle(admin_handle.clone()));
         async move { server?.serve(service).await }
     });

@@ -1,16 +1,16 @@
-//! The HTTP surface: the Flows endpoint (`POST {path}` and `POST /flows/{name}`)
-//! and the admin routes (`GET /healthz`, `GET /readyz`).
+//! The HTTP surface: the Flows endpoint routes and the admin routes
+//! (`GET /healthz`, `GET /readyz`).
 //!
 //! A request goes: read the body (bounded in size and time) → open the envelope
 //! → [`translate::parse`] → the flow service over [`Upstream`] → [`translate::answer`]
 //! → seal the envelope. Every step's failure is a [`GatewayError`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::config::{Config, FlowSource, ModeConfig, valid_flow_name};
 use crate::envelope::Envelope;
 use crate::error::GatewayError;
 use crate::translate::{self, Inbound};
@@ -32,18 +33,118 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The header that carries the request id, in and out.
 const REQUEST_ID: &str = "x-request-id";
 
+/// One endpoint path and what serves it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// An exact path, or one ending in `/{flow}`.
+    pub path: String,
+    pub flow: FlowSource,
+    pub envelope: Envelope,
+    pub upstream: Upstream,
+}
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub upstream: Upstream,
-    pub envelope: Envelope,
-    /// The path that reaches the default flow.
-    pub path: String,
+    pub routes: Vec<Route>,
     /// The whole budget of a request, from arrival to answer.
     pub request_timeout: Duration,
 }
 
 impl AppState {
+    /// The usual layout: `path` reaches the default flow and `/flows/{flow}` the
+    /// others, both with the same envelope and flow service.
+    pub fn single(
+        path: &str,
+        envelope: Envelope,
+        upstream: Upstream,
+        request_timeout: Duration,
+    ) -> Self {
+        let route = |path: &str, flow| Route {
+            path: path.into(),
+            flow,
+            envelope: envelope.clone(),
+            upstream: upstream.clone(),
+        };
+        Self {
+            routes: vec![
+                route(path, FlowSource::Default),
+                route("/flows/{flow}", FlowSource::FromPath),
+            ],
+            request_timeout,
+        }
+    }
+
+    /// Builds the routes of a configuration: reads key files and prepares one
+    /// channel per distinct flow service. Must be called inside a Tokio runtime.
+    pub fn from_config(config: &Config) -> Result<Self, StartError> {
+        let mut upstreams: Vec<Upstream> = Vec::new();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let upstream = match upstreams.iter().find(|u| u.url() == route.backend) {
+                Some(upstream) => upstream.clone(),
+                None => {
+                    let upstream = Upstream::new(&route.backend).map_err(|e| StartError {
+                        origin: route.origin.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    upstreams.push(upstream.clone());
+                    upstream
+                }
+            };
+            let envelope = Envelope::load(&route.mode).map_err(|e| StartError {
+                origin: route.origin.clone(),
+                reason: e.to_string(),
+            })?;
+            if let ModeConfig::Meta(meta) = &route.mode {
+                if meta.app_secrets.is_empty() {
+                    tracing::warn!(
+                        route = %route.path,
+                        "no app secret configured (FLOWGATE_APP_SECRET): request signatures are not checked"
+                    );
+                }
+            }
+            routes.push(Route {
+                path: route.path.clone(),
+                flow: route.flow.clone(),
+                envelope,
+                upstream,
+            });
+        }
+        Ok(Self {
+            routes,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// Every distinct flow service the routes call.
+    pub fn upstreams(&self) -> Vec<Upstream> {
+        let mut upstreams: Vec<Upstream> = Vec::new();
+        for route in &self.routes {
+            if !upstreams.iter().any(|u| u.same_backend(&route.upstream)) {
+                upstreams.push(route.upstream.clone());
+            }
+        }
+        upstreams
+    }
+}
+
+/// A route that cannot be served, found at start.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {reason}")]
+pub struct StartError {
+    pub origin: String,
+    pub reason: String,
+}
+
+/// Shared by the handlers of one route.
+#[derive(Debug)]
+struct RouteState {
+    route: Route,
+    request_timeout: Duration,
+}
+
+impl RouteState {
     /// Time kept back from the gRPC deadline to write the answer: a tenth of the
     /// budget, at most 500 ms.
     fn answer_margin(&self) -> Duration {
@@ -53,17 +154,45 @@ impl AppState {
 
 /// The public router.
 pub fn app(state: AppState) -> Router {
-    let path = state.path.clone();
-    Router::new()
-        .route(&path, post(default_flow))
-        .route("/flows/{name}", post(named_flow))
+    let mut router = Router::new();
+    for route in state.routes {
+        let path = route.path.clone();
+        let shared = Arc::new(RouteState {
+            route,
+            request_timeout: state.request_timeout,
+        });
+        router = match &shared.route.flow {
+            FlowSource::FromPath => router.route(
+                &path,
+                post(
+                    move |Path(flow): Path<String>, headers: HeaderMap, body: Body| async move {
+                        if !valid_flow_name(&flow) {
+                            return GatewayError::NotFound.into_response();
+                        }
+                        handle(&shared, &flow, &headers, body).await
+                    },
+                ),
+            ),
+            FlowSource::Default | FlowSource::Named(_) => router.route(
+                &path,
+                post(move |headers: HeaderMap, body: Body| async move {
+                    let flow = match &shared.route.flow {
+                        FlowSource::Named(name) => name.clone(),
+                        _ => String::new(),
+                    };
+                    handle(&shared, &flow, &headers, body).await
+                }),
+            ),
+        };
+    }
+    router
         .fallback(|| async { GatewayError::NotFound })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
-        .with_state(Arc::new(state))
 }
 
-/// The admin router: liveness and readiness.
-pub fn admin_app(upstream: Upstream) -> Router {
+/// The admin router: liveness, and readiness (every flow service serving).
+pub fn admin_app(upstreams: Vec<Upstream>) -> Router {
+    let upstreams = Arc::new(upstreams);
     Router::new()
         .route(
             "/healthz",
@@ -71,75 +200,64 @@ pub fn admin_app(upstream: Upstream) -> Router {
         )
         .route(
             "/readyz",
-            get(|State(upstream): State<Upstream>| async move {
-                if upstream.serving().await {
-                    (StatusCode::OK, axum::Json(json!({"status": "ready"})))
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        axum::Json(json!({"status": "not_ready"})),
-                    )
+            get(move || async move {
+                for upstream in upstreams.iter() {
+                    if !upstream.serving().await {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(json!({"status": "not_ready"})),
+                        );
+                    }
                 }
+                (StatusCode::OK, axum::Json(json!({"status": "ready"})))
             }),
         )
         .fallback(|| async { GatewayError::NotFound })
-        .with_state(upstream)
 }
 
-async fn default_flow(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(&state, "", &headers, body).await
-}
-
-async fn named_flow(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    if !valid_flow_name(&name) {
-        return GatewayError::NotFound.into_response();
-    }
-    handle(&state, &name, &headers, body).await
-}
-
-/// Flow names are 1–64 ASCII letters, digits, `_` or `-`.
-fn valid_flow_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-async fn handle(state: &AppState, flow: &str, headers: &HeaderMap, body: Body) -> Response {
+async fn handle(state: &RouteState, flow: &str, headers: &HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let deadline = started + state.request_timeout;
     let request_id = request_id(headers);
-    let span = tracing::info_span!("request", request_id = %request_id, flow);
+    let span =
+        tracing::info_span!("request", request_id = %request_id, route = %state.route.path, flow);
 
-    let (response, action, token) = async {
+    let (mut response, action, token) = async {
         let body = match read_body(body, deadline).await {
             Ok(body) => body,
             Err(e) => return (e.into_response(), "", None),
         };
-        let (plaintext, sealer) = match state.envelope.open(headers, body) {
+        let opened = match state.route.envelope.open(headers, body) {
             Ok(opened) => opened,
             Err(e) => return (e.into_response(), "", None),
         };
-        let inbound = match translate::parse(&plaintext) {
+        let sealer = opened.sealer;
+        let inbound = match translate::parse(&opened.payload) {
             Ok(inbound) => inbound,
             Err(e) => return (sealer.seal_error(e), "", None),
         };
         let action = inbound.action();
         let token = inbound.flow_token().map(token_hash);
+        let mut context = RequestContext {
+            flow: flow.to_owned(),
+            request_id: request_id.clone(),
+            attempt: 1,
+            idempotency_key: translate::idempotency_key(flow, &inbound),
+            version: inbound.version().to_owned(),
+            signature_verified: opened.signature_verified,
+            flow_token_signature: 0,
+        };
+        if let Some(jwt) = inbound.flow_token_signature() {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            context.set_flow_token_signature(state.route.envelope.check_token_signature(jwt, now));
+        }
         let result = exchange(
             state,
             flow,
-            &request_id,
             &inbound,
+            context,
             deadline - state.answer_margin(),
         )
         .await;
@@ -152,12 +270,12 @@ async fn handle(state: &AppState, flow: &str, headers: &HeaderMap, body: Body) -
     .instrument(span)
     .await;
 
-    let mut response = response;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     tracing::info!(
         request_id = %request_id,
+        route = %state.route.path,
         flow = if flow.is_empty() { "(default)" } else { flow },
         action,
         token = token.as_deref().unwrap_or("-"),
@@ -185,24 +303,16 @@ async fn read_body(body: Body, deadline: Instant) -> Result<Bytes, GatewayError>
 
 /// Answers one validated request.
 async fn exchange(
-    state: &AppState,
+    state: &RouteState,
     flow: &str,
-    request_id: &str,
     inbound: &Inbound,
+    context: RequestContext,
     deadline: Instant,
 ) -> Result<(StatusCode, Value), GatewayError> {
-    let context = RequestContext {
-        flow: flow.to_owned(),
-        request_id: request_id.to_owned(),
-        attempt: 1,
-        idempotency_key: translate::idempotency_key(flow, inbound),
-        version: inbound.version().to_owned(),
-        signature_verified: false,
-        flow_token_signature: 0,
-    };
+    let upstream = &state.route.upstream;
     let Some(call) = translate::to_call(inbound, context)? else {
         // A ping: WhatsApp asks whether the endpoint can serve, so ask the flow service.
-        return if state.upstream.serving().await {
+        return if upstream.serving().await {
             Ok((StatusCode::OK, translate::ping_answer()))
         } else {
             Err(GatewayError::Unavailable {
@@ -210,14 +320,10 @@ async fn exchange(
             })
         };
     };
-    let reply = state
-        .upstream
-        .call(call, deadline)
-        .await
-        .map_err(|e| match e {
-            GatewayError::UnknownFlow(_) => GatewayError::UnknownFlow(flow.to_owned()),
-            e => e,
-        })?;
+    let reply = upstream.call(call, deadline).await.map_err(|e| match e {
+        GatewayError::UnknownFlow(_) => GatewayError::UnknownFlow(flow.to_owned()),
+        e => e,
+    })?;
     match reply {
         Reply::Acknowledged => Ok((StatusCode::OK, translate::acknowledged_answer())),
         Reply::Flow(response) => {

@@ -41,6 +41,8 @@ pub struct Exchange {
     pub screen: String,
     /// Empty when absent (allowed on INIT and BACK only).
     pub data: Map<String, Value>,
+    /// The JWT WhatsApp may send alongside the token.
+    pub flow_token_signature: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +54,7 @@ pub struct Notification {
     pub error_key: String,
     pub error_message: String,
     pub data: Map<String, Value>,
+    pub flow_token_signature: Option<String>,
 }
 
 impl Inbound {
@@ -72,6 +75,17 @@ impl Inbound {
             Inbound::Ping => "",
             Inbound::ErrorNotification(n) => &n.version,
             Inbound::Init(e) | Inbound::DataExchange(e) | Inbound::Back(e) => &e.version,
+        }
+    }
+
+    /// The `flow_token_signature`, where the request has one.
+    pub fn flow_token_signature(&self) -> Option<&str> {
+        match self {
+            Inbound::Ping => None,
+            Inbound::ErrorNotification(n) => n.flow_token_signature.as_deref(),
+            Inbound::Init(e) | Inbound::DataExchange(e) | Inbound::Back(e) => {
+                e.flow_token_signature.as_deref()
+            }
         }
     }
 
@@ -117,6 +131,7 @@ pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
     let screen = optional_string(&object, "screen")?
         .unwrap_or_default()
         .to_owned();
+    let flow_token_signature = optional_string(&object, "flow_token_signature")?.map(str::to_owned);
 
     if data.contains_key("error") || data.contains_key("error_key") {
         let text = |key: &'static str| match data.get(key) {
@@ -137,6 +152,7 @@ pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
             error_key,
             error_message,
             data,
+            flow_token_signature,
         }));
     }
 
@@ -161,6 +177,7 @@ pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
         flow_token,
         screen,
         data,
+        flow_token_signature,
     }))
 }
 
@@ -339,6 +356,7 @@ mod tests {
             flow_token: token.into(),
             screen: screen.into(),
             data,
+            flow_token_signature: None,
         }
     }
 
@@ -378,6 +396,7 @@ mod tests {
                 error_key: key.into(),
                 error_message: "boom".into(),
                 data,
+                flow_token_signature: None,
             })
         };
         check(

@@ -44,6 +44,7 @@ pub struct BackendError {
 /// A handle on the flow service; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    url: Arc<str>,
     flows: FlowServiceClient<Channel>,
     health: HealthClient<Channel>,
     last_health: Arc<Mutex<Option<(Instant, bool)>>>,
@@ -56,10 +57,21 @@ impl Upstream {
     pub fn new(url: &str) -> Result<Self, BackendError> {
         let channel = endpoint(url)?.connect_lazy();
         Ok(Self {
+            url: url.into(),
             flows: FlowServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
             last_health: Arc::default(),
         })
+    }
+
+    /// The flow service's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether both handles call the same flow service.
+    pub fn same_backend(&self, other: &Upstream) -> bool {
+        self.url == other.url
     }
 
     /// Makes one call, answering by `deadline` whatever the service does. The

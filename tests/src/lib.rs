@@ -98,6 +98,8 @@ pub struct GatewayOptions {
     pub request_timeout: Duration,
     pub tls: bool,
     pub grace: Duration,
+    /// How bodies are wrapped: plain JSON unless a test sets Meta's encryption.
+    pub envelope: Envelope,
 }
 
 impl GatewayOptions {
@@ -107,6 +109,7 @@ impl GatewayOptions {
             request_timeout: Duration::from_secs(5),
             tls: true,
             grace: Duration::from_secs(5),
+            envelope: Envelope::Plain,
         }
     }
 }
@@ -142,12 +145,13 @@ impl Gateway {
             None => reqwest::Client::new(),
         };
         let scheme = if options.tls { "https" } else { "http" };
-        let state = AppState {
-            upstream: Upstream::new(&options.backend).unwrap(),
-            envelope: Envelope::Plain,
-            path: "/flow-endpoint".into(),
-            request_timeout: options.request_timeout,
-        };
+        let upstream = Upstream::new(&options.backend).unwrap();
+        let state = AppState::single(
+            "/flow-endpoint",
+            options.envelope,
+            upstream,
+            options.request_timeout,
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(flowgate_gateway::run(
             Listeners {
