@@ -2,6 +2,8 @@
 //! (axum + rustls) on 127.0.0.1 port 0, driven by a real HTTPS client that trusts
 //! only the certificate generated for the test.
 
+pub mod whatsapp;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,6 +195,48 @@ impl Gateway {
         read(response).await
     }
 
+    /// POSTs a sealed request, signed with `secret` when given, and returns the status
+    /// with the answer: decrypted when the gateway sealed it (`text/plain`), else the
+    /// plain JSON error.
+    pub async fn post_sealed(
+        &self,
+        path: &str,
+        sealed: &whatsapp::Sealed,
+        secret: Option<&str>,
+    ) -> (u16, Value) {
+        let signature = secret.map(|s| whatsapp::sign(s, &sealed.body));
+        self.post_signed(path, sealed, signature.as_deref()).await
+    }
+
+    /// POSTs a sealed request with a given `X-Hub-Signature-256` header, or none.
+    pub async fn post_signed(
+        &self,
+        path: &str,
+        sealed: &whatsapp::Sealed,
+        signature: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(sealed.body.clone());
+        request = request.header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = request.send().await.expect("request reaches the gateway");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if content_type.as_deref() == Some("text/plain") {
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, sealed.open(&text))
+        } else {
+            read(response).await
+        }
+    }
+
     pub async fn admin(&self, path: &str) -> (u16, Value) {
         read(
             reqwest::get(format!("{}{path}", self.admin_base))
@@ -285,6 +329,7 @@ impl Flow for Probe {
                 "idempotency_key": c.idempotency_key,
                 "version": c.version,
                 "signature_verified": c.signature_verified,
+                "flow_token_signature": c.flow_token_signature.as_str_name(),
                 "flow_token": request.flow_token,
                 "screen": request.screen,
                 "data": request.data,
