@@ -3,7 +3,8 @@
 //! A flow is a type implementing [`Flow`]: one async method per WhatsApp
 //! action, each taking a [`Request`] and returning an [`Outcome`]. The SDK
 //! turns outcomes into `flowgate.v1` messages; the gateway turns those into
-//! WhatsApp JSON, so a flow never builds WhatsApp JSON by hand.
+//! WhatsApp JSON, so a flow never builds WhatsApp JSON by hand. Most flows are
+//! shorter as a [`Router`](crate::router::Router) of handlers by action and screen.
 //!
 //! ```
 //! use flow_service::sdk::{Flow, FlowError, Outcome, Request};
