@@ -14,11 +14,24 @@ pub struct Args {
     /// Address of the gRPC listener.
     #[arg(long, env = "FLOW_SERVICE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: String,
+
+    /// Refuse (INTERNAL) answers that break their flow's Flow JSON instead of sending
+    /// them with a warning: 1/true/on/yes or 0/false/off/no. `--strict` alone means 1.
+    #[arg(
+        long,
+        env = "FLOW_SERVICE_STRICT",
+        default_value = "0",
+        num_args = 0..=1,
+        default_missing_value = "1"
+    )]
+    pub strict: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// See [`crate::service::Flows::strict`].
+    pub strict: bool,
 }
 
 /// A configuration value that cannot be used.
@@ -39,7 +52,19 @@ impl Config {
             value: args.listen.clone(),
             reason: "expected an address like 0.0.0.0:50051".into(),
         })?;
-        Ok(Config { listen })
+        let strict = match args.strict.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "on" | "yes" => true,
+            "0" | "false" | "off" | "no" | "" => false,
+            _ => {
+                return Err(ConfigError {
+                    var: "FLOW_SERVICE_STRICT",
+                    flag: "strict",
+                    value: args.strict.clone(),
+                    reason: "expected 1/true/on/yes or 0/false/off/no".into(),
+                });
+            }
+        };
+        Ok(Config { listen, strict })
     }
 }
 

@@ -3,15 +3,22 @@
 //!
 //! Reading order:
 //! - [`sdk`] — the [`Flow`](sdk::Flow) trait, requests and outcomes — what a flow author writes against.
-//! - [`service`] — [`Flows`](service::Flows) (flows by name) and the gRPC service that routes to them.
+//! - [`router`] — [`Router`](router::Router): a flow as handlers by action and screen.
+//! - [`contract`] — [`FlowJson`](contract::FlowJson): a flow's Flow JSON, and the check
+//!   every answer passes before it leaves.
+//! - [`service`] — [`Flows`](service::Flows) (flows by name, strict mode) and the gRPC
+//!   service that routes to them.
+//! - [`flows`] — the reference flows (`signup`, `booking`) and their Flow JSON files
+//!   in `flow-service/flows/`.
 //! - [`media`] — decrypting PhotoPicker / DocumentPicker files.
-//! - [`flows`] — the reference flows (`signup`).
 //! - [`server`] — serves flows with health and reflection until shutdown.
 //! - [`config`] — configuration from environment variables and flags.
 
 pub mod config;
+pub mod contract;
 pub mod flows;
 pub mod media;
+pub mod router;
 pub mod sdk;
 pub mod server;
 pub mod service;

@@ -32,11 +32,13 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Signal handlers go in before "listening" is announced: whoever waits for that
+    // line may send SIGTERM at once.
+    let shutdown = shutdown_signal().context("installing signal handlers")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on FLOW_SERVICE_LISTEN {}", config.listen))?;
-    let flows = flow_service::flows::reference();
-    let shutdown = shutdown_signal()?;
+    let flows = flow_service::flows::reference().strict(config.strict);
     tracing::info!(addr = %listener.local_addr()?, ?flows, "flow service listening");
     flow_service::server::run(listener, flows, shutdown).await?;
     tracing::info!("stopped");

@@ -3,7 +3,8 @@
 //! A flow is a type implementing [`Flow`]: one async method per WhatsApp
 //! action, each taking a [`Request`] and returning an [`Outcome`]. The SDK
 //! turns outcomes into `flowgate.v1` messages; the gateway turns those into
-//! WhatsApp JSON, so a flow never builds WhatsApp JSON by hand.
+//! WhatsApp JSON, so a flow never builds WhatsApp JSON by hand. Most flows are
+//! shorter as a [`Router`](crate::router::Router) of handlers by action and screen.
 //!
 //! ```
 //! use flow_service::sdk::{Flow, FlowError, Outcome, Request};
@@ -26,8 +27,37 @@
 //! }
 //! ```
 
+use std::fmt;
+
 use flowgate_proto::v1::FlowTokenSignature;
 use serde_json::{Map, Value};
+
+use crate::contract::FlowJson;
+
+/// The WhatsApp action a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Init,
+    DataExchange,
+    Back,
+}
+
+impl Action {
+    /// The name WhatsApp uses: `INIT`, `data_exchange`, `BACK`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Init => "INIT",
+            Action::DataExchange => "data_exchange",
+            Action::Back => "BACK",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What travels with every call (see `RequestContext` in `flow.proto`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -163,6 +193,12 @@ pub trait Flow: Send + Sync + 'static {
     /// flow starts over as on INIT.
     async fn back(&self, request: Request) -> Result<Outcome, FlowError> {
         self.init(request).await
+    }
+
+    /// The flow's Flow JSON: every answer is checked against it before it leaves (see
+    /// [`crate::contract`]). `None`, the default, leaves answers unchecked.
+    fn flow_json(&self) -> Option<&FlowJson> {
+        None
     }
 
     /// The WhatsApp client reports a problem with an earlier answer. By default it is

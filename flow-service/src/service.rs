@@ -1,8 +1,10 @@
 //! [`FlowServer`]: the `flowgate.v1.FlowService` implementation that routes each
-//! call to a registered [`Flow`] and converts between proto messages and the SDK's types.
+//! call to a registered [`Flow`], checks the answer against the flow's Flow JSON, and
+//! converts between proto messages and the SDK's types.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flowgate_proto::json::{struct_from_json, struct_to_json};
 use flowgate_proto::token_hash;
@@ -11,22 +13,40 @@ use flowgate_proto::v1::{self, FlowResponse, flow_response};
 use serde_json::Value;
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use crate::sdk::{Context, ErrorNotice, Flow, FlowError, Outcome, Request};
+use crate::sdk::{Action, Context, ErrorNotice, Flow, FlowError, Outcome, Request};
 
 /// The flows a service runs, by name, and which one the gateway's main path reaches.
+///
+/// Answers of a flow with a Flow JSON ([`Flow::flow_json`]) are checked before they
+/// leave. A violation is always logged and counted ([`Flows::violations`]); in strict
+/// mode ([`Flows::strict`]) the answer is also refused with `INTERNAL`, which the
+/// gateway turns into a 503, so that tests and staging fail loudly where production
+/// would have shown the user a WhatsApp error.
 #[derive(Clone, Default)]
 pub struct Flows {
     by_name: HashMap<String, Arc<dyn Flow>>,
     default: Option<String>,
+    strict: bool,
+    /// Shared by clones, so the caller keeps a handle on what the server counts.
+    violations: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Flows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<_> = self.by_name.keys().collect();
         names.sort();
+        let mut unchecked: Vec<_> = self
+            .by_name
+            .iter()
+            .filter(|(_, flow)| flow.flow_json().is_none())
+            .map(|(name, _)| name)
+            .collect();
+        unchecked.sort();
         f.debug_struct("Flows")
             .field("names", &names)
             .field("default", &self.default)
+            .field("strict", &self.strict)
+            .field("unchecked", &unchecked)
             .finish()
     }
 }
@@ -38,7 +58,11 @@ impl Flows {
 
     /// Registers `flow` under `name` (reached at the gateway's `/flows/{name}`).
     /// The first flow registered is the default until [`Flows::default_flow`] says otherwise.
+    ///
+    /// A flow with a Flow JSON has it checked here, so a broken file stops the service
+    /// at start rather than failing requests.
     pub fn register(mut self, name: impl Into<String>, flow: impl Flow) -> Self {
+        let _ = flow.flow_json();
         let name = name.into();
         self.default.get_or_insert_with(|| name.clone());
         self.by_name.insert(name, Arc::new(flow));
@@ -49,6 +73,22 @@ impl Flows {
     pub fn default_flow(mut self, name: impl Into<String>) -> Self {
         self.default = Some(name.into());
         self
+    }
+
+    /// In strict mode, an answer that breaks the flow's Flow JSON is refused
+    /// (`INTERNAL`) instead of sent. Off by default; `FLOW_SERVICE_STRICT=1` turns it on.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    /// How many answers broke their flow's Flow JSON since start, in either mode.
+    pub fn violations(&self) -> u64 {
+        self.violations.load(Ordering::Relaxed)
     }
 
     /// The flow for a context's flow name; empty means the default flow.
@@ -78,7 +118,7 @@ impl FlowServer {
 
     async fn exchange(
         &self,
-        action: &'static str,
+        action: Action,
         context: Option<v1::RequestContext>,
         flow_token: String,
         screen: String,
@@ -100,14 +140,46 @@ impl FlowServer {
         let request_id = request.context.request_id.clone();
         let screen = request.screen.clone();
         let outcome = match action {
-            "INIT" => flow.init(request).await,
-            "BACK" => flow.back(request).await,
-            _ => flow.data_exchange(request).await,
+            Action::Init => flow.init(request).await,
+            Action::Back => flow.back(request).await,
+            Action::DataExchange => flow.data_exchange(request).await,
         };
-        let outcome = outcome.map_err(|e| to_status(e, name, action))?;
+        let outcome = outcome.map_err(|e| to_status(e, name, action.as_str()))?;
+        let violation = flow
+            .flow_json()
+            .and_then(|flow_json| flow_json.check(action, &screen, &outcome).err());
+        if let Some(violation) = violation {
+            self.flows.violations.fetch_add(1, Ordering::Relaxed);
+            // Violations name screens and fields, never their values.
+            if self.flows.strict {
+                tracing::error!(
+                    flow = name,
+                    action = action.as_str(),
+                    screen,
+                    token,
+                    request_id,
+                    error_key = violation.error_key(),
+                    %violation,
+                    "answer refused: it breaks the flow's Flow JSON (strict mode)",
+                );
+                return Err(Status::internal(format!(
+                    "the flow's answer breaks its Flow JSON: {violation}"
+                )));
+            }
+            tracing::warn!(
+                flow = name,
+                action = action.as_str(),
+                screen,
+                token,
+                request_id,
+                error_key = violation.error_key(),
+                %violation,
+                "answer breaks the flow's Flow JSON; sent anyway",
+            );
+        }
         tracing::info!(
             flow = name,
-            action,
+            action = action.as_str(),
             screen,
             token,
             request_id,
@@ -125,7 +197,7 @@ impl FlowService for FlowServer {
         request: GrpcRequest<v1::InitRequest>,
     ) -> Result<Response<FlowResponse>, Status> {
         let r = request.into_inner();
-        self.exchange("INIT", r.context, r.flow_token, r.screen, r.data)
+        self.exchange(Action::Init, r.context, r.flow_token, r.screen, r.data)
             .await
     }
 
@@ -134,8 +206,14 @@ impl FlowService for FlowServer {
         request: GrpcRequest<v1::DataExchangeRequest>,
     ) -> Result<Response<FlowResponse>, Status> {
         let r = request.into_inner();
-        self.exchange("data_exchange", r.context, r.flow_token, r.screen, r.data)
-            .await
+        self.exchange(
+            Action::DataExchange,
+            r.context,
+            r.flow_token,
+            r.screen,
+            r.data,
+        )
+        .await
     }
 
     async fn back(
@@ -143,7 +221,7 @@ impl FlowService for FlowServer {
         request: GrpcRequest<v1::BackRequest>,
     ) -> Result<Response<FlowResponse>, Status> {
         let r = request.into_inner();
-        self.exchange("BACK", r.context, r.flow_token, r.screen, r.data)
+        self.exchange(Action::Back, r.context, r.flow_token, r.screen, r.data)
             .await
     }
 
@@ -244,5 +322,83 @@ fn to_status(error: FlowError, flow: &str, action: &str) -> Status {
             tracing::error!(flow, action, %error, "flow failed");
             Status::internal("the flow failed; see the flow service's log")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::FlowJson;
+    use crate::router::Router;
+    use serde_json::json;
+
+    /// A flow whose INIT answers whatever screen `data.answer` names, with no data.
+    fn wayward() -> Router {
+        let flow_json = FlowJson::parse(
+            &json!({
+                "version": "7.3", "data_api_version": "3.0",
+                "routing_model": {"START": ["END"], "END": []},
+                "screens": [
+                    {"id": "START", "layout": {"type": "SingleColumnLayout", "children": []}},
+                    {"id": "END", "terminal": true,
+                     "layout": {"type": "SingleColumnLayout", "children": []}}
+                ]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        Router::new(flow_json).on_init(|r: Request| async move {
+            let screen = r.text("answer").unwrap_or("START").to_owned();
+            Ok(Outcome::screen(screen, json!({})))
+        })
+    }
+
+    async fn init(server: &FlowServer, answer: &str) -> Result<FlowResponse, Status> {
+        let data = json!({"answer": answer});
+        server
+            .init(GrpcRequest::new(v1::InitRequest {
+                context: Some(v1::RequestContext {
+                    flow: "wayward".into(),
+                    ..Default::default()
+                }),
+                flow_token: "tok".into(),
+                screen: String::new(),
+                data: Some(struct_from_json(data.as_object().unwrap(), "data").unwrap()),
+            }))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn strict_mode_refuses_answers_that_break_the_flow_json() {
+        let flows = Flows::new().register("wayward", wayward()).strict(true);
+        let server = FlowServer::new(flows.clone());
+        assert!(init(&server, "START").await.is_ok());
+        assert_eq!(flows.violations(), 0);
+        for (answer, message) in [
+            ("END", "INIT answered `END`, which is not an entry screen"),
+            (
+                "ELSEWHERE",
+                "answered screen `ELSEWHERE`, which the Flow JSON does not declare",
+            ),
+        ] {
+            let status = init(&server, answer).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Internal);
+            assert!(status.message().contains(message), "{status:?}");
+        }
+        assert_eq!(flows.violations(), 2);
+    }
+
+    #[tokio::test]
+    async fn lenient_mode_counts_and_sends() {
+        let flows = Flows::new().register("wayward", wayward());
+        assert!(!flows.is_strict());
+        let server = FlowServer::new(flows.clone());
+        let response = init(&server, "END").await.unwrap();
+        let Some(flow_response::Outcome::NextScreen(next)) = response.outcome else {
+            panic!("{response:?}");
+        };
+        assert_eq!(next.screen, "END");
+        assert_eq!(flows.violations(), 1);
     }
 }

@@ -29,14 +29,17 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts the reference flows plus the [`Probe`] flow as `probe`.
+    /// Starts the reference flows plus the [`Probe`] flow as `probe`, in strict mode:
+    /// an answer that breaks its flow's Flow JSON fails the test with a 503.
     pub async fn start(probe: Probe) -> Self {
         Self::start_at("127.0.0.1:0".parse().unwrap(), probe).await
     }
 
     /// Starts on a given address (to come back on the same port after a stop).
     pub async fn start_at(addr: SocketAddr, probe: Probe) -> Self {
-        let flows = flow_service::flows::reference().register("probe", probe);
+        let flows = flow_service::flows::reference()
+            .strict(true)
+            .register("probe", probe);
         Self::serve(addr, flows).await
     }
 

@@ -2,16 +2,31 @@
 //!
 //! INIT → `WELCOME_SCREEN`; submitting an email there → `CONFIRMATION_SCREEN`
 //! (or `WELCOME_SCREEN` with an error for an invalid one); BACK → `WELCOME_SCREEN`;
-//! submitting `CONFIRMATION_SCREEN` completes with the email.
+//! submitting `CONFIRMATION_SCREEN` completes with the email. Its Flow JSON is
+//! `flow-service/flows/signup.json`.
+//!
+//! Written against the [`Flow`] trait directly; `booking` shows the [`Router`](crate::router::Router).
+
+use std::sync::LazyLock;
 
 use serde_json::json;
 
+use crate::contract::FlowJson;
 use crate::sdk::{Flow, FlowError, Outcome, Request};
 
 pub const WELCOME_SCREEN: &str = "WELCOME_SCREEN";
 pub const CONFIRMATION_SCREEN: &str = "CONFIRMATION_SCREEN";
 pub const WELCOME_MESSAGE: &str = "Welcome! Enter your email address to sign up.";
 pub const INVALID_EMAIL: &str = "Please enter a valid email address.";
+
+/// The Flow JSON a business uploads to WhatsApp for this flow.
+pub const FLOW_JSON: &str = include_str!("../../flows/signup.json");
+
+/// Parsed on first use, which [`Flows::register`](crate::service::Flows::register) makes
+/// the service's start.
+static SIGNUP_JSON: LazyLock<FlowJson> = LazyLock::new(|| {
+    FlowJson::parse(FLOW_JSON).unwrap_or_else(|e| panic!("flow-service/flows/signup.json: {e}"))
+});
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Signup;
@@ -35,13 +50,17 @@ impl Flow for Signup {
                 )),
                 _ => Ok(welcome().with_error(INVALID_EMAIL)),
             },
-            // The confirmation screen sends the email back (`${data.user_email}`).
+            // The confirmation screen sends back the email this flow checked
+            // (`${data.user_email}`), so an invalid one was not sent by a client
+            // following the Flow JSON; nor may this screen lead back to the first.
             CONFIRMATION_SCREEN => {
                 match request.text("email").or_else(|| request.text("user_email")) {
                     Some(email) if is_valid_email(email) => {
                         Ok(Outcome::complete(json!({"email": email})))
                     }
-                    _ => Ok(welcome().with_error(INVALID_EMAIL)),
+                    _ => Err(FlowError::Invalid(
+                        "the email sent from CONFIRMATION_SCREEN is not valid".into(),
+                    )),
                 }
             }
             other => Err(FlowError::UnknownScreen(other.to_owned())),
@@ -50,6 +69,10 @@ impl Flow for Signup {
 
     async fn back(&self, _request: Request) -> Result<Outcome, FlowError> {
         Ok(welcome())
+    }
+
+    fn flow_json(&self) -> Option<&FlowJson> {
+        Some(&SIGNUP_JSON)
     }
 }
 
