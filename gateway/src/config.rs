@@ -399,7 +399,12 @@ fn routes_from_env(args: &Args) -> Result<Vec<RouteConfig>, ConfigError> {
             ));
         }
     };
-    let origin = "FLOWGATE_MODE".to_owned();
+    // Start-up errors of this route are about its key files, when it has any.
+    let origin = match mode {
+        ModeConfig::Meta(_) => "FLOWGATE_PRIVATE_KEY",
+        ModeConfig::Plain => "FLOWGATE_MODE",
+    }
+    .to_owned();
     let route = |path: String, flow| RouteConfig {
         path,
         flow,

@@ -125,3 +125,109 @@ fn stops_cleanly_on_sigterm_and_sigint() {
         assert_eq!(wait(&mut child), Some(0), "{signal}");
     }
 }
+
+#[test]
+fn keygen_writes_a_usable_key_and_prints_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.pem");
+    let output = gateway()
+        .args(["keygen", "--out"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let public = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        public.starts_with("-----BEGIN PUBLIC KEY-----\n"),
+        "{public}"
+    );
+    let private = std::fs::read_to_string(&plain).unwrap();
+    assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    flowgate_gateway::crypto::keys::PrivateKey::from_pem(&private, None).unwrap();
+
+    // Never overwrites.
+    let again = gateway()
+        .args(["keygen", "--out"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), private);
+
+    // Encrypted with the passphrase from the environment, never from the command line.
+    let encrypted = dir.path().join("encrypted.pem");
+    let output = gateway()
+        .args(["keygen", "--encrypt", "--out"])
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "--encrypt without a passphrase must fail"
+    );
+    let output = gateway()
+        .env("FLOWGATE_PRIVATE_KEY_PASSPHRASE", "correct horse")
+        .args(["keygen", "--encrypt", "--out"])
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pem = std::fs::read_to_string(&encrypted).unwrap();
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"));
+    flowgate_gateway::crypto::keys::PrivateKey::from_pem(&pem, Some(b"correct horse")).unwrap();
+}
+
+#[test]
+fn meta_mode_refuses_unusable_keys_at_start() {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/keys");
+    let cases = [
+        (keys.join("missing.pem"), None, "missing.pem"),
+        (
+            keys.join("pkcs8-encrypted.pem"),
+            Some("not the passphrase"),
+            "wrong passphrase",
+        ),
+        (keys.join("pkcs8-encrypted.pem"), None, "no passphrase"),
+        (keys.join("pkcs1.pub.pem"), None, "no PEM private key"),
+    ];
+    for (key, passphrase, expected) in cases {
+        let mut command = gateway();
+        command
+            .env("FLOWGATE_LISTEN", "127.0.0.1:0")
+            .env("FLOWGATE_ADMIN_LISTEN", "off")
+            .env("FLOWGATE_MODE", "meta")
+            .env("FLOWGATE_PRIVATE_KEY", &key);
+        if let Some(passphrase) = passphrase {
+            command.env("FLOWGATE_PRIVATE_KEY_PASSPHRASE", passphrase);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{key:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("flowgate-gateway: FLOWGATE_PRIVATE_KEY: private key "),
+            "{stderr}"
+        );
+        assert!(last.contains(expected), "{stderr}");
+        assert!(
+            !stderr.contains("not the passphrase"),
+            "the passphrase leaked: {stderr}"
+        );
+    }
+}
