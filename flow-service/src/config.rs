@@ -25,6 +25,15 @@ pub struct Args {
         default_missing_value = "1"
     )]
     pub strict: String,
+
+    /// After SIGTERM, how long to keep serving while reporting NOT_SERVING, so that
+    /// gateways move traffic away first.
+    #[arg(long, env = "FLOW_SERVICE_DRAIN_DELAY", default_value = "2s")]
+    pub drain_delay: String,
+
+    /// Flow calls handled at once; beyond, RESOURCE_EXHAUSTED (the gateway's 503).
+    #[arg(long, env = "FLOW_SERVICE_MAX_IN_FLIGHT", default_value = "512")]
+    pub max_in_flight: String,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +41,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// See [`crate::service::Flows::strict`].
     pub strict: bool,
+    pub serve: crate::server::ServeOptions,
 }
 
 /// A configuration value that cannot be used.
@@ -64,13 +74,68 @@ impl Config {
                 });
             }
         };
-        Ok(Config { listen, strict })
+        let drain_delay =
+            flowgate_proto::parse_duration(&args.drain_delay).map_err(|reason| ConfigError {
+                var: "FLOW_SERVICE_DRAIN_DELAY",
+                flag: "drain-delay",
+                value: args.drain_delay.clone(),
+                reason,
+            })?;
+        let max_in_flight = match args.max_in_flight.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(ConfigError {
+                    var: "FLOW_SERVICE_MAX_IN_FLIGHT",
+                    flag: "max-in-flight",
+                    value: args.max_in_flight.clone(),
+                    reason: "expected a whole number above 0".into(),
+                });
+            }
+        };
+        Ok(Config {
+            listen,
+            strict,
+            serve: crate::server::ServeOptions {
+                drain_delay,
+                max_in_flight,
+            },
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resilience_settings_name_their_variable() {
+        let parse = |argv: &[&str]| Config::from_args(Args::try_parse_from(argv).unwrap());
+        let config = parse(&[
+            "flow-service",
+            "--drain-delay",
+            "500ms",
+            "--max-in-flight",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.serve.drain_delay,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(config.serve.max_in_flight, 8);
+        for (argv, var) in [
+            (
+                &["flow-service", "--drain-delay", "soon"][..],
+                "FLOW_SERVICE_DRAIN_DELAY",
+            ),
+            (
+                &["flow-service", "--max-in-flight", "0"][..],
+                "FLOW_SERVICE_MAX_IN_FLIGHT",
+            ),
+        ] {
+            assert_eq!(parse(argv).unwrap_err().var, var);
+        }
+    }
 
     #[test]
     fn listen_address() {

@@ -40,7 +40,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on FLOW_SERVICE_LISTEN {}", config.listen))?;
     let flows = flow_service::flows::reference().strict(config.strict);
     tracing::info!(addr = %listener.local_addr()?, ?flows, "flow service listening");
-    flow_service::server::run(listener, flows, shutdown).await?;
+    flow_service::server::run_with(listener, flows, shutdown, config.serve).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,12 +1,22 @@
-//! Serves a set of flows over gRPC, with `grpc.health.v1` and reflection, until shutdown.
+//! Serves a set of flows over gRPC, with `grpc.health.v1` and reflection, until
+//! shutdown; sheds load beyond a limit of calls in flight, and drains on shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use flowgate_proto::v1::flow_service_server::FlowServiceServer;
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::service::{FlowServer, Flows};
+
+/// The gRPC name of the flow service, as health reports it.
+const FLOW_SERVICE_NAME: &str =
+    <FlowServiceServer<FlowServer> as tonic::server::NamedService>::NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -16,13 +26,43 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `flows` on `listener` until `shutdown` completes. Health for the whole
-/// server (`""`) and for `flowgate.v1.FlowService` turns NOT_SERVING as soon as
-/// shutdown begins; calls in flight are then finished before this returns.
+/// How a server behaves under load and at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// How long to keep serving after reporting NOT_SERVING, so that gateways move
+    /// traffic away before connections close.
+    pub drain_delay: Duration,
+    /// Flow calls handled at once; beyond, `RESOURCE_EXHAUSTED` at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::from_secs(2),
+            max_in_flight: 512,
+        }
+    }
+}
+
+/// [`run_with`] and default options.
 pub async fn run(
     listener: tokio::net::TcpListener,
     flows: Flows,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    run_with(listener, flows, shutdown, ServeOptions::default()).await
+}
+
+/// Serves `flows` on `listener` until `shutdown` completes. Then: health for the
+/// whole server (`""`) and for `flowgate.v1.FlowService` turns NOT_SERVING; calls
+/// are still served for `drain_delay`; then the listener closes, connections are
+/// told to go away, and calls in flight finish before this returns.
+pub async fn run_with(
+    listener: tokio::net::TcpListener,
+    flows: Flows,
+    shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FlowServiceServer<FlowServer>>().await;
@@ -38,12 +78,90 @@ pub async fn run(
         health
             .set_not_serving::<FlowServiceServer<FlowServer>>()
             .await;
+        tracing::info!(
+            drain_ms = options.drain_delay.as_millis() as u64,
+            "draining: reported NOT_SERVING"
+        );
+        tokio::time::sleep(options.drain_delay).await;
+        // Health watch streams never end by themselves and would hold their connections
+        // open forever: dropping the statuses ends them, so the connections can close.
+        let mut health = health;
+        health.clear_service_status("").await;
+        health.clear_service_status(FLOW_SERVICE_NAME).await;
+        tracing::info!("closing connections once calls in flight finish");
     };
     tonic::transport::Server::builder()
+        .layer(ShedLayer {
+            permits: Arc::new(Semaphore::new(options.max_in_flight)),
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(FlowServiceServer::new(FlowServer::new(flows)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Refuses flow calls beyond a number in flight with `RESOURCE_EXHAUSTED` (the
+/// gateway's 503 with `Retry-After`) instead of queueing them. Health and
+/// reflection are never refused: a busy replica is not a dead one.
+#[derive(Debug, Clone)]
+struct ShedLayer {
+    permits: Arc<Semaphore>,
+}
+
+impl<S> tower::Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Shed {
+            inner,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Shed<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Shed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if !path.starts_with("/flowgate.") {
+            return Box::pin(self.inner.call(request));
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let call = self.inner.call(request);
+                Box::pin(async move {
+                    let response = call.await;
+                    drop(permit);
+                    response
+                })
+            }
+            Err(_) => Box::pin(async {
+                Ok(
+                    tonic::Status::resource_exhausted("the flow service is at capacity")
+                        .into_http(),
+                )
+            }),
+        }
+    }
 }

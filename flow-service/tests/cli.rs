@@ -22,6 +22,7 @@ fn invalid_listen_address_exits_with_one_line() {
 fn serves_then_stops_on_sigterm() {
     let mut child = Command::new(BIN)
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
+        .env("FLOW_SERVICE_DRAIN_DELAY", "100ms")
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

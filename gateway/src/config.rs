@@ -28,13 +28,20 @@ pub struct Args {
     /// Address of the admin listener (`GET /healthz`, `GET /readyz`), or `off`.
     #[arg(long, env = "FLOWGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
     pub admin_listen: String,
-    /// The flow service, as `http://host:port` (the default for routes of FLOWGATE_CONFIG too).
+    /// The flow service: comma-separated `http://host:port` URLs; names are re-resolved so
+    /// every replica behind them is used (the default for FLOWGATE_CONFIG routes too).
     #[arg(
         long,
         env = "FLOWGATE_BACKEND",
         default_value = "http://127.0.0.1:50051"
     )]
     pub backend: String,
+    /// How often backend names are resolved again.
+    #[arg(long, env = "FLOWGATE_DNS_REFRESH", default_value = "5s")]
+    pub dns_refresh: String,
+    /// Requests handled at once; beyond, 503 with Retry-After at once.
+    #[arg(long, env = "FLOWGATE_MAX_IN_FLIGHT", default_value = "1024")]
+    pub max_in_flight: String,
     /// The path that reaches the flow service's default flow [default: /flow-endpoint].
     /// `/flows/{name}` reaches flow `name`.
     #[arg(long, env = "FLOWGATE_PATH")]
@@ -175,6 +182,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub tls: TlsSource,
+    pub dns_refresh: Duration,
+    pub max_in_flight: usize,
 }
 
 /// A configuration value that cannot be used.
@@ -252,7 +261,7 @@ impl Config {
                 .map_err(|_| error(var, flag, value, "expected an address like 0.0.0.0:8443"))
         };
         let duration = |var, flag, value: &str| {
-            parse_duration(value).map_err(|reason| error(var, flag, value, &reason))
+            flowgate_proto::parse_duration(value).map_err(|reason| error(var, flag, value, &reason))
         };
 
         let listen = addr("FLOWGATE_LISTEN", "listen", &args.listen)?;
@@ -283,6 +292,29 @@ impl Config {
             "shutdown-grace",
             &args.shutdown_grace,
         )?;
+        let dns_refresh = duration("FLOWGATE_DNS_REFRESH", "dns-refresh", &args.dns_refresh)?;
+        if dns_refresh < Duration::from_millis(100) {
+            let reason = "must be at least 100ms";
+            return Err(error(
+                "FLOWGATE_DNS_REFRESH",
+                "dns-refresh",
+                &args.dns_refresh,
+                reason,
+            ));
+        }
+        let max_in_flight = match args.max_in_flight.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                let reason = "expected a whole number above 0";
+                let value = &args.max_in_flight;
+                return Err(error(
+                    "FLOWGATE_MAX_IN_FLIGHT",
+                    "max-in-flight",
+                    value,
+                    reason,
+                ));
+            }
+        };
         let tls = match (args.tls.as_str(), args.tls_cert, args.tls_key) {
             ("off", None, None) => TlsSource::Off,
             ("off", _, _) => {
@@ -318,6 +350,8 @@ impl Config {
             request_timeout,
             shutdown_grace,
             tls,
+            dns_refresh,
+            max_in_flight,
         })
     }
 }
@@ -577,7 +611,7 @@ fn check_path(var: &str, flag: &str, path: &str) -> Result<(), ConfigError> {
 }
 
 fn check_backend(var: &str, flag: &str, url: &str) -> Result<(), ConfigError> {
-    crate::upstream::endpoint(url)
+    crate::upstream::parse_targets(url)
         .map(drop)
         .map_err(|e| error(var, flag, url, &e.to_string()))
 }
@@ -590,26 +624,6 @@ pub fn valid_flow_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Reads durations like `10s`, `1500ms`, `15m`, `2h`: a whole number and a unit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const EXPECTED: &str = "expected a duration like 10s, 1500ms or 15m";
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| EXPECTED.to_owned())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| EXPECTED.to_owned())?;
-    let millis = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => return Err(EXPECTED.to_owned()),
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| "duration too long".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,28 +632,6 @@ mod tests {
         let mut argv = vec!["flowgate-gateway"];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv).unwrap()
-    }
-
-    #[test]
-    fn durations() {
-        let cases = [
-            ("10s", Ok(Duration::from_secs(10))),
-            ("1500ms", Ok(Duration::from_millis(1500))),
-            ("15m", Ok(Duration::from_secs(900))),
-            ("2h", Ok(Duration::from_secs(7200))),
-            ("0s", Ok(Duration::ZERO)),
-            ("10", Err(())),
-            ("s", Err(())),
-            ("1.5s", Err(())),
-            ("-1s", Err(())),
-            ("10 s", Err(())),
-            ("10d", Err(())),
-            ("", Err(())),
-            ("99999999999999999999h", Err(())),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(parse_duration(text).map_err(|_| ()), expected, "{text}");
-        }
     }
 
     #[test]
@@ -715,6 +707,10 @@ mod tests {
             (&["--request-timeout", "10"], "FLOWGATE_REQUEST_TIMEOUT"),
             (&["--request-timeout", "5ms"], "FLOWGATE_REQUEST_TIMEOUT"),
             (&["--shutdown-grace", "soon"], "FLOWGATE_SHUTDOWN_GRACE"),
+            (&["--dns-refresh", "1ms"], "FLOWGATE_DNS_REFRESH"),
+            (&["--max-in-flight", "0"], "FLOWGATE_MAX_IN_FLIGHT"),
+            (&["--max-in-flight", "many"], "FLOWGATE_MAX_IN_FLIGHT"),
+            (&["--backend", "http://a:1,ftp://b:2"], "FLOWGATE_BACKEND"),
             (&["--tls", "maybe"], "FLOWGATE_TLS"),
             (&["--tls-cert", "c.pem"], "FLOWGATE_TLS_KEY"),
             (&["--tls-key", "k.pem"], "FLOWGATE_TLS_CERT"),

@@ -56,6 +56,9 @@ pub enum GatewayError {
     /// The flow service refused the request as invalid; its message is meant for the caller.
     #[error("the flow service rejected the request: {0}")]
     Rejected(String),
+    /// The gateway has `FLOWGATE_MAX_IN_FLIGHT` requests in hand already.
+    #[error("the gateway is at capacity; retry later")]
+    GatewayBusy,
     /// The flow service said it is overloaded.
     #[error("the flow service is overloaded; retry later")]
     Overloaded,
@@ -92,7 +95,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound | UnknownFlow(_) => StatusCode::NOT_FOUND,
-            Overloaded | Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | GatewayBusy | Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Timeout => StatusCode::GATEWAY_TIMEOUT,
             BadUpstreamResponse { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -121,7 +124,7 @@ impl GatewayError {
             NotFound => "not_found",
             UnknownFlow(_) => "unknown_flow",
             Rejected(_) => "rejected",
-            Overloaded => "overloaded",
+            Overloaded | GatewayBusy => "overloaded",
             Unavailable { .. } => "service_unavailable",
             Timeout => "upstream_timeout",
             BadUpstreamResponse { .. } => "bad_upstream_response",
@@ -142,7 +145,7 @@ impl GatewayError {
             GatewayError::Unavailable { detail } | GatewayError::BadUpstreamResponse { detail } => {
                 tracing::warn!(code = self.code(), %detail, "request failed upstream");
             }
-            GatewayError::Timeout | GatewayError::Overloaded => {
+            GatewayError::Timeout | GatewayError::Overloaded | GatewayError::GatewayBusy => {
                 tracing::warn!(code = self.code(), "request failed upstream");
             }
             GatewayError::CannotDecrypt(reason) => {
@@ -155,7 +158,8 @@ impl GatewayError {
 
     /// `Retry-After` for errors that ask the caller to come back.
     pub fn retry_after(&self) -> Option<HeaderValue> {
-        matches!(self, GatewayError::Overloaded).then(|| HeaderValue::from_static("1"))
+        matches!(self, GatewayError::Overloaded | GatewayError::GatewayBusy)
+            .then(|| HeaderValue::from_static("1"))
     }
 }
 

@@ -18,6 +18,7 @@ use flowgate_proto::token_hash;
 use flowgate_proto::v1::RequestContext;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -43,12 +44,18 @@ pub struct Route {
     pub upstream: Upstream,
 }
 
+/// Requests handled at once unless configured otherwise (`FLOWGATE_MAX_IN_FLIGHT`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub routes: Vec<Route>,
     /// The whole budget of a request, from arrival to answer.
     pub request_timeout: Duration,
+    /// Admission: a request that finds no permit is refused at once (503, `Retry-After`)
+    /// instead of queueing towards the platform's deadline.
+    pub in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -72,7 +79,14 @@ impl AppState {
                 route("/flows/{flow}", FlowSource::FromPath),
             ],
             request_timeout,
+            in_flight: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
         }
+    }
+
+    /// Admits at most `n` requests at once.
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = Arc::new(Semaphore::new(n));
+        self
     }
 
     /// Builds the routes of a configuration: reads key files and prepares one
@@ -84,10 +98,13 @@ impl AppState {
             let upstream = match upstreams.iter().find(|u| u.url() == route.backend) {
                 Some(upstream) => upstream.clone(),
                 None => {
-                    let upstream = Upstream::new(&route.backend).map_err(|e| StartError {
-                        origin: route.origin.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    let upstream =
+                        Upstream::new(&route.backend, config.dns_refresh).map_err(|e| {
+                            StartError {
+                                origin: route.origin.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
                     upstreams.push(upstream.clone());
                     upstream
                 }
@@ -114,6 +131,7 @@ impl AppState {
         Ok(Self {
             routes,
             request_timeout: config.request_timeout,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         })
     }
 
@@ -142,6 +160,7 @@ pub struct StartError {
 struct RouteState {
     route: Route,
     request_timeout: Duration,
+    in_flight: Arc<Semaphore>,
 }
 
 impl RouteState {
@@ -160,6 +179,7 @@ pub fn app(state: AppState) -> Router {
         let shared = Arc::new(RouteState {
             route,
             request_timeout: state.request_timeout,
+            in_flight: state.in_flight.clone(),
         });
         router = match &shared.route.flow {
             FlowSource::FromPath => router.route(
@@ -216,6 +236,10 @@ pub fn admin_app(upstreams: Vec<Upstream>) -> Router {
 }
 
 async fn handle(state: &RouteState, flow: &str, headers: &HeaderMap, body: Body) -> Response {
+    // Shed load before spending anything on the request, decryption included.
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return GatewayError::GatewayBusy.into_response();
+    };
     let started = Instant::now();
     let deadline = started + state.request_timeout;
     let request_id = request_id(headers);

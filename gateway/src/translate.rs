@@ -210,6 +210,23 @@ pub enum Call {
     NotifyError(v1::NotifyErrorRequest),
 }
 
+impl Call {
+    /// The same call, numbered as attempt `attempt` (its idempotency key unchanged).
+    pub fn with_attempt(&self, attempt: u32) -> Call {
+        let mut call = self.clone();
+        let context = match &mut call {
+            Call::Init(r) => &mut r.context,
+            Call::DataExchange(r) => &mut r.context,
+            Call::Back(r) => &mut r.context,
+            Call::NotifyError(r) => &mut r.context,
+        };
+        if let Some(context) = context {
+            context.attempt = attempt;
+        }
+        call
+    }
+}
+
 /// Builds the flow service call for a request; `None` for a ping, which is
 /// answered from the service's health instead.
 pub fn to_call(

@@ -5,10 +5,12 @@
 pub mod whatsapp;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flow_service::sdk::{ErrorNotice, Flow, FlowError, Outcome, Request};
+use flow_service::server::ServeOptions;
 use flow_service::service::Flows;
 use flowgate_gateway::envelope::Envelope;
 use flowgate_gateway::tls::Tls;
@@ -43,8 +45,17 @@ impl Service {
         Self::serve(addr, flows).await
     }
 
-    /// Serves any set of flows.
+    /// Serves any set of flows, draining for 200 ms on [`Service::stop`].
     pub async fn serve(addr: SocketAddr, flows: Flows) -> Self {
+        let options = ServeOptions {
+            drain_delay: Duration::from_millis(200),
+            ..ServeOptions::default()
+        };
+        Self::serve_with(addr, flows, options).await
+    }
+
+    /// Serves any set of flows with the given options.
+    pub async fn serve_with(addr: SocketAddr, flows: Flows, options: ServeOptions) -> Self {
         let listener = std::net::TcpListener::bind(addr).expect("bind flow service");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -59,9 +70,10 @@ impl Service {
                 .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let serve = flow_service::server::run(listener, flows, async {
+                let stopped = async {
                     let _ = stopped.await;
-                });
+                };
+                let serve = flow_service::server::run_with(listener, flows, stopped, options);
                 tokio::select! {
                     result = serve => result.expect("flow service runs"),
                     _ = killed => {}
@@ -97,7 +109,7 @@ impl Service {
 }
 
 /// Gateway options for a test.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayOptions {
     pub backend: String,
     pub request_timeout: Duration,
@@ -105,6 +117,20 @@ pub struct GatewayOptions {
     pub grace: Duration,
     /// How bodies are wrapped: plain JSON unless a test sets Meta's encryption.
     pub envelope: Envelope,
+    pub max_in_flight: usize,
+    /// Resolves backend names; the system's unless set.
+    pub resolver: Option<flowgate_gateway::upstream::pool::Resolver>,
+}
+
+impl std::fmt::Debug for GatewayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayOptions")
+            .field("backend", &self.backend)
+            .field("request_timeout", &self.request_timeout)
+            .field("tls", &self.tls)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GatewayOptions {
@@ -115,6 +141,8 @@ impl GatewayOptions {
             tls: true,
             grace: Duration::from_secs(5),
             envelope: Envelope::Plain,
+            max_in_flight: flowgate_gateway::routes::DEFAULT_MAX_IN_FLIGHT,
+            resolver: None,
         }
     }
 }
@@ -127,6 +155,7 @@ pub struct Gateway {
     pub client: reqwest::Client,
     /// The generated certificate the gateway serves, when TLS is on.
     pub cert_pem: Option<String>,
+    upstream: Upstream,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -150,13 +179,19 @@ impl Gateway {
             None => reqwest::Client::new(),
         };
         let scheme = if options.tls { "https" } else { "http" };
-        let upstream = Upstream::new(&options.backend).unwrap();
+        let refresh = Duration::from_millis(100);
+        let upstream = match options.resolver {
+            Some(resolver) => Upstream::with_resolver(&options.backend, refresh, resolver),
+            None => Upstream::new(&options.backend, refresh),
+        }
+        .unwrap();
         let state = AppState::single(
             "/flow-endpoint",
             options.envelope,
-            upstream,
+            upstream.clone(),
             options.request_timeout,
-        );
+        )
+        .with_max_in_flight(options.max_in_flight);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(flowgate_gateway::run(
             Listeners {
@@ -175,6 +210,7 @@ impl Gateway {
             admin_base: format!("http://127.0.0.1:{admin_port}"),
             client,
             cert_pem,
+            upstream,
             stop: Some(stop),
             task,
         }
@@ -249,6 +285,19 @@ impl Gateway {
         .await
     }
 
+    /// The replica addresses the gateway currently knows for its default route.
+    pub fn replica_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self
+            .upstream
+            .pool()
+            .replicas()
+            .iter()
+            .map(|r| r.addr)
+            .collect();
+        addrs.sort();
+        addrs
+    }
+
     /// Begins a graceful shutdown and returns the server task, which ends once drained.
     pub fn shutdown(mut self) -> JoinHandle<std::io::Result<()>> {
         let _ = self.stop.take().unwrap().send(());
@@ -317,11 +366,42 @@ pub fn https_builder(cert_pem: &str, alpn: Alpn) -> reqwest::ClientBuilder {
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
     pub notices: Arc<Mutex<Vec<ErrorNotice>>>,
+    /// INIT and data_exchange calls received.
+    pub calls: Arc<AtomicUsize>,
+    /// Calls dropped before they finished: the caller gave up (deadline, cancellation).
+    pub cancelled: Arc<AtomicUsize>,
+    /// Milliseconds every INIT and data_exchange call waits before answering.
+    pub delay_ms: Arc<AtomicU64>,
+}
+
+impl Probe {
+    /// Counts the call, waits `delay_ms` and then `extra`, and counts a cancellation if
+    /// the call is dropped while waiting.
+    async fn wait(&self, extra: Duration) {
+        /// Counts a cancellation unless disarmed.
+        struct Guard(Arc<AtomicUsize>, bool);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let total = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)) + extra;
+        if total.is_zero() {
+            return;
+        }
+        let mut guard = Guard(self.cancelled.clone(), true);
+        tokio::time::sleep(total).await;
+        guard.1 = false;
+    }
 }
 
 #[async_trait::async_trait]
 impl Flow for Probe {
     async fn init(&self, request: Request) -> Result<Outcome, FlowError> {
+        self.wait(Duration::ZERO).await;
         let c = &request.context;
         Ok(Outcome::screen(
             "CONTEXT",
@@ -341,12 +421,13 @@ impl Flow for Probe {
     }
 
     async fn data_exchange(&self, request: Request) -> Result<Outcome, FlowError> {
+        let ms = match request.screen.as_str() {
+            "SLOW" => request.data.get("ms").and_then(Value::as_u64).unwrap_or(0),
+            _ => 0,
+        };
+        self.wait(Duration::from_millis(ms)).await;
         match request.screen.as_str() {
-            "SLOW" => {
-                let ms = request.data.get("ms").and_then(Value::as_u64).unwrap_or(0);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok(Outcome::screen("SLOW", json!({"slept_ms": ms})))
-            }
+            "SLOW" => Ok(Outcome::screen("SLOW", json!({"slept_ms": ms}))),
             "FAIL" => Err(FlowError::Internal("the probe failed on purpose".into())),
             "DOWN" => Err(FlowError::Unavailable(
                 "the probe's database is down".into(),
