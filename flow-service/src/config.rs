@@ -31,6 +31,18 @@ pub struct Args {
     #[arg(long, env = "FLOW_SERVICE_DRAIN_DELAY", default_value = "2s")]
     pub drain_delay: String,
 
+    /// Address of the admin listener (`GET /metrics`), or `off`.
+    #[arg(
+        long,
+        env = "FLOW_SERVICE_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub admin_listen: String,
+
+    /// Log lines as `text` or `json` (one object per line, with request id and trace id).
+    #[arg(long, env = "FLOW_SERVICE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
     /// Flow calls handled at once; beyond, RESOURCE_EXHAUSTED (the gateway's 503).
     #[arg(long, env = "FLOW_SERVICE_MAX_IN_FLIGHT", default_value = "512")]
     pub max_in_flight: String,
@@ -42,6 +54,9 @@ pub struct Config {
     /// See [`crate::service::Flows::strict`].
     pub strict: bool,
     pub serve: crate::server::ServeOptions,
+    /// `None` when the admin listener is off.
+    pub admin_listen: Option<SocketAddr>,
+    pub log_format: flowgate_telemetry::LogFormat,
 }
 
 /// A configuration value that cannot be used.
@@ -92,7 +107,24 @@ impl Config {
                 });
             }
         };
+        let admin_listen = match args.admin_listen.as_str() {
+            "off" => None,
+            value => Some(value.parse().map_err(|_| ConfigError {
+                var: "FLOW_SERVICE_ADMIN_LISTEN",
+                flag: "admin-listen",
+                value: value.to_owned(),
+                reason: "expected an address like 127.0.0.1:9465, or off".into(),
+            })?),
+        };
+        let log_format = args.log_format.parse().map_err(|reason| ConfigError {
+            var: "FLOW_SERVICE_LOG_FORMAT",
+            flag: "log-format",
+            value: args.log_format.clone(),
+            reason,
+        })?;
         Ok(Config {
+            admin_listen,
+            log_format,
             listen,
             strict,
             serve: crate::server::ServeOptions {

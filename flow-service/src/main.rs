@@ -15,20 +15,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match serve(config).await {
+    let telemetry = match flowgate_telemetry::init("flow-service", config.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("flow-service: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("flow-service: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last batch of spans is lost unless flushed.
+    telemetry.shutdown();
+    code
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -39,6 +43,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on FLOW_SERVICE_LISTEN {}", config.listen))?;
     let flows = flow_service::flows::reference().strict(config.strict);
+    if let Some(addr) = config.admin_listen {
+        let admin = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on FLOW_SERVICE_ADMIN_LISTEN {addr}"))?;
+        tracing::info!(%addr, "admin listening (GET /metrics)");
+        let router = flow_service::server::admin_router(flows.clone());
+        tokio::spawn(async move { axum::serve(admin, router).await });
+    }
     tracing::info!(addr = %listener.local_addr()?, ?flows, "flow service listening");
     flow_service::server::run_with(listener, flows, shutdown, config.serve).await?;
     tracing::info!("stopped");

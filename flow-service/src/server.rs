@@ -64,6 +64,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
     options: ServeOptions,
 ) -> Result<(), ServeError> {
+    // Metrics recorded before a recorder exists are lost: install it first.
+    flowgate_telemetry::metrics_recorder();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FlowServiceServer<FlowServer>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -91,6 +93,9 @@ pub async fn run_with(
         tracing::info!("closing connections once calls in flight finish");
     };
     tonic::transport::Server::builder()
+        // Outermost first: every call gets its server span (continuing the caller's
+        // trace) and its metrics, then admission.
+        .layer(TraceLayer)
         .layer(ShedLayer {
             permits: Arc::new(Semaphore::new(options.max_in_flight)),
         })
@@ -164,4 +169,105 @@ where
             }),
         }
     }
+}
+
+/// Opens a server span for every flow call, as a child of the trace in the request's
+/// `traceparent`, and records `flow_service_calls_total` and
+/// `flow_service_call_duration_seconds` by method and gRPC status code.
+#[derive(Debug, Clone)]
+struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Traced<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let Some(method) = path
+            .strip_prefix("/flowgate.v1.FlowService/")
+            .map(str::to_owned)
+        else {
+            return Box::pin(self.inner.call(request));
+        };
+        let span = tracing::info_span!(
+            "flowgate.v1.FlowService",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        flowgate_telemetry::propagation::set_parent_from(&span, request.headers());
+        let started = std::time::Instant::now();
+        let call = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        use tracing::Instrument;
+        Box::pin(
+            async move {
+                let response = call.await;
+                // Errors travel in the headers (trailers-only); success says nothing there.
+                let code = match &response {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                    Err(_) => tonic::Code::Internal,
+                };
+                tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+                let labels = [("method", method), ("code", format!("{code:?}"))];
+                metrics::counter!("flow_service_calls_total", &labels).increment(1);
+                metrics::histogram!("flow_service_call_duration_seconds", &labels)
+                    .record(started.elapsed().as_secs_f64());
+                response
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The admin router: `GET /metrics` (Prometheus text, `flow_service_*`) and `GET /healthz`.
+pub fn admin_router(flows: Flows) -> axum::Router {
+    let handle = flowgate_telemetry::metrics_recorder();
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (handle, flows) = (handle.clone(), flows.clone());
+                async move {
+                    metrics::counter!("flow_service_contract_violations_total")
+                        .absolute(flows.violations());
+                    (
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
 }

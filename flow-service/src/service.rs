@@ -12,6 +12,7 @@ use flowgate_proto::v1::flow_service_server::FlowService;
 use flowgate_proto::v1::{self, FlowResponse, flow_response};
 use serde_json::Value;
 use tonic::{Request as GrpcRequest, Response, Status};
+use tracing::Instrument;
 
 use crate::sdk::{Action, Context, ErrorNotice, Flow, FlowError, Outcome, Request};
 
@@ -139,11 +140,17 @@ impl FlowServer {
         let token = token_hash(&request.flow_token);
         let request_id = request.context.request_id.clone();
         let screen = request.screen.clone();
-        let outcome = match action {
-            Action::Init => flow.init(request).await,
-            Action::Back => flow.back(request).await,
-            Action::DataExchange => flow.data_exchange(request).await,
-        };
+        // The handler's own span, a child of the server span the gRPC layer opened.
+        let span = tracing::info_span!("flow.handler", flow = name, action = action.as_str(), screen = %screen);
+        let outcome = async {
+            match action {
+                Action::Init => flow.init(request).await,
+                Action::Back => flow.back(request).await,
+                Action::DataExchange => flow.data_exchange(request).await,
+            }
+        }
+        .instrument(span)
+        .await;
         let outcome = outcome.map_err(|e| to_status(e, name, action.as_str()))?;
         let violation = flow
             .flow_json()

@@ -72,6 +72,9 @@ pub struct Args {
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "FLOWGATE_SHUTDOWN_GRACE", default_value = "15s")]
     pub shutdown_grace: String,
+    /// Log lines as `text` or `json` (one object per line, with request id and trace id).
+    #[arg(long, env = "FLOWGATE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
     /// `on`, or `off` to serve plain HTTP behind a TLS-terminating proxy.
     #[arg(long, env = "FLOWGATE_TLS", default_value = "on")]
     pub tls: String,
@@ -184,6 +187,7 @@ pub struct Config {
     pub tls: TlsSource,
     pub dns_refresh: Duration,
     pub max_in_flight: usize,
+    pub log_format: flowgate_telemetry::LogFormat,
 }
 
 /// A configuration value that cannot be used.
@@ -315,6 +319,14 @@ impl Config {
                 ));
             }
         };
+        let log_format = args.log_format.parse().map_err(|reason: String| {
+            error(
+                "FLOWGATE_LOG_FORMAT",
+                "log-format",
+                &args.log_format,
+                &reason,
+            )
+        })?;
         let tls = match (args.tls.as_str(), args.tls_cert, args.tls_key) {
             ("off", None, None) => TlsSource::Off,
             ("off", _, _) => {
@@ -352,6 +364,7 @@ impl Config {
             tls,
             dns_refresh,
             max_in_flight,
+            log_format,
         })
     }
 }
@@ -708,6 +721,7 @@ mod tests {
             (&["--request-timeout", "5ms"], "FLOWGATE_REQUEST_TIMEOUT"),
             (&["--shutdown-grace", "soon"], "FLOWGATE_SHUTDOWN_GRACE"),
             (&["--dns-refresh", "1ms"], "FLOWGATE_DNS_REFRESH"),
+            (&["--log-format", "xml"], "FLOWGATE_LOG_FORMAT"),
             (&["--max-in-flight", "0"], "FLOWGATE_MAX_IN_FLIGHT"),
             (&["--max-in-flight", "many"], "FLOWGATE_MAX_IN_FLIGHT"),
             (&["--backend", "http://a:1,ftp://b:2"], "FLOWGATE_BACKEND"),

@@ -13,7 +13,7 @@
 //! - [`upstream`] — the gRPC client: deadlines, health, status mapping.
 //! - [`error`] — [`GatewayError`](error::GatewayError), mapped once to HTTP.
 //! - [`tls`] — rustls configuration, from files or generated.
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — the `flowgate_*` metrics (logs and traces: `flowgate-telemetry`).
 //! - [`run`] — serves the public and admin listeners until shutdown.
 
 pub mod config;
@@ -49,6 +49,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> std::io::Result<()> {
+    // Metrics recorded before a recorder exists are lost: install it first.
+    flowgate_telemetry::metrics_recorder();
     let handle = axum_server::Handle::new();
     let admin_handle = axum_server::Handle::new();
     let admin = listeners.admin.map(|listener| {

@@ -10,7 +10,7 @@ use clap::Parser;
 use flowgate_gateway::config::{Args, Command, Config, TlsSource};
 use flowgate_gateway::crypto::keys;
 use flowgate_gateway::tls::Tls;
-use flowgate_gateway::{AppState, Listeners, run, telemetry};
+use flowgate_gateway::{AppState, Listeners, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -31,15 +31,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init();
-    match serve(config).await {
+    let telemetry = match flowgate_telemetry::init("flowgate-gateway", config.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("flowgate-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("flowgate-gateway: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last batch of spans is lost unless flushed.
+    telemetry.shutdown();
+    code
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::config::{Config, FlowSource, ModeConfig, valid_flow_name};
 use crate::envelope::Envelope;
 use crate::error::GatewayError;
+use crate::telemetry;
 use crate::translate::{self, Inbound};
 use crate::upstream::{Reply, Upstream};
 
@@ -215,6 +216,16 @@ pub fn admin_app(upstreams: Vec<Upstream>) -> Router {
     let upstreams = Arc::new(upstreams);
     Router::new()
         .route(
+            "/metrics",
+            get(|| async {
+                let text = flowgate_telemetry::metrics_recorder().render();
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    text,
+                )
+            }),
+        )
+        .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
@@ -236,32 +247,62 @@ pub fn admin_app(upstreams: Vec<Upstream>) -> Router {
 }
 
 async fn handle(state: &RouteState, flow: &str, headers: &HeaderMap, body: Body) -> Response {
+    let route = state.route.path.as_str();
     // Shed load before spending anything on the request, decryption included.
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        telemetry::shed();
         return GatewayError::GatewayBusy.into_response();
     };
+    let _in_flight = telemetry::InFlight::start();
     let started = Instant::now();
     let deadline = started + state.request_timeout;
     let request_id = request_id(headers);
-    let span =
-        tracing::info_span!("request", request_id = %request_id, route = %state.route.path, flow);
+    let span = tracing::info_span!(
+        "flowgate.request",
+        otel.name = "POST flow endpoint",
+        otel.kind = "server",
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        route,
+        flow,
+        action = tracing::field::Empty,
+        screen = tracing::field::Empty,
+        token = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        http.status = tracing::field::Empty,
+    );
+    // A remote parent must be set before the span is first entered.
+    flowgate_telemetry::propagation::set_parent_from(&span, headers);
+    if let Some(trace_id) = flowgate_telemetry::trace_id(&span) {
+        span.record("trace_id", trace_id.as_str());
+    }
 
-    let (mut response, action, token) = async {
+    let (outcome, action, mut response) = async {
         let body = match read_body(body, deadline).await {
             Ok(body) => body,
-            Err(e) => return (e.into_response(), "", None),
+            Err(e) => return (e.code(), "", e.into_response()),
         };
         let opened = match state.route.envelope.open(headers, body) {
             Ok(opened) => opened,
-            Err(e) => return (e.into_response(), "", None),
+            Err(e) => return (e.code(), "", e.into_response()),
         };
         let sealer = opened.sealer;
         let inbound = match translate::parse(&opened.payload) {
             Ok(inbound) => inbound,
-            Err(e) => return (sealer.seal_error(e), "", None),
+            Err(e) => return (e.code(), "", sealer.seal_error(e)),
         };
         let action = inbound.action();
-        let token = inbound.flow_token().map(token_hash);
+        let span = tracing::Span::current();
+        span.record("action", action);
+        if let Some(screen) = inbound.screen() {
+            span.record("screen", screen);
+        }
+        if let Some(token) = inbound.flow_token() {
+            span.record("token", token_hash(token).as_str());
+        }
+        if let Inbound::ErrorNotification(notification) = &inbound {
+            telemetry::error_notification(&notification.error_key);
+        }
         let mut context = RequestContext {
             flow: flow.to_owned(),
             request_id: request_id.clone(),
@@ -277,36 +318,34 @@ async fn handle(state: &RouteState, flow: &str, headers: &HeaderMap, body: Body)
                 .map_or(0, |d| d.as_secs());
             context.set_flow_token_signature(state.route.envelope.check_token_signature(jwt, now));
         }
-        let result = exchange(
-            state,
-            flow,
-            &inbound,
-            context,
-            deadline - state.answer_margin(),
-        )
-        .await;
-        let response = match result {
-            Ok((status, answer)) => sealer.seal(status, &answer),
-            Err(e) => sealer.seal_error(e),
-        };
-        (response, action, token)
+        let deadline = deadline - state.answer_margin();
+        match exchange(state, flow, &inbound, context, deadline).await {
+            Ok((status, answer)) => {
+                let outcome = translate::outcome(status, &answer);
+                (outcome, action, sealer.seal(status, &answer))
+            }
+            Err(e) => (e.code(), action, sealer.seal_error(e)),
+        }
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
-
+    let status = response.status().as_u16();
+    span.record("outcome", outcome);
+    span.record("http.status", status);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    tracing::info!(
-        request_id = %request_id,
-        route = %state.route.path,
-        flow = if flow.is_empty() { "(default)" } else { flow },
-        action,
-        token = token.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "flow request",
-    );
+    let elapsed = started.elapsed();
+    telemetry::request(route, action, outcome, status, elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            action,
+            outcome,
+            status,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "flow request",
+        )
+    });
     response
 }
 

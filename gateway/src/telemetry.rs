@@ -1,15 +1,83 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! The gateway's metrics, named `flowgate_*`, and where they are recorded. Served as
+//! Prometheus text at `GET /metrics` on the admin listener. Labels are bounded: the
+//! configured route, the action, stable outcome codes, status codes.
 //!
-//! Nothing logged at info carries a flow token (only its hash), screen data,
-//! keys or secrets.
+//! Logging and tracing are set up by `flowgate_telemetry::init` (JSON logs with
+//! `FLOWGATE_LOG_FORMAT=json`, OTLP export with the standard `OTEL_*` variables).
 
-use tracing_subscriber::EnvFilter;
+use std::time::Duration;
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Counts a request and its latency.
+pub fn request(
+    route: &str,
+    action: &'static str,
+    outcome: &'static str,
+    status: u16,
+    elapsed: Duration,
+) {
+    let action = if action.is_empty() { "unknown" } else { action };
+    metrics::counter!(
+        "flowgate_requests_total",
+        "route" => route.to_owned(),
+        "action" => action,
+        "outcome" => outcome,
+        "status" => status.to_string(),
+    )
+    .increment(1);
+    metrics::histogram!("flowgate_request_duration_seconds", "route" => route.to_owned(), "action" => action)
+        .record(elapsed.as_secs_f64());
+    match outcome {
+        "cannot_decrypt" => metrics::counter!("flowgate_decrypt_failures_total").increment(1),
+        "invalid_signature" => metrics::counter!("flowgate_signature_failures_total").increment(1),
+        "token_invalid" => metrics::counter!("flowgate_token_invalid_total").increment(1),
+        _ => {}
+    }
+}
+
+/// Counts an error notification by its key; keys that are not plain words are grouped,
+/// so a client cannot create series at will.
+pub fn error_notification(error_key: &str) {
+    let plain = (1..=64).contains(&error_key.len())
+        && error_key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let key = if plain {
+        error_key.to_owned()
+    } else {
+        "other".to_owned()
+    };
+    metrics::counter!("flowgate_error_notifications_total", "error_key" => key).increment(1);
+}
+
+/// Counts a request refused because the gateway was at `FLOWGATE_MAX_IN_FLIGHT`.
+pub fn shed() {
+    metrics::counter!("flowgate_shed_total").increment(1);
+}
+
+/// One backend call attempt.
+pub fn backend_call(method: &'static str, code: &str, elapsed: Duration) {
+    metrics::histogram!("flowgate_backend_call_duration_seconds", "method" => method, "code" => code.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// One retry of a backend call.
+pub fn retry(method: &'static str) {
+    metrics::counter!("flowgate_backend_retries_total", "method" => method).increment(1);
+}
+
+/// Tracks `flowgate_in_flight` for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> Self {
+        metrics::gauge!("flowgate_in_flight").increment(1.0);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("flowgate_in_flight").decrement(1.0);
+    }
 }

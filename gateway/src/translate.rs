@@ -78,6 +78,16 @@ impl Inbound {
         }
     }
 
+    /// The screen the request comes from, where it names one.
+    pub fn screen(&self) -> Option<&str> {
+        let screen = match self {
+            Inbound::Ping => return None,
+            Inbound::ErrorNotification(n) => &n.screen,
+            Inbound::Init(e) | Inbound::DataExchange(e) | Inbound::Back(e) => &e.screen,
+        };
+        Some(screen.as_str()).filter(|s| !s.is_empty())
+    }
+
     /// The `flow_token_signature`, where the request has one.
     pub fn flow_token_signature(&self) -> Option<&str> {
         match self {
@@ -211,6 +221,16 @@ pub enum Call {
 }
 
 impl Call {
+    /// The RPC's name.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Call::Init(_) => "Init",
+            Call::DataExchange(_) => "DataExchange",
+            Call::Back(_) => "Back",
+            Call::NotifyError(_) => "NotifyError",
+        }
+    }
+
     /// The same call, numbered as attempt `attempt` (its idempotency key unchanged).
     pub fn with_attempt(&self, attempt: u32) -> Call {
         let mut call = self.clone();
@@ -302,6 +322,24 @@ pub fn ping_answer() -> Value {
 /// The answer to an error notification once the flow service has it.
 pub fn acknowledged_answer() -> Value {
     json!({"data": {"acknowledged": true}})
+}
+
+/// Names a successful answer for metrics and traces: `screen`, `screen_with_error`,
+/// `complete`, `token_invalid`, `acknowledged` or `active` (a ping).
+pub fn outcome(status: StatusCode, answer: &Value) -> &'static str {
+    if status.as_u16() == TOKEN_INVALID_STATUS {
+        return "token_invalid";
+    }
+    match (
+        answer.get("screen").and_then(Value::as_str),
+        answer.get("data"),
+    ) {
+        (Some(SUCCESS_SCREEN), _) => "complete",
+        (Some(_), Some(data)) if data.get("error_message").is_some() => "screen_with_error",
+        (Some(_), _) => "screen",
+        (None, Some(data)) if data.get("acknowledged").is_some() => "acknowledged",
+        _ => "active",
+    }
 }
 
 /// Turns the flow service's outcome into the HTTP status and WhatsApp JSON.

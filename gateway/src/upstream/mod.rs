@@ -22,6 +22,7 @@ use flowgate_proto::v1::FlowResponse;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::translate::Call;
@@ -118,15 +119,31 @@ impl Upstream {
                     detail: "no serving replica".into(),
                 });
             };
+            let method = call.method();
+            let span = tracing::info_span!(
+                "flowgate.backend_call",
+                otel.name = %format!("flowgate.v1.FlowService/{method}"),
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.method = method,
+                attempt,
+                replica = %replica.addr,
+                rpc.grpc.status_code = tracing::field::Empty,
+            );
+            let started = Instant::now();
             let result = {
                 let _pending = replica.start_call();
                 let client = replica.client.clone();
-                tokio::time::timeout_at(
-                    deadline,
-                    send(client, call.with_attempt(attempt), remaining),
-                )
-                .await
+                let send = send(client, call.with_attempt(attempt), remaining, span.clone());
+                tokio::time::timeout_at(deadline, send.instrument(span.clone())).await
             };
+            let code = match &result {
+                Ok(Ok(_)) => Code::Ok,
+                Ok(Err(status)) => status.code(),
+                Err(_) => Code::DeadlineExceeded,
+            };
+            span.record("rpc.grpc.status_code", code as i32);
+            crate::telemetry::backend_call(method, &format!("{code:?}"), started.elapsed());
             let status = match result {
                 Ok(Ok(reply)) => return Ok(reply),
                 // The deadline passed, locally or remotely: a timeout, whatever the code says.
@@ -148,6 +165,7 @@ impl Upstream {
                 return Err(error);
             }
             tried.push(replica.addr);
+            crate::telemetry::retry(method);
             tokio::time::sleep(backoff).await;
             attempt += 1;
         }
@@ -168,19 +186,25 @@ async fn send(
     >,
     call: Call,
     timeout: Duration,
+    span: tracing::Span,
 ) -> Result<Reply, Status> {
-    fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    // The deadline travels as `grpc-timeout`, the trace as `traceparent`.
+    fn request<T>(message: T, timeout: Duration, span: &tracing::Span) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
+        flowgate_telemetry::propagation::inject(span, request.metadata_mut());
         request
     }
     let flow = |r: tonic::Response<FlowResponse>| Reply::Flow(r.into_inner());
     match call {
-        Call::Init(r) => client.init(request(r, timeout)).await.map(flow),
-        Call::DataExchange(r) => client.data_exchange(request(r, timeout)).await.map(flow),
-        Call::Back(r) => client.back(request(r, timeout)).await.map(flow),
+        Call::Init(r) => client.init(request(r, timeout, &span)).await.map(flow),
+        Call::DataExchange(r) => client
+            .data_exchange(request(r, timeout, &span))
+            .await
+            .map(flow),
+        Call::Back(r) => client.back(request(r, timeout, &span)).await.map(flow),
         Call::NotifyError(r) => client
-            .notify_error(request(r, timeout))
+            .notify_error(request(r, timeout, &span))
             .await
             .map(|_| Reply::Acknowledged),
     }

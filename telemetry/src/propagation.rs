@@ -1,0 +1,53 @@
+//! W3C Trace Context (`traceparent`, `tracestate`) in and out of HTTP headers and gRPC
+//! metadata, through the global propagator.
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// The remote parent carried by HTTP headers (gRPC metadata travels as HTTP/2 headers too).
+pub fn extract(headers: &http::HeaderMap) -> Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// Makes `span` a child of the trace in `headers`, if they carry one. Call before the
+/// span is first entered.
+pub fn set_parent_from(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = extract(headers);
+    if opentelemetry::trace::TraceContextExt::has_active_span(&parent) {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Writes `span`'s trace context into outgoing gRPC metadata.
+pub fn inject(span: &tracing::Span, metadata: &mut tonic::metadata::MetadataMap) {
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut MetadataInjector(metadata))
+    });
+}
