@@ -7,7 +7,8 @@
 //! 1. the token policy: under `signed`, a token that is not valid for this flow is
 //!    answered "token no longer valid" without touching the database;
 //! 2. the idempotency key: a call seen before gets its stored outcome, and the handler
-//!    does not run again (a call still in progress elsewhere: `UNAVAILABLE`);
+//!    does not run again (a call still in progress elsewhere: `UNAVAILABLE`) — except
+//!    that once the token is completed only the completion itself is answered again;
 //! 3. a completed token is answered "token no longer valid";
 //! 4. the handler runs, with the token's session loaded;
 //! 5. its outcome — and, for a completion, the completion record — is committed in one
@@ -234,7 +235,23 @@ impl FlowServer {
                 .map_err(|e| call.unavailable(e))?
             {
                 Claim::Claimed => {}
+                // A completion is answered again as it was; any other stored answer
+                // gives way once the token is completed (the user reopening a finished
+                // flow sends the same INIT as the first time).
+                Claim::Done(outcome @ Outcome::Complete { .. }) => {
+                    call.log("repeated call answered with its stored outcome", &outcome);
+                    return outcome_to_proto(outcome).map(Response::new);
+                }
                 Claim::Done(outcome) => {
+                    if self
+                        .store
+                        .is_completed(&request.flow_token)
+                        .await
+                        .map_err(|e| call.unavailable(e))?
+                    {
+                        call.log_refused("the token was already completed");
+                        return token_invalid();
+                    }
                     call.log("repeated call answered with its stored outcome", &outcome);
                     return outcome_to_proto(outcome).map(Response::new);
                 }

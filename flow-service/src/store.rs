@@ -180,7 +180,9 @@ impl Store {
                 .create_if_missing(true)
                 // WAL lets readers go on while one writer commits.
                 .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(options.timeout);
+                // Half the bound: SQLite gives up waiting for a lock itself, rather
+                // than leave a statement queued after its caller timed out.
+                .busy_timeout(options.timeout / 2);
             let mut pool = SqlitePoolOptions::new().acquire_timeout(options.timeout);
             if memory {
                 // An in-memory database lives as long as a connection to it: keep one.
