@@ -52,8 +52,9 @@ pub enum TokenError {
 }
 
 /// The key tokens are signed with. Its value never appears in `Debug` output or logs.
+/// Shared, as every request of every flow checks against the one key.
 #[derive(Clone)]
-pub struct Secret(hmac::Key);
+pub struct Secret(std::sync::Arc<hmac::Key>);
 
 /// A secret shorter than [`MIN_SECRET_LEN`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +66,10 @@ impl Secret {
         if secret.len() < MIN_SECRET_LEN {
             return Err(WeakSecret(secret.len()));
         }
-        Ok(Secret(hmac::Key::new(hmac::HMAC_SHA256, secret)))
+        Ok(Secret(std::sync::Arc::new(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            secret,
+        ))))
     }
 }
 
