@@ -7,13 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${FLOWGATE_TEST_POSTGRES_URL:-}" ]; then
-  bin=""
-  if command -v initdb >/dev/null 2>&1; then
-    bin="$(dirname "$(command -v initdb)")"
-  else
-    # Debian keeps the server programs out of PATH.
-    newest="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-    [ -n "$newest" ] && [ -x "$newest/initdb" ] && bin="$newest"
+  # Debian keeps the server programs, all together, out of PATH; elsewhere they are on it.
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    bin=""
+    command -v initdb >/dev/null 2>&1 && bin="$(dirname "$(command -v initdb)")"
   fi
   if [ -z "$bin" ]; then
     echo "scripts/test.sh: PostgreSQL is not installed (Debian: apt-get install postgresql)," >&2
@@ -55,8 +53,7 @@ if [ -z "${FLOWGATE_TEST_POSTGRES_URL:-}" ]; then
     cat "$dir/server.log" >&2
     exit 1
   fi
-  "$bin/createdb" -h 127.0.0.1 -p "$port" -U flowgate flowgate_test 2>/dev/null \
-    || "${as_owner[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U flowgate flowgate_test
+  "$bin/createdb" -h 127.0.0.1 -p "$port" -U flowgate flowgate_test
   export FLOWGATE_TEST_POSTGRES_URL="postgres://flowgate@127.0.0.1:$port/flowgate_test"
   echo "scripts/test.sh: throwaway PostgreSQL at $FLOWGATE_TEST_POSTGRES_URL"
 fi
