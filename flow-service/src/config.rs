@@ -1,8 +1,12 @@
 //! Configuration from environment variables, each with a matching flag.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use crate::store::StoreOptions;
+use crate::tokens::{Secret, TokenPolicy};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -11,6 +15,9 @@ use clap::Parser;
     about = "The flowgate reference flow service (gRPC, flowgate.v1)."
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address of the gRPC listener.
     #[arg(long, env = "FLOW_SERVICE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: String,
@@ -46,6 +53,59 @@ pub struct Args {
     /// Flow calls handled at once; beyond, RESOURCE_EXHAUSTED (the gateway's 503).
     #[arg(long, env = "FLOW_SERVICE_MAX_IN_FLIGHT", default_value = "512")]
     pub max_in_flight: String,
+
+    /// Where completions, call outcomes and sessions are kept: sqlite://PATH (created if
+    /// missing) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).
+    #[arg(
+        long,
+        env = "FLOW_SERVICE_DATABASE_URL",
+        default_value = "sqlite://flow-service.db"
+    )]
+    pub database_url: String,
+
+    /// Bound on each database operation (and on connecting at start); past it the call
+    /// fails with UNAVAILABLE (HTTP 503).
+    #[arg(long, env = "FLOW_SERVICE_DATABASE_TIMEOUT", default_value = "2s")]
+    pub database_timeout: String,
+
+    /// How long a call's outcome is kept, so that a retry or resend gets it again.
+    #[arg(long, env = "FLOW_SERVICE_IDEMPOTENCY_TTL", default_value = "24h")]
+    pub idempotency_ttl: String,
+
+    /// How long a flow token's session lives after its last change.
+    #[arg(long, env = "FLOW_SERVICE_SESSION_TTL", default_value = "24h")]
+    pub session_ttl: String,
+
+    /// Which flow tokens are accepted: `open` (any non-empty token) or `signed` (only
+    /// tokens made with FLOW_SERVICE_TOKEN_SECRET, e.g. by `flow-service issue-token`).
+    #[arg(long, env = "FLOW_SERVICE_TOKEN_POLICY", default_value = "open")]
+    pub token_policy: String,
+
+    /// The secret that signs flow tokens: at least 32 bytes. Required by the `signed`
+    /// policy and by `issue-token`.
+    #[arg(
+        long,
+        env = "FLOW_SERVICE_TOKEN_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Prints a signed flow token for the Flow message a business sends.
+    IssueToken {
+        /// The flow the token opens (its name, e.g. `signup`).
+        #[arg(long)]
+        flow: String,
+        /// How long the token is valid, e.g. 90s, 15m, 24h.
+        #[arg(long)]
+        ttl: String,
+        /// The business's identifier for the recipient, handed to the flow's handlers.
+        #[arg(long)]
+        subject: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +117,19 @@ pub struct Config {
     /// `None` when the admin listener is off.
     pub admin_listen: Option<SocketAddr>,
     pub log_format: flowgate_telemetry::LogFormat,
+    /// See [`crate::store::Store::connect`].
+    pub database_url: String,
+    pub store: StoreOptions,
+    pub tokens: TokenPolicy,
+}
+
+/// What `flow-service issue-token` was asked for.
+#[derive(Debug, Clone)]
+pub struct IssueToken {
+    pub secret: Secret,
+    pub flow: String,
+    pub ttl: Duration,
+    pub subject: Option<String>,
 }
 
 /// A configuration value that cannot be used.
@@ -86,6 +159,52 @@ impl Config {
                     flag: "strict",
                     value: args.strict.clone(),
                     reason: "expected 1/true/on/yes or 0/false/off/no".into(),
+                });
+            }
+        };
+        let duration = |var, flag, value: &str| {
+            flowgate_proto::parse_duration(value).map_err(|reason| ConfigError {
+                var,
+                flag,
+                value: value.to_owned(),
+                reason,
+            })
+        };
+        let store = StoreOptions {
+            timeout: duration(
+                "FLOW_SERVICE_DATABASE_TIMEOUT",
+                "database-timeout",
+                &args.database_timeout,
+            )?,
+            idempotency_ttl: duration(
+                "FLOW_SERVICE_IDEMPOTENCY_TTL",
+                "idempotency-ttl",
+                &args.idempotency_ttl,
+            )?,
+            session_ttl: duration("FLOW_SERVICE_SESSION_TTL", "session-ttl", &args.session_ttl)?,
+            ..StoreOptions::default()
+        };
+        let url = &args.database_url;
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(ConfigError {
+                var: "FLOW_SERVICE_DATABASE_URL",
+                flag: "database-url",
+                value: crate::store::redact(url),
+                reason: "expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB".into(),
+            });
+        }
+        let tokens = match args.token_policy.trim() {
+            "open" | "" => TokenPolicy::Open,
+            "signed" => TokenPolicy::Signed(secret(&args)?),
+            _ => {
+                return Err(ConfigError {
+                    var: "FLOW_SERVICE_TOKEN_POLICY",
+                    flag: "token-policy",
+                    value: args.token_policy.clone(),
+                    reason: "expected open or signed".into(),
                 });
             }
         };
@@ -123,16 +242,66 @@ impl Config {
             reason,
         })?;
         Ok(Config {
-            admin_listen,
-            log_format,
             listen,
             strict,
+            database_url: args.database_url.clone(),
+            store,
+            tokens,
+            admin_listen,
+            log_format,
             serve: crate::server::ServeOptions {
                 drain_delay,
                 max_in_flight,
             },
         })
     }
+}
+
+impl IssueToken {
+    /// The `issue-token` subcommand's request, if that is what `args` ask for.
+    pub fn from_args(args: &Args) -> Option<Result<Self, ConfigError>> {
+        let Some(Command::IssueToken { flow, ttl, subject }) = &args.command else {
+            return None;
+        };
+        Some((|| {
+            let ttl = flowgate_proto::parse_duration(ttl)
+                .and_then(|d| {
+                    if d.as_secs() == 0 {
+                        Err("a token must live at least a second".to_owned())
+                    } else {
+                        Ok(d)
+                    }
+                })
+                .map_err(|reason| ConfigError {
+                    var: "issue-token",
+                    flag: "ttl",
+                    value: ttl.clone(),
+                    reason,
+                })?;
+            Ok(IssueToken {
+                secret: secret(args)?,
+                flow: flow.clone(),
+                ttl,
+                subject: subject.clone(),
+            })
+        })())
+    }
+}
+
+/// The token secret, which must be there and long enough. Its value is never repeated
+/// in an error.
+fn secret(args: &Args) -> Result<Secret, ConfigError> {
+    let error = |reason: String| ConfigError {
+        var: "FLOW_SERVICE_TOKEN_SECRET",
+        flag: "token-secret",
+        value: "***".into(),
+        reason,
+    };
+    let text = args
+        .token_secret
+        .as_deref()
+        .ok_or_else(|| error("required by the signed token policy and by issue-token".into()))?;
+    Secret::new(text.as_bytes()).map_err(|e| error(e.to_string()))
 }
 
 #[cfg(test)]
@@ -181,5 +350,99 @@ mod tests {
             err.to_string().starts_with("invalid FLOW_SERVICE_LISTEN "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn store_and_token_settings() {
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["flow-service"];
+            all.extend_from_slice(argv);
+            Config::from_args(Args::try_parse_from(all).unwrap())
+        };
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.database_url, "sqlite://flow-service.db");
+        assert_eq!(config.store.idempotency_ttl, Duration::from_secs(86_400));
+        assert_eq!(config.store.session_ttl, Duration::from_secs(86_400));
+        assert!(matches!(config.tokens, TokenPolicy::Open));
+
+        let secret = "s".repeat(32);
+        let config = parse(&[
+            "--token-policy",
+            "signed",
+            "--token-secret",
+            &secret,
+            "--session-ttl",
+            "15m",
+            "--database-url",
+            "postgres://u:p@127.0.0.1/db",
+        ])
+        .unwrap();
+        assert!(matches!(config.tokens, TokenPolicy::Signed(_)));
+        assert_eq!(config.store.session_ttl, Duration::from_secs(900));
+
+        let errors = [
+            (
+                vec!["--token-policy", "signed"],
+                "invalid FLOW_SERVICE_TOKEN_SECRET (--token-secret) \"***\": required",
+            ),
+            (
+                vec!["--token-policy", "signed", "--token-secret", "short-secret"],
+                "the secret has 12 bytes; use at least 32",
+            ),
+            (
+                vec!["--token-policy", "closed"],
+                "invalid FLOW_SERVICE_TOKEN_POLICY (--token-policy) \"closed\"",
+            ),
+            (
+                vec!["--idempotency-ttl", "1 day"],
+                "invalid FLOW_SERVICE_IDEMPOTENCY_TTL",
+            ),
+            (
+                vec!["--database-url", "mysql://u:pw@db/x"],
+                "\"mysql://u:***@db/x\": expected sqlite://",
+            ),
+        ];
+        for (argv, expected) in errors {
+            let err = parse(&argv).unwrap_err().to_string();
+            assert!(err.contains(expected), "{argv:?}: {err}");
+            assert!(
+                !err.contains("short-secret") && !err.contains("pw@"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_token_arguments() {
+        let args = |argv: &[&str]| {
+            let mut all = vec![
+                "flow-service",
+                "--token-secret",
+                "0123456789abcdef0123456789abcdef",
+            ];
+            all.extend_from_slice(argv);
+            Args::try_parse_from(all).unwrap()
+        };
+        assert!(IssueToken::from_args(&args(&[])).is_none());
+        let issue = IssueToken::from_args(&args(&[
+            "issue-token",
+            "--flow",
+            "signup",
+            "--ttl",
+            "15m",
+            "--subject",
+            "c-1",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (issue.flow.as_str(), issue.ttl, issue.subject.as_deref()),
+            ("signup", Duration::from_secs(900), Some("c-1"))
+        );
+        let err =
+            IssueToken::from_args(&args(&["issue-token", "--flow", "signup", "--ttl", "soon"]))
+                .unwrap()
+                .unwrap_err();
+        assert!(err.to_string().contains("--ttl"), "{err}");
     }
 }

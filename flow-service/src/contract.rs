@@ -704,10 +704,10 @@ impl Refs {
             Value::Object(object) => {
                 let name = object.get("name").and_then(Value::as_str);
                 if in_action {
-                    if name == Some("navigate") {
-                        if let Some(next) = object.get("next").and_then(|n| n.get("name")) {
-                            self.navigate.extend(next.as_str().map(str::to_owned));
-                        }
+                    if name == Some("navigate")
+                        && let Some(next) = object.get("next").and_then(|n| n.get("name"))
+                    {
+                        self.navigate.extend(next.as_str().map(str::to_owned));
                     }
                 } else if let (Some(name), true) = (name, object.contains_key("type")) {
                     self.components.insert(name.to_owned());

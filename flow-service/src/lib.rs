@@ -11,6 +11,9 @@
 //! - [`flows`] — the reference flows (`signup`, `booking`) and their Flow JSON files
 //!   in `flow-service/flows/`.
 //! - [`media`] — decrypting PhotoPicker / DocumentPicker files.
+//! - [`store`] — [`Store`](store::Store): completions, call outcomes by idempotency key and
+//!   sessions, in SQLite or PostgreSQL.
+//! - [`tokens`] — signed flow tokens and the [`TokenPolicy`](tokens::TokenPolicy).
 //! - [`server`] — serves flows with health and reflection until shutdown.
 //! - [`config`] — configuration from environment variables and flags.
 
@@ -22,3 +25,5 @@ pub mod router;
 pub mod sdk;
 pub mod server;
 pub mod service;
+pub mod store;
+pub mod tokens;

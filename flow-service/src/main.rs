@@ -1,14 +1,20 @@
-//! `flow-service`: configuration → logging → bind → serve the reference flows until SIGTERM or SIGINT.
+//! `flow-service`: configuration → logging → store → bind → serve the reference flows until
+//! SIGTERM or SIGINT. `flow-service issue-token` prints a signed flow token instead.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use flow_service::config::{Args, Config};
+use flow_service::config::{Args, Config, IssueToken};
+use flow_service::store::Store;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_args(Args::parse()) {
+    let args = Args::parse();
+    if let Some(issue) = IssueToken::from_args(&args) {
+        return issue_token(issue);
+    }
+    let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("flow-service: {e}");
@@ -42,7 +48,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on FLOW_SERVICE_LISTEN {}", config.listen))?;
-    let flows = flow_service::flows::reference().strict(config.strict);
+    let store = Store::connect(&config.database_url, config.store.clone())
+        .await
+        .context("FLOW_SERVICE_DATABASE_URL")?;
+    tracing::info!(backend = store.backend(), url = store.url(), "store ready");
+    let flows = flow_service::flows::reference()
+        .strict(config.strict)
+        .store(store)
+        .tokens(config.tokens.clone());
     if let Some(addr) = config.admin_listen {
         let admin = tokio::net::TcpListener::bind(addr)
             .await
@@ -55,6 +68,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     flow_service::server::run_with(listener, flows, shutdown, config.serve).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Prints a token for a flow this binary runs.
+fn issue_token(issue: Result<IssueToken, flow_service::config::ConfigError>) -> ExitCode {
+    let issue = match issue {
+        Ok(issue) => issue,
+        Err(e) => {
+            eprintln!("flow-service: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let flows = flow_service::flows::reference();
+    if !flows.names().contains(&issue.flow.as_str()) {
+        eprintln!(
+            "flow-service: no flow named {:?} here; flows: {}",
+            issue.flow,
+            flows.names().join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    let token = flow_service::tokens::issue(
+        &issue.secret,
+        &issue.flow,
+        issue.subject.as_deref(),
+        issue.ttl,
+        std::time::SystemTime::now(),
+    );
+    println!("{token}");
+    ExitCode::SUCCESS
 }
 
 /// Completes on the first SIGTERM or SIGINT. The handlers are installed now, before

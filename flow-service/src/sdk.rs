@@ -28,11 +28,14 @@
 //! ```
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use flowgate_proto::v1::FlowTokenSignature;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::contract::FlowJson;
+use crate::tokens::Claims;
 
 /// The WhatsApp action a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +88,11 @@ pub struct Request {
     pub screen: String,
     /// The screen's payload (empty when none was sent).
     pub data: Map<String, Value>,
+    /// What this flow keeps for this token between screens; see [`Session`].
+    pub session: Session,
+    /// The signed token's claims (flow, subject, expiry) under the `signed` token
+    /// policy; `None` under `open`.
+    pub claims: Option<Claims>,
 }
 
 impl Request {
@@ -95,6 +103,102 @@ impl Request {
             .and_then(Value::as_str)
             .map(str::trim)
             .filter(|s| !s.is_empty())
+    }
+}
+
+/// State a flow keeps per flow token across screens, stored with the call's outcome.
+///
+/// The service loads it before a handler runs and saves it, in the same transaction as
+/// the answer, only when the handler changed it. It expires
+/// `FLOW_SERVICE_SESSION_TTL` after its last change, and is deleted when the token
+/// completes. A resent call is answered from the store and does not touch it.
+///
+/// ```
+/// # use flow_service::sdk::Session;
+/// # use serde_json::json;
+/// let session = Session::default();
+/// session.set("department", json!("cardiology"));
+/// assert_eq!(session.get("department"), Some(json!("cardiology")));
+/// assert_eq!(session.text("department").as_deref(), Some("cardiology"));
+/// ```
+///
+/// Clones share the same state, so a handler may pass it on.
+#[derive(Clone, Default)]
+pub struct Session(Arc<Mutex<SessionState>>);
+
+#[derive(Default)]
+struct SessionState {
+    values: Map<String, Value>,
+    changed: bool,
+}
+
+impl Session {
+    /// A session holding `values`, unchanged.
+    pub fn new(values: Map<String, Value>) -> Self {
+        Session(Arc::new(Mutex::new(SessionState {
+            values,
+            changed: false,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        // A handler that panicked while holding the lock left whole values behind.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.state().values.get(key).cloned()
+    }
+
+    /// The string stored under `key`.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(|v| v.as_str().map(str::to_owned))
+    }
+
+    /// Stores `value` under `key`.
+    pub fn set(&self, key: impl Into<String>, value: impl Into<Value>) {
+        let mut state = self.state();
+        state.values.insert(key.into(), value.into());
+        state.changed = true;
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&self, key: &str) -> Option<Value> {
+        let mut state = self.state();
+        let old = state.values.remove(key);
+        state.changed |= old.is_some();
+        old
+    }
+
+    /// Everything stored.
+    pub fn values(&self) -> Map<String, Value> {
+        self.state().values.clone()
+    }
+
+    /// Everything stored, when a handler changed it since it was loaded.
+    pub fn changes(&self) -> Option<Map<String, Value>> {
+        let state = self.state();
+        state.changed.then(|| state.values.clone())
+    }
+}
+
+impl fmt::Debug for Session {
+    /// Names the keys only: values are user data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("Session")
+            .field("keys", &state.values.keys().collect::<Vec<_>>())
+            .field("changed", &state.changed)
+            .finish()
+    }
+}
+
+impl PartialEq for Session {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.values() == other.values()
     }
 }
 
@@ -112,8 +216,9 @@ pub struct ErrorNotice {
     pub data: Map<String, Value>,
 }
 
-/// What a flow answers.
-#[derive(Debug, Clone, PartialEq)]
+/// What a flow answers. It serialises to JSON as stored for idempotent retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// Show `screen` with `data`; with `error_message`, as a validation error.
     Screen {

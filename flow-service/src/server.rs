@@ -13,6 +13,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::service::{FlowServer, Flows};
+use crate::store::{Store, StoreError};
+
+/// How often expired outcomes and sessions are deleted.
+const CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
 /// The gRPC name of the flow service, as health reports it.
 const FLOW_SERVICE_NAME: &str =
@@ -24,6 +28,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot open the in-memory store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// How a server behaves under load and at shutdown.
@@ -58,6 +64,10 @@ pub async fn run(
 /// whole server (`""`) and for `flowgate.v1.FlowService` turns NOT_SERVING; calls
 /// are still served for `drain_delay`; then the listener closes, connections are
 /// told to go away, and calls in flight finish before this returns.
+///
+/// State goes to the flows' [`Store`](Flows::store); without one, to a private
+/// in-memory SQLite database that lives as long as this server (logged as a warning).
+/// Expired outcomes and sessions are deleted every minute until shutdown.
 pub async fn run_with(
     listener: tokio::net::TcpListener,
     flows: Flows,
@@ -66,6 +76,16 @@ pub async fn run_with(
 ) -> Result<(), ServeError> {
     // Metrics recorded before a recorder exists are lost: install it first.
     flowgate_telemetry::metrics_recorder();
+    let store = match flows.get_store() {
+        Some(store) => store.clone(),
+        None => {
+            tracing::warn!(
+                "no store configured: completions and sessions are kept in memory and lost on exit"
+            );
+            Store::memory().await?
+        }
+    };
+    let cleanup = tokio::spawn(cleanup(store.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FlowServiceServer<FlowServer>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -92,7 +112,7 @@ pub async fn run_with(
         health.clear_service_status(FLOW_SERVICE_NAME).await;
         tracing::info!("closing connections once calls in flight finish");
     };
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         // Outermost first: every call gets its server span (continuing the caller's
         // trace) and its metrics, then admission.
         .layer(TraceLayer)
@@ -101,9 +121,11 @@ pub async fn run_with(
         })
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(FlowServiceServer::new(FlowServer::new(flows)))
+        .add_service(FlowServiceServer::new(FlowServer::new(flows, store)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    cleanup.abort();
+    served?;
     Ok(())
 }
 
@@ -270,4 +292,17 @@ pub fn admin_router(flows: Flows) -> axum::Router {
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+}
+/// Deletes expired outcomes and sessions now and then. A failure is logged and
+/// retried at the next tick: the rows are only kept longer.
+async fn cleanup(store: Store) {
+    let mut every = tokio::time::interval(CLEANUP_EVERY);
+    loop {
+        every.tick().await;
+        match store.cleanup_expired().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "expired outcomes and sessions deleted"),
+            Err(error) => tracing::warn!(%error, "cleanup of expired rows failed"),
+        }
+    }
 }

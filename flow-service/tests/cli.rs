@@ -20,9 +20,14 @@ fn invalid_listen_address_exits_with_one_line() {
 
 #[test]
 fn serves_then_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env("FLOW_SERVICE_DRAIN_DELAY", "100ms")
+        .env(
+            "FLOW_SERVICE_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("new.db").display()),
+        )
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -54,4 +59,88 @@ fn serves_then_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+    // The database file was created and migrated at start.
+    assert!(dir.path().join("new.db").exists());
+}
+
+#[test]
+fn an_unreachable_database_stops_the_start_with_one_line() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(BIN)
+        .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
+        .env(
+            "FLOW_SERVICE_DATABASE_URL",
+            format!("postgres://flowgate:hunter2@127.0.0.1:{port}/flowgate"),
+        )
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the database postgres://flowgate:***@127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn issue_token_prints_a_token_the_service_accepts() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let output = Command::new(BIN)
+        .args([
+            "issue-token",
+            "--flow",
+            "booking",
+            "--ttl",
+            "15m",
+            "--subject",
+            "c-42",
+        ])
+        .env("FLOW_SERVICE_TOKEN_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.trim_end();
+    assert_eq!(stdout.lines().count(), 1);
+    let claims = flow_service::tokens::verify(
+        &flow_service::tokens::Secret::new(secret.as_bytes()).unwrap(),
+        token,
+        "booking",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(claims.subject.as_deref(), Some("c-42"));
+
+    for (args, secret, expected) in [
+        (
+            ["--flow", "nope", "--ttl", "1m"],
+            secret,
+            "no flow named \"nope\"",
+        ),
+        (
+            ["--flow", "signup", "--ttl", "1m"],
+            "too-short",
+            "at least 32",
+        ),
+        (["--flow", "signup", "--ttl", "forever"], secret, "--ttl"),
+    ] {
+        let output = Command::new(BIN)
+            .arg("issue-token")
+            .args(args)
+            .env("FLOW_SERVICE_TOKEN_SECRET", secret)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty());
+    }
 }

@@ -26,9 +26,9 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(&digest.as_ref()[..8])
 }
 
-/// Reads durations like `10s`, `1500ms`, `15m`, `2h`: a whole number and a unit.
+/// Reads durations like `10s`, `1500ms`, `15m`, `2h`, `7d`: a whole number and a unit.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    const EXPECTED: &str = "expected a duration like 10s, 1500ms or 15m";
+    const EXPECTED: &str = "expected a duration like 10s, 1500ms, 15m, 24h or 7d";
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| EXPECTED.to_owned())?;
@@ -39,6 +39,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         _ => return Err(EXPECTED.to_owned()),
     };
     millis
@@ -64,7 +65,8 @@ mod tests {
             ("1.5s", Err(())),
             ("-1s", Err(())),
             ("10 s", Err(())),
-            ("10d", Err(())),
+            ("7d", Ok(Duration::from_secs(7 * 86_400))),
+            ("10w", Err(())),
             ("", Err(())),
             ("99999999999999999999h", Err(())),
         ];

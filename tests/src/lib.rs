@@ -5,13 +5,15 @@
 pub mod whatsapp;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flow_service::sdk::{ErrorNotice, Flow, FlowError, Outcome, Request};
 use flow_service::server::ServeOptions;
 use flow_service::service::Flows;
+use flow_service::store::{Store, StoreOptions};
+use flow_service::tokens::TokenPolicy;
 use flowgate_gateway::envelope::Envelope;
 use flowgate_gateway::tls::Tls;
 use flowgate_gateway::upstream::Upstream;
@@ -39,29 +41,49 @@ impl Service {
 
     /// Starts on a given address (to come back on the same port after a stop).
     pub async fn start_at(addr: SocketAddr, probe: Probe) -> Self {
+        Self::start_with(
+            probe,
+            ServiceOptions {
+                addr,
+                ..ServiceOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts the reference flows and `probe` (strict mode) as `options` say: a
+    /// database, a token policy, serving options.
+    pub async fn start_with(probe: Probe, options: ServiceOptions) -> Self {
         let flows = flow_service::flows::reference()
             .strict(true)
-            .register("probe", probe);
-        Self::serve(addr, flows).await
+            .register("probe", probe)
+            .tokens(options.tokens);
+        let database = options.database_url.map(|url| (url, options.store));
+        Self::serve_with(options.addr, flows, database, options.serve).await
     }
 
-    /// Serves any set of flows, draining for 200 ms on [`Service::stop`].
+    /// Serves any set of flows, with a private in-memory store, draining for 200 ms
+    /// on [`Service::stop`].
     pub async fn serve(addr: SocketAddr, flows: Flows) -> Self {
-        let options = ServeOptions {
-            drain_delay: Duration::from_millis(200),
-            ..ServeOptions::default()
-        };
-        Self::serve_with(addr, flows, options).await
+        Self::serve_with(addr, flows, None, test_serve_options()).await
     }
 
-    /// Serves any set of flows with the given options.
-    pub async fn serve_with(addr: SocketAddr, flows: Flows, options: ServeOptions) -> Self {
+    /// Serves any set of flows, with the database at `url` when given. The store is
+    /// opened on the service's own runtime, so that [`Service::kill`] drops its
+    /// connections too; this returns once it is open and migrated.
+    pub async fn serve_with(
+        addr: SocketAddr,
+        flows: Flows,
+        database: Option<(String, StoreOptions)>,
+        options: ServeOptions,
+    ) -> Self {
         let listener = std::net::TcpListener::bind(addr).expect("bind flow service");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let (kill, killed) = oneshot::channel::<()>();
         let (done_tx, done) = oneshot::channel::<()>();
+        let (ready_tx, ready) = oneshot::channel::<()>();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -69,6 +91,15 @@ impl Service {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
+                let flows = match database {
+                    Some((url, options)) => flows.store(
+                        Store::connect(&url, options)
+                            .await
+                            .expect("the test database opens"),
+                    ),
+                    None => flows,
+                };
+                let _ = ready_tx.send(());
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let stopped = async {
                     let _ = stopped.await;
@@ -83,6 +114,7 @@ impl Service {
             drop(runtime);
             let _ = done_tx.send(());
         });
+        ready.await.expect("the flow service starts");
         Self {
             addr,
             stop: Some(stop),
@@ -105,6 +137,47 @@ impl Service {
     pub async fn kill(mut self) {
         let _ = self.kill.take().unwrap().send(());
         let _ = self.done.take().unwrap().await;
+    }
+}
+
+/// Serving options for tests: a short drain.
+pub fn test_serve_options() -> ServeOptions {
+    ServeOptions {
+        drain_delay: Duration::from_millis(200),
+        ..ServeOptions::default()
+    }
+}
+
+/// How [`Service::start_with`] runs the service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// `127.0.0.1:0` unless a test comes back on a port.
+    pub addr: SocketAddr,
+    /// `None`: a private in-memory store.
+    pub database_url: Option<String>,
+    pub store: StoreOptions,
+    pub tokens: TokenPolicy,
+    pub serve: ServeOptions,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: None,
+            store: StoreOptions::default(),
+            tokens: TokenPolicy::Open,
+            serve: test_serve_options(),
+        }
+    }
+}
+
+impl ServiceOptions {
+    pub fn database(url: impl Into<String>) -> Self {
+        Self {
+            database_url: Some(url.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -361,20 +434,34 @@ pub fn https_builder(cert_pem: &str, alpn: Alpn) -> reqwest::ClientBuilder {
 /// `data_exchange` acts on the screen name: `SLOW` sleeps `data.ms` then answers,
 /// `FAIL` fails (INTERNAL), `DOWN` reports a dependency down (UNAVAILABLE),
 /// `INVALID` refuses the request (INVALID_ARGUMENT), `EXPIRED` says the token is no
-/// longer valid, `NOT_OBJECT` answers data that is not an object, `DONE` completes
-/// with `data` as params, anything else echoes `data` on the same screen.
+/// longer valid, `NOT_OBJECT` answers data that is not an object, `DONE` sleeps
+/// `data.ms` (if any) then completes with `data` as params (counted in
+/// [`Probe::completions`]), `REMEMBER` stores `data` in the session, `RECALL`
+/// answers the session, anything else echoes `data` on the same screen.
+/// Every handler run is counted in [`Probe::runs`].
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
     pub notices: Arc<Mutex<Vec<ErrorNotice>>>,
-    /// INIT and data_exchange calls received.
+    /// INIT, BACK and data_exchange calls received (handler runs).
     pub calls: Arc<AtomicUsize>,
     /// Calls dropped before they finished: the caller gave up (deadline, cancellation).
     pub cancelled: Arc<AtomicUsize>,
     /// Milliseconds every INIT and data_exchange call waits before answering.
     pub delay_ms: Arc<AtomicU64>,
+    completions: Arc<AtomicUsize>,
 }
 
 impl Probe {
+    /// How many times a handler ran (INIT, BACK or data_exchange).
+    pub fn runs(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// How many times the `DONE` handler ran: the side effect of completing.
+    pub fn completions(&self) -> usize {
+        self.completions.load(Ordering::SeqCst)
+    }
+
     /// Counts the call, waits `delay_ms` and then `extra`, and counts a cancellation if
     /// the call is dropped while waiting.
     async fn wait(&self, extra: Duration) {
@@ -416,6 +503,7 @@ impl Flow for Probe {
                 "flow_token": request.flow_token,
                 "screen": request.screen,
                 "data": request.data,
+                "subject": request.claims.as_ref().and_then(|c| c.subject.clone()),
             }),
         ))
     }
@@ -435,7 +523,22 @@ impl Flow for Probe {
             "INVALID" => Err(FlowError::Invalid("the probe refuses this".into())),
             "EXPIRED" => Ok(Outcome::token_invalid("This sign-up link has expired.")),
             "NOT_OBJECT" => Ok(Outcome::screen("NOT_OBJECT", json!([1, 2]))),
-            "DONE" => Ok(Outcome::complete(Value::Object(request.data))),
+            "DONE" => {
+                let ms = request.data.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.completions.fetch_add(1, Ordering::SeqCst);
+                Ok(Outcome::complete(Value::Object(request.data)))
+            }
+            "REMEMBER" => {
+                for (key, value) in &request.data {
+                    request.session.set(key.clone(), value.clone());
+                }
+                Ok(Outcome::screen("REMEMBER", json!({})))
+            }
+            "RECALL" => Ok(Outcome::screen(
+                "RECALL",
+                Value::Object(request.session.values()),
+            )),
             screen => Ok(Outcome::screen(screen, Value::Object(request.data))),
         }
     }
@@ -443,6 +546,151 @@ impl Flow for Probe {
     async fn on_error(&self, notice: ErrorNotice) -> Result<(), FlowError> {
         self.notices.lock().unwrap().push(notice);
         Ok(())
+    }
+}
+
+/// The PostgreSQL server the tests use, from `FLOWGATE_TEST_POSTGRES_URL`
+/// (`scripts/test.sh` starts a throwaway one and sets it).
+///
+/// Unset, a test that needs it prints a notice and passes on — unless `CI` is set,
+/// where it fails: CI must never skip the PostgreSQL tests silently.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("FLOWGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "FLOWGATE_TEST_POSTGRES_URL is not set, and CI is: the PostgreSQL tests must run \
+             (scripts/test.sh starts a server and sets it)"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: FLOWGATE_TEST_POSTGRES_URL is not set; run scripts/test.sh to include \
+                 the PostgreSQL tests"
+            );
+            None
+        }
+    }
+}
+
+/// A schema of its own in the test PostgreSQL database, so that tests run in parallel
+/// without seeing each other's rows. Dropped with everything in it when this is.
+#[derive(Debug)]
+pub struct PgSchema {
+    /// Connects with this schema as the search path.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// A new empty schema, or `None` when the tests have no PostgreSQL (see [`postgres_url`]).
+    pub async fn create() -> Option<Self> {
+        use sqlx::Connection;
+        let admin_url = postgres_url()?;
+        let name = format!("t_{}", unique());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("FLOWGATE_TEST_POSTGRES_URL accepts connections");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create a test schema");
+        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        Some(Self {
+            url: format!("{admin_url}{separator}options[search_path]={name}"),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async code: use a small runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&url).await {
+                    let drop = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// 32 random hex digits, for names that must not collide between parallel tests.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A TCP proxy on 127.0.0.1:0 in front of a real server, which a test can cut (every
+/// connection dropped, new ones closed at once) and restore: the network going away
+/// between the service and its database, without disturbing other tests.
+#[derive(Debug)]
+pub struct Proxy {
+    pub addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let (open, connections) = (open.clone(), connections.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task);
+                }
+            }
+        });
+        Self {
+            addr,
+            open,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }
 

@@ -132,8 +132,9 @@ async fn stack(strict: bool) -> (Service, Gateway, Flows) {
 async fn strict_mode_turns_a_broken_answer_into_a_503() {
     let (_service, gateway, flows) = stack(true).await;
     let mut broken = 0;
-    for (action, from, data, keeps) in cases() {
-        let request = whatsapp(action, "tok", from, data);
+    // A token per case: a completing case uses its token up.
+    for (i, (action, from, data, keeps)) in cases().into_iter().enumerate() {
+        let request = whatsapp(action, &format!("tok-{i}"), from, data);
         let (status, body) = gateway.post("/flows/puppet", &request).await;
         if keeps {
             assert_eq!(status, 200, "{request}: {body}");
@@ -153,8 +154,8 @@ async fn strict_mode_turns_a_broken_answer_into_a_503() {
 async fn lenient_mode_sends_the_answer_and_counts_it() {
     let (_service, gateway, flows) = stack(false).await;
     let mut broken = 0;
-    for (action, from, data, keeps) in cases() {
-        let request = whatsapp(action, "tok", from, data.clone());
+    for (i, (action, from, data, keeps)) in cases().into_iter().enumerate() {
+        let request = whatsapp(action, &format!("tok-{i}"), from, data.clone());
         let (status, body) = gateway.post("/flows/puppet", &request).await;
         assert_eq!(status, 200, "{request}: {body}");
         if let Some(screen) = data.get("answer") {
@@ -219,13 +220,14 @@ async fn signup_variants() {
         );
     }
     // The confirmation screen only sends back the email this flow checked, and may
-    // not lead back to the first screen: a bad one is refused.
+    // not lead back to the first screen: a bad one is refused (on a token not yet
+    // completed).
     let (status, body) = gateway
         .post(
             "/flows/signup",
             &whatsapp(
                 "data_exchange",
-                "t",
+                "t-2",
                 "CONFIRMATION_SCREEN",
                 json!({"email": "nope"}),
             ),

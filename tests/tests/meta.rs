@@ -350,7 +350,10 @@ async fn verification_results_reach_the_flow() {
         (with_jwt.clone(), true, "FLOW_TOKEN_SIGNATURE_VALID"),
         (forged_jwt, true, "FLOW_TOKEN_SIGNATURE_INVALID"),
     ];
-    for (request, signature_verified, token_signature) in cases {
+    for (i, (mut request, signature_verified, token_signature)) in cases.into_iter().enumerate() {
+        // Other data per case: the same request again would be the same call, answered
+        // from the store with the first case's outcome.
+        request["data"] = json!({"case": i});
         let (status, body) = gateway
             .post_sealed("/flows/probe", &c.seal(&request), Some(SECRET))
             .await;

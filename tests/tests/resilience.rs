@@ -83,7 +83,10 @@ fn run_journeys(
                     }
                     // One call to the probe flow too, which counts calls per replica.
                     let (status, body) = gateway
-                        .post("/flows/probe", &whatsapp("INIT", &token, "", json!({})))
+                        .post(
+                            "/flows/probe",
+                            &whatsapp("INIT", &format!("{token}-probe"), "", json!({})),
+                        )
                         .await;
                     if status != 200 {
                         failures.push(format!("probe INIT → {status} {body}"));
@@ -324,7 +327,7 @@ async fn the_flow_service_sheds_load_too() {
         drain_delay: Duration::ZERO,
         max_in_flight: 2,
     };
-    let service = Service::serve_with("127.0.0.1:0".parse().unwrap(), flows, options).await;
+    let service = Service::serve_with("127.0.0.1:0".parse().unwrap(), flows, None, options).await;
     let gateway = Arc::new(Gateway::start(GatewayOptions::new(service.url())).await);
     let mut tasks = Vec::new();
     for i in 0..10 {
@@ -362,14 +365,23 @@ async fn the_flow_service_sheds_load_too() {
     assert_eq!(gateway.admin("/readyz").await.0, 200);
 }
 
-/// A replica that refuses every flow call with UNAVAILABLE, counting them.
+/// A replica that refuses every flow call with UNAVAILABLE, counting them and keeping
+/// the idempotency keys and attempts of the INIT calls it refused.
 #[derive(Clone, Default)]
-struct Refuser(Arc<AtomicUsize>);
+struct Refuser(Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<(String, u32)>>>);
 
 #[tonic::async_trait]
 impl FlowService for Refuser {
-    async fn init(&self, _: Request<v1::InitRequest>) -> Result<Response<FlowResponse>, Status> {
+    async fn init(
+        &self,
+        request: Request<v1::InitRequest>,
+    ) -> Result<Response<FlowResponse>, Status> {
         self.0.fetch_add(1, Ordering::SeqCst);
+        let context = request.into_inner().context.unwrap_or_default();
+        self.1
+            .lock()
+            .unwrap()
+            .push((context.idempotency_key, context.attempt));
         Err(Status::unavailable("refusing"))
     }
     async fn data_exchange(
@@ -409,25 +421,29 @@ async fn unavailable_is_retried_elsewhere_with_the_same_idempotency_key() {
     )))
     .await;
 
-    let request = whatsapp("INIT", "tok", "", json!({"same": "request"}));
-    let mut keys = Vec::new();
+    // Each request differs (a repeated one would get the flow service's stored answer);
+    // whenever one was refused first, the retry must carry the refused call's key.
     let mut retried = 0;
-    for _ in 0..20 {
+    for i in 0..20 {
+        let request = whatsapp("INIT", &format!("tok-{i}"), "", json!({"n": i}));
         let (status, body) = gateway.post("/flows/probe", &request).await;
         assert_eq!(status, 200, "{body}");
-        keys.push(body["data"]["idempotency_key"].clone());
-        if body["data"]["attempt"] == 2 {
-            retried += 1;
+        let key = body["data"]["idempotency_key"].as_str().unwrap().to_owned();
+        match body["data"]["attempt"].as_u64() {
+            Some(1) => assert!(!refuser.1.lock().unwrap().iter().any(|(k, _)| k == &key)),
+            Some(2) => {
+                retried += 1;
+                let seen = refuser.1.lock().unwrap().contains(&(key, 1));
+                assert!(seen, "request {i}: the retry changed its key");
+            }
+            other => panic!("attempt {other:?}"),
         }
     }
     assert!(
-        keys.iter().all(|k| k == &keys[0] && k.is_string()),
-        "{keys:?}"
+        retried > 0,
+        "no request was refused first in 20 (two replicas, random choice)"
     );
-    assert!(
-        retried > 0 && refuser.0.load(Ordering::SeqCst) >= retried,
-        "retried {retried}"
-    );
+    assert_eq!(refuser.0.load(Ordering::SeqCst), retried);
 }
 
 #[tokio::test]

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, end-to-end tests, and the store tests against a
+# real PostgreSQL. Unless FLOWGATE_TEST_POSTGRES_URL names a server already, starts a
+# throwaway PostgreSQL cluster on 127.0.0.1 (a free port, a temporary directory) and
+# removes it afterwards. Arguments go to `cargo nextest run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${FLOWGATE_TEST_POSTGRES_URL:-}" ]; then
+  # Debian keeps the server programs, all together, out of PATH; elsewhere they are on it.
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    bin=""
+    command -v initdb >/dev/null 2>&1 && bin="$(dirname "$(command -v initdb)")"
+  fi
+  if [ -z "$bin" ]; then
+    echo "scripts/test.sh: PostgreSQL is not installed (Debian: apt-get install postgresql)," >&2
+    echo "or set FLOWGATE_TEST_POSTGRES_URL=postgres://USER:PASSWORD@HOST:PORT/DB" >&2
+    exit 1
+  fi
+
+  dir="$(mktemp -d /tmp/flowgate-pg.XXXXXX)"
+  # initdb and postgres refuse to run as root: run them as the `postgres` user then.
+  as_owner=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$dir"
+    as_owner=(runuser -u postgres --)
+  fi
+  stop_postgres() {
+    "${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+  }
+  trap stop_postgres EXIT
+
+  "${as_owner[@]}" "$bin/initdb" -D "$dir/data" -U flowgate --auth=trust \
+    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+  # A throwaway cluster: loopback only, no durability needed, enough connections
+  # for parallel tests (each service replica opens a few).
+  port=""
+  for _ in $(seq 1 20); do
+    candidate=$((20000 + RANDOM % 20000))
+    if "${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+         -o "-c listen_addresses=127.0.0.1 -p $candidate -k $dir -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+         start >/dev/null; then
+      port=$candidate
+      break
+    fi
+  done
+  if [ -z "$port" ]; then
+    echo "scripts/test.sh: PostgreSQL did not start; its log:" >&2
+    cat "$dir/server.log" >&2
+    exit 1
+  fi
+  "$bin/createdb" -h 127.0.0.1 -p "$port" -U flowgate flowgate_test
+  export FLOWGATE_TEST_POSTGRES_URL="postgres://flowgate@127.0.0.1:$port/flowgate_test"
+  echo "scripts/test.sh: throwaway PostgreSQL at $FLOWGATE_TEST_POSTGRES_URL"
+fi
+
+cargo nextest run --workspace "$@"
