@@ -1,20 +1,40 @@
 //! `flow-service`: configuration → logging → bind → serve the reference flows until SIGTERM or SIGINT.
+//! `flow-service healthcheck` asks a running flow service whether it is serving.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use flow_service::config::{Args, Config};
+use flow_service::config::{self, Args, Command, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_args(Args::parse()) {
+    let args = Args::parse();
+    let command = args.command.clone();
+    let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("flow-service: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck {
+        service,
+        timeout_ms,
+    }) = command
+    {
+        // Exit 1 for every kind of failure: container runtimes read any non-zero
+        // status as unhealthy, and Docker reserves 2.
+        let addr = config::probe_address(config.listen);
+        return match healthcheck(addr, service, Duration::from_millis(timeout_ms)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flow-service healthcheck: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -42,6 +62,50 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, ?flows, "flow service listening");
     flow_service::server::run(listener, flows, shutdown).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// One `grpc.health.v1.Health/Check` to `addr`; succeeds if the answer is SERVING.
+async fn healthcheck(
+    addr: std::net::SocketAddr,
+    service: String,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: service.clone(),
+        });
+        // A real deadline, so a stuck server also gives up on its side.
+        request.set_timeout(timeout);
+        let answer = HealthClient::new(channel)
+            .check(request)
+            .await
+            .with_context(|| format!("health check of {addr} failed"))?;
+        anyhow::Ok(answer.into_inner().status())
+    };
+    let status = tokio::time::timeout(timeout, check)
+        .await
+        .with_context(|| format!("no answer from {addr} within {timeout:?}"))??;
+    let name = if service.is_empty() {
+        "the server"
+    } else {
+        &service
+    };
+    anyhow::ensure!(
+        status == ServingStatus::Serving,
+        "{addr}: {name} is {}",
+        status.as_str_name()
+    );
+    println!("{addr}: {name} is SERVING");
     Ok(())
 }
 
