@@ -45,7 +45,9 @@ cleanup() {
   if [ "$status" != 0 ]; then
     echo "== failed: the stack's last logs"
     compose ps || true
-    compose logs --no-color --tail 60 || true
+    compose logs --no-color --tail 40 || true
+    echo "== failed: the gateway's warnings and errors"
+    compose logs --no-color gateway 2>/dev/null | grep -E ' (WARN|ERROR) ' | tail -20 || true
   fi
   echo "== down -v"
   compose down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || compose down -v --remove-orphans || true
