@@ -1,6 +1,6 @@
 //! Configuration from environment variables, each with a matching flag.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -105,6 +105,17 @@ pub enum Command {
         /// The business's identifier for the recipient, handed to the flow's handlers.
         #[arg(long)]
         subject: Option<String>,
+    },
+    /// Ask a flow service running on this host (FLOW_SERVICE_LISTEN) whether it is
+    /// serving, over `grpc.health.v1`: exit 0 if SERVING, 1 otherwise. Made for
+    /// container healthchecks, where the image has no shell and no grpcurl.
+    Healthcheck {
+        /// The service name to ask about; empty means the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 2000)]
+        timeout_ms: u64,
     },
 }
 
@@ -304,6 +315,19 @@ fn secret(args: &Args) -> Result<Secret, ConfigError> {
     Secret::new(text.as_bytes()).map_err(|e| error(e.to_string()))
 }
 
+/// Where a healthcheck on the same host reaches the service listening on `listen`:
+/// that address, with an unspecified IP (`0.0.0.0`, `[::]`) replaced by loopback,
+/// since a listener bound to every interface answers there too.
+pub fn probe_address(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    addr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +468,20 @@ mod tests {
                 .unwrap()
                 .unwrap_err();
         assert!(err.to_string().contains("--ttl"), "{err}");
+    }
+
+    #[test]
+    fn healthchecks_ask_on_loopback() {
+        for (listen, expected) in [
+            ("0.0.0.0:50051", "127.0.0.1:50051"),
+            ("[::]:50051", "[::1]:50051"),
+            ("10.0.0.7:7000", "10.0.0.7:7000"),
+        ] {
+            assert_eq!(
+                probe_address(listen.parse().unwrap()),
+                expected.parse().unwrap(),
+                "{listen}"
+            );
+        }
     }
 }

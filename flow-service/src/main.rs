@@ -1,11 +1,13 @@
 //! `flow-service`: configuration → logging → store → bind → serve the reference flows until
-//! SIGTERM or SIGINT. `flow-service issue-token` prints a signed flow token instead.
+//! SIGTERM or SIGINT. `flow-service issue-token` prints a signed flow token instead;
+//! `flow-service healthcheck` asks a running flow service whether it is serving.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use flow_service::config::{Args, Config, IssueToken};
+use flow_service::config::{self, Args, Command, Config, IssueToken};
 use flow_service::store::Store;
 
 #[tokio::main]
@@ -14,6 +16,7 @@ async fn main() -> ExitCode {
     if let Some(issue) = IssueToken::from_args(&args) {
         return issue_token(issue);
     }
+    let command = args.command.clone();
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
@@ -21,6 +24,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck {
+        service,
+        timeout_ms,
+    }) = command
+    {
+        // Exit 1 for every kind of failure: container runtimes read any non-zero
+        // status as unhealthy, and Docker reserves 2.
+        let addr = config::probe_address(config.listen);
+        return match healthcheck(addr, service, Duration::from_millis(timeout_ms)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flow-service healthcheck: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let telemetry = match flowgate_telemetry::init("flow-service", config.log_format) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -97,6 +116,50 @@ fn issue_token(issue: Result<IssueToken, flow_service::config::ConfigError>) -> 
     );
     println!("{token}");
     ExitCode::SUCCESS
+}
+
+/// One `grpc.health.v1.Health/Check` to `addr`; succeeds if the answer is SERVING.
+async fn healthcheck(
+    addr: std::net::SocketAddr,
+    service: String,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: service.clone(),
+        });
+        // A real deadline, so a stuck server also gives up on its side.
+        request.set_timeout(timeout);
+        let answer = HealthClient::new(channel)
+            .check(request)
+            .await
+            .with_context(|| format!("health check of {addr} failed"))?;
+        anyhow::Ok(answer.into_inner().status())
+    };
+    let status = tokio::time::timeout(timeout, check)
+        .await
+        .with_context(|| format!("no answer from {addr} within {timeout:?}"))??;
+    let name = if service.is_empty() {
+        "the server"
+    } else {
+        &service
+    };
+    anyhow::ensure!(
+        status == ServingStatus::Serving,
+        "{addr}: {name} is {}",
+        status.as_str_name()
+    );
+    println!("{addr}: {name} is SERVING");
+    Ok(())
 }
 
 /// Completes on the first SIGTERM or SIGINT. The handlers are installed now, before

@@ -9,6 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_flow-service");
 #[test]
 fn invalid_listen_address_exits_with_one_line() {
     let output = Command::new(BIN)
+        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "everywhere")
         .output()
         .unwrap();
@@ -22,6 +23,7 @@ fn invalid_listen_address_exits_with_one_line() {
 fn serves_then_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
+        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env("FLOW_SERVICE_DRAIN_DELAY", "100ms")
         .env(
@@ -72,6 +74,7 @@ fn an_unreachable_database_stops_the_start_with_one_line() {
         .unwrap()
         .port();
     let output = Command::new(BIN)
+        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env(
             "FLOW_SERVICE_DATABASE_URL",
@@ -94,6 +97,7 @@ fn an_unreachable_database_stops_the_start_with_one_line() {
 fn issue_token_prints_a_token_the_service_accepts() {
     let secret = "0123456789abcdef0123456789abcdef";
     let output = Command::new(BIN)
+        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .args([
             "issue-token",
             "--flow",
@@ -133,6 +137,7 @@ fn issue_token_prints_a_token_the_service_accepts() {
         (["--flow", "signup", "--ttl", "forever"], secret, "--ttl"),
     ] {
         let output = Command::new(BIN)
+            .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
             .arg("issue-token")
             .args(args)
             .env("FLOW_SERVICE_TOKEN_SECRET", secret)
@@ -143,4 +148,77 @@ fn issue_token_prints_a_token_the_service_accepts() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty());
     }
+}
+
+/// Runs `flow-service healthcheck` against `listen`: (exit code, stdout, stderr).
+fn healthcheck(listen: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(BIN)
+        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
+        .arg("healthcheck")
+        .args(extra)
+        .env("FLOW_SERVICE_LISTEN", listen)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn healthcheck_asks_the_running_service() {
+    let mut child = Command::new(BIN)
+        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
+        .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        // Plain log lines, so the address can be read off them.
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .find(|l| {
+            l.as_ref()
+                .is_ok_and(|l| l.contains("flow service listening"))
+        })
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let port = line
+        .split_once("addr=127.0.0.1:")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+
+    // Listening on every interface is asked on loopback.
+    let (code, stdout, stderr) = healthcheck(&format!("0.0.0.0:{port}"), &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("SERVING"), "{stdout}");
+    let (code, _, stderr) = healthcheck(
+        &format!("127.0.0.1:{port}"),
+        &["--service", "flowgate.v1.FlowService"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // A service the server does not know is not healthy.
+    let (code, _, stderr) = healthcheck(&format!("127.0.0.1:{port}"), &["--service", "nope"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Nothing listens any more: unhealthy, quickly.
+    let started = Instant::now();
+    let (code, _, stderr) = healthcheck(&format!("127.0.0.1:{port}"), &["--timeout-ms", "1000"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

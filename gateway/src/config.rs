@@ -3,7 +3,7 @@
 //! Every value is checked at start; a bad one stops the gateway with one line
 //! naming the variable (or the file and route).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,6 +97,18 @@ pub enum Command {
         /// Encrypt the private key with the passphrase in FLOWGATE_PRIVATE_KEY_PASSPHRASE.
         #[arg(long)]
         encrypt: bool,
+    },
+    /// Ask a running gateway on this host whether it is ready (`GET /readyz` on the
+    /// admin listener, FLOWGATE_ADMIN_LISTEN): exit 0 on 200, 1 otherwise. Made for
+    /// container healthchecks, where the image has no shell and no curl.
+    Healthcheck {
+        /// The admin path to ask: `/readyz` (the flow service is serving) or
+        /// `/healthz` (the gateway is alive).
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// How long to wait for the whole answer (like `2s`, `500ms`).
+        #[arg(long, default_value = "2s")]
+        timeout: String,
     },
 }
 
@@ -629,6 +641,43 @@ fn check_backend(var: &str, flag: &str, url: &str) -> Result<(), ConfigError> {
         .map_err(|e| error(var, flag, url, &e.to_string()))
 }
 
+/// Where a healthcheck on the same host reaches the admin listener configured as
+/// `admin_listen`: that address, with an unspecified IP (`0.0.0.0`, `[::]`) replaced
+/// by loopback, since a listener bound to every interface answers there too.
+pub fn admin_probe_address(admin_listen: &str) -> Result<SocketAddr, ConfigError> {
+    let var = "FLOWGATE_ADMIN_LISTEN";
+    if admin_listen == "off" {
+        return Err(error(
+            var,
+            "admin-listen",
+            admin_listen,
+            "the admin listener is off, so there is nothing to ask",
+        ));
+    }
+    let mut addr: SocketAddr = admin_listen.parse().map_err(|_| {
+        error(
+            var,
+            "admin-listen",
+            admin_listen,
+            "expected an address like 0.0.0.0:9464",
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(error(
+            var,
+            "admin-listen",
+            admin_listen,
+            "port 0 is chosen at start, so a healthcheck cannot know it",
+        ));
+    }
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    Ok(addr)
+}
+
 /// Flow names are 1–64 ASCII letters, digits, `_` or `-`.
 pub fn valid_flow_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -742,6 +791,29 @@ mod tests {
         // A secret is never echoed back.
         let err = Config::from_args(args(&["--app-secret", "hunter2"])).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn healthchecks_ask_the_admin_listener_on_loopback() {
+        let cases = [
+            ("0.0.0.0:9464", Ok("127.0.0.1:9464")),
+            ("[::]:9464", Ok("[::1]:9464")),
+            ("127.0.0.1:9000", Ok("127.0.0.1:9000")),
+            ("10.1.2.3:9464", Ok("10.1.2.3:9464")),
+            ("off", Err("is off")),
+            ("127.0.0.1:0", Err("port 0")),
+            ("9464", Err("expected an address")),
+        ];
+        for (listen, expected) in cases {
+            match (admin_probe_address(listen), expected) {
+                (Ok(addr), Ok(want)) => assert_eq!(addr, want.parse().unwrap(), "{listen}"),
+                (Err(e), Err(want)) => {
+                    assert_eq!(e.var, "FLOWGATE_ADMIN_LISTEN");
+                    assert!(e.to_string().contains(want), "{listen}: {e}");
+                }
+                (got, want) => panic!("{listen}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! `flowgate-gateway`: configuration → logging → TLS → routes → bind → serve until
-//! SIGTERM or SIGINT. `flowgate-gateway keygen` makes a key pair for Meta's endpoint.
+//! SIGTERM or SIGINT. `flowgate-gateway keygen` makes a key pair for Meta's endpoint;
+//! `flowgate-gateway healthcheck` asks a running gateway whether it is ready.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use flowgate_gateway::config::{Args, Command, Config, TlsSource};
+use flowgate_gateway::config::{self, Args, Command, Config, TlsSource};
 use flowgate_gateway::crypto::keys;
 use flowgate_gateway::tls::Tls;
 use flowgate_gateway::{AppState, Listeners, run};
@@ -20,6 +23,17 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flowgate-gateway keygen: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Healthcheck { path, timeout }) = &args.command {
+        // Exit 1 for every kind of failure: container runtimes read any non-zero
+        // status as unhealthy, and Docker reserves 2.
+        return match healthcheck(&args.admin_listen, path, timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flowgate-gateway healthcheck: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -130,6 +144,62 @@ fn keygen(out: &Path, encrypt: bool, passphrase: Option<&str>) -> anyhow::Result
         if encrypt { " (encrypted)" } else { "" }
     );
     print!("{}", generated.public_pem);
+    Ok(())
+}
+
+/// One `GET path` to the admin listener on this host; succeeds on `200`.
+///
+/// The admin listener speaks plain HTTP/1.1, so a request written by hand over a
+/// blocking socket is enough, and it keeps an HTTP client library out of the binary.
+/// Blocking is fine here: this is the whole process, nothing else runs meanwhile.
+fn healthcheck(admin_listen: &str, path: &str, timeout: &str) -> anyhow::Result<()> {
+    let addr = config::admin_probe_address(admin_listen)?;
+    let timeout = flowgate_proto::parse_duration(timeout)
+        .map_err(|reason| anyhow::anyhow!("invalid --timeout {timeout:?}: {reason}"))?;
+    anyhow::ensure!(!timeout.is_zero(), "--timeout must be more than 0");
+    // The path goes into the request line as is: refuse anything that could end it.
+    anyhow::ensure!(
+        path.starts_with('/') && !path.contains(|c: char| c.is_whitespace() || c.is_control()),
+        "invalid --path {path:?}: expected a path like /readyz"
+    );
+    let deadline = Instant::now() + timeout;
+    let remaining = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to the admin listener at {addr}"))?;
+    stream.set_write_timeout(Some(remaining()))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: flowgate-healthcheck\r\nConnection: close\r\n\r\n"
+    )?;
+    // `Connection: close` makes the server end the answer by closing; the admin
+    // answers are tiny, so reading at most 64 KiB bounds a misbehaving peer.
+    let mut answer = Vec::new();
+    let mut reader = (&stream).take(64 * 1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        stream.set_read_timeout(Some(remaining()))?;
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                return Err(e).with_context(|| format!("no complete answer from {addr}{path}"));
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status_line = head.lines().next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .with_context(|| format!("not an HTTP answer from {addr}{path}: {status_line:?}"))?;
+    let body = body.trim();
+    anyhow::ensure!(status == "200", "{addr}{path} answered {status}: {body}");
+    println!("{body}");
     Ok(())
 }
 

@@ -231,3 +231,128 @@ fn meta_mode_refuses_unusable_keys_at_start() {
         );
     }
 }
+
+/// Starts the gateway with its admin listener on port 0 and returns the admin
+/// address from its "listening" line.
+fn start_with_admin(backend: &str) -> (Child, String) {
+    let mut child = gateway()
+        .env("FLOWGATE_LISTEN", "127.0.0.1:0")
+        .env("FLOWGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("FLOWGATE_BACKEND", backend)
+        // Plain log lines, so the address can be read off them.
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .find(|l| {
+            l.as_ref()
+                .is_ok_and(|l| l.contains("flowgate gateway listening"))
+        })
+        .expect("gateway exited early")
+        .unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let admin = line
+        .split_once("admin=Some(")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap_or_else(|| panic!("no admin address in {line}"));
+    (child, admin)
+}
+
+/// Runs `flowgate-gateway healthcheck` against `admin`: (exit code, stdout, stderr).
+fn healthcheck(admin: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let output = gateway()
+        .arg("healthcheck")
+        .args(extra)
+        .env("FLOWGATE_ADMIN_LISTEN", admin)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// A real `grpc.health.v1` server on 127.0.0.1:0 standing in for the flow service,
+/// whose overall status the test controls.
+fn health_server(
+    runtime: &tokio::runtime::Runtime,
+) -> (String, tonic_health::server::HealthReporter) {
+    runtime.block_on(async {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        (format!("http://{addr}"), reporter)
+    })
+}
+
+#[test]
+fn healthcheck_follows_readiness() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (backend, reporter) = health_server(&runtime);
+    let (mut child, admin) = start_with_admin(&backend);
+
+    let (code, stdout, stderr) = healthcheck(&admin, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("ready"), "{stdout}");
+
+    // The gateway reuses a health answer for up to a second; wait it out.
+    runtime.block_on(reporter.set_service_status("", tonic_health::ServingStatus::NotServing));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stderr = loop {
+        let (code, _, stderr) = healthcheck(&admin, &[]);
+        if code == Some(1) {
+            break stderr;
+        }
+        assert_eq!(code, Some(0));
+        assert!(Instant::now() < deadline, "still ready while NOT_SERVING");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(stderr.contains("503"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // Alive all the same.
+    let (code, stdout, stderr) = healthcheck(&admin, &["--path", "/healthz"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert_eq!(wait(&mut child), Some(0));
+}
+
+#[test]
+fn healthcheck_fails_fast_when_nothing_answers() {
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let (code, _, stderr) = healthcheck(&format!("0.0.0.0:{port}"), &["--timeout", "1s"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    for (admin, extra, expected) in [
+        ("off", &[][..], "FLOWGATE_ADMIN_LISTEN"),
+        ("127.0.0.1:9464", &["--timeout", "soon"][..], "--timeout"),
+        ("127.0.0.1:9464", &["--path", "readyz"][..], "--path"),
+    ] {
+        let (code, _, stderr) = healthcheck(admin, extra);
+        assert_eq!(code, Some(1), "{admin} {extra:?}: {stderr}");
+        assert!(stderr.contains(expected), "{admin} {extra:?}: {stderr}");
+    }
+}
