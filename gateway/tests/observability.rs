@@ -1,0 +1,338 @@
+//! Observability as an operator meets it, with the real binaries: one trace across the
+//! gateway and the flow service exported over OTLP to a receiver built from
+//! `opentelemetry-proto`, continuing the caller's `traceparent`; `/metrics` on both
+//! admin listeners; JSON logs with request id and trace id, and no raw token or screen
+//! value anywhere in them.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use serde_json::{Value, json};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+const TOKEN: &str = "raw-token-never-logged";
+const SCREEN_VALUE: &str = "private@example.com";
+
+/// An OTLP/gRPC trace receiver that keeps what it is sent.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<ResourceSpans>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(request.into_inner().resource_spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Spawns a binary with its stderr collected into a shared buffer.
+fn spawn(command: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (child, lines)
+}
+
+fn stop(child: &mut Child) {
+    assert!(
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn service_name(resource_spans: &ResourceSpans) -> String {
+    resource_spans
+        .resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            AnyValue::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_metrics_and_logs_across_both_binaries() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (service_port, service_admin, gateway_port, gateway_admin) =
+        (free_port(), free_port(), free_port(), free_port());
+    let gateway_bin = PathBuf::from(env!("CARGO_BIN_EXE_flowgate-gateway"));
+    let service_bin = gateway_bin.with_file_name("flow-service");
+    assert!(
+        service_bin.exists(),
+        "build the flow-service binary first: {}",
+        service_bin.display()
+    );
+    let otel = |command: &mut Command| {
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("RUST_LOG", "info");
+    };
+    let mut service_command = Command::new(&service_bin);
+    service_command
+        .env("FLOW_SERVICE_LISTEN", format!("127.0.0.1:{service_port}"))
+        .env(
+            "FLOW_SERVICE_ADMIN_LISTEN",
+            format!("127.0.0.1:{service_admin}"),
+        )
+        .env(
+            "FLOW_SERVICE_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("flows.db").display()),
+        )
+        .env("FLOW_SERVICE_DRAIN_DELAY", "0s")
+        .env("FLOW_SERVICE_LOG_FORMAT", "json");
+    otel(&mut service_command);
+    let (mut service, service_log) = spawn(&mut service_command);
+    let mut gateway_command = Command::new(&gateway_bin);
+    gateway_command
+        .env("FLOWGATE_LISTEN", format!("127.0.0.1:{gateway_port}"))
+        .env(
+            "FLOWGATE_ADMIN_LISTEN",
+            format!("127.0.0.1:{gateway_admin}"),
+        )
+        .env(
+            "FLOWGATE_BACKEND",
+            format!("http://127.0.0.1:{service_port}"),
+        )
+        .env("FLOWGATE_TLS", "off")
+        .env("FLOWGATE_SHUTDOWN_GRACE", "1s")
+        .env("FLOWGATE_LOG_FORMAT", "json");
+    otel(&mut gateway_command);
+    let (mut gateway, gateway_log) = spawn(&mut gateway_command);
+
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = http
+            .get(format!("http://127.0.0.1:{gateway_admin}/readyz"))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready: {:?} {:?}",
+            gateway_log.lock().unwrap(),
+            service_log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let body = json!({"version": "3.0", "action": "data_exchange", "flow_token": TOKEN,
+                      "screen": "WELCOME_SCREEN", "data": {"email": SCREEN_VALUE}});
+    let response = http
+        .post(format!("http://127.0.0.1:{gateway_port}/flow-endpoint"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // A request the gateway refuses, for the error counters.
+    let refused = http
+        .post(format!("http://127.0.0.1:{gateway_port}/flow-endpoint"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    // Metrics on both admin listeners.
+    let scrape = |port: u16| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let metrics = scrape(gateway_admin).await;
+    for expected in [
+        r#"flowgate_requests_total{route="/flow-endpoint",action="data_exchange",outcome="screen",status="200"} 1"#,
+        r#"flowgate_requests_total{route="/flow-endpoint",action="unknown",outcome="invalid_json",status="400"} 1"#,
+        r#"flowgate_request_duration_seconds_bucket{route="/flow-endpoint",action="data_exchange",le="1"}"#,
+        r#"le="5""#,
+        r#"le="7""#,
+        r#"flowgate_backend_call_duration_seconds_count{method="DataExchange",code="Ok"} 1"#,
+        "flowgate_in_flight",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "gateway /metrics lacks {expected}:\n{metrics}"
+        );
+    }
+    let metrics = scrape(service_admin).await;
+    for expected in [
+        r#"flow_service_calls_total{method="DataExchange",code="Ok"} 1"#,
+        "flow_service_call_duration_seconds_bucket",
+        "flow_service_contract_violations_total 0",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "flow-service /metrics lacks {expected}:\n{metrics}"
+        );
+    }
+
+    // Stopping flushes the last spans.
+    stop(&mut gateway);
+    stop(&mut service);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let spans = loop {
+        let spans = receiver.0.lock().unwrap().clone();
+        let services: Vec<String> = spans.iter().map(service_name).collect();
+        if services.iter().any(|s| s == "flowgate-gateway")
+            && services.iter().any(|s| s == "flow-service")
+        {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans from both services expected, got {services:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let trace_id = hex(TRACE_ID);
+    let mut names = Vec::new();
+    for resource in &spans {
+        let service = service_name(resource);
+        for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+            if span.trace_id != trace_id {
+                continue;
+            }
+            names.push((service.clone(), span.name.clone()));
+            if span.name == "POST flow endpoint" {
+                assert_eq!(
+                    span.parent_span_id,
+                    hex(PARENT_ID),
+                    "the request span continues the caller's trace"
+                );
+            }
+            let attributes = format!("{:?}", span.attributes);
+            assert!(
+                !attributes.contains(TOKEN) && !attributes.contains(SCREEN_VALUE),
+                "{attributes}"
+            );
+        }
+    }
+    for (service, name) in [
+        ("flowgate-gateway", "POST flow endpoint"),
+        ("flowgate-gateway", "flowgate.v1.FlowService/DataExchange"),
+        ("flow-service", "flowgate.v1.FlowService/DataExchange"),
+        ("flow-service", "flow.handler"),
+    ] {
+        assert!(
+            names.iter().any(|(s, n)| s == service && n == name),
+            "no {name} from {service} in the trace: {names:?}"
+        );
+    }
+
+    // JSON logs: one object a line, request id and trace id on the request line, and
+    // nothing private anywhere.
+    for (binary, log) in [("gateway", &gateway_log), ("flow-service", &service_log)] {
+        let lines = log.lock().unwrap().clone();
+        assert!(!lines.is_empty());
+        for line in &lines {
+            assert!(
+                !line.contains(TOKEN),
+                "{binary} logged the raw token: {line}"
+            );
+            assert!(
+                !line.contains(SCREEN_VALUE),
+                "{binary} logged screen data: {line}"
+            );
+            let parsed: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{binary}: not JSON ({e}): {line}"));
+            assert!(parsed["level"].is_string(), "{line}");
+        }
+    }
+    let lines = gateway_log.lock().unwrap().clone();
+    let request_line = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| {
+            v["fields"]["message"] == "flow request" && v["span"]["action"] == "data_exchange"
+        })
+        .expect("a flow request line");
+    assert_eq!(request_line["span"]["trace_id"], TRACE_ID, "{request_line}");
+    assert!(
+        request_line["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{request_line}"
+    );
+    assert_eq!(
+        request_line["span"]["token"],
+        flowgate_proto::token_hash(TOKEN),
+        "{request_line}"
+    );
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
