@@ -694,6 +694,22 @@ impl Drop for Proxy {
     }
 }
 
+/// Retries `check` every 50 ms for up to five seconds, then fails the test.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A WhatsApp request body.
 pub fn whatsapp(action: &str, token: &str, screen: &str, data: Value) -> Value {
     json!({"version": "3.0", "action": action, "flow_token": token, "screen": screen, "data": data})

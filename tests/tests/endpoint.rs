@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use flowgate_e2e::{Alpn, Gateway, GatewayOptions, Probe, Service, https_builder, read, whatsapp};
+use flowgate_e2e::{
+    Alpn, Gateway, GatewayOptions, Probe, Service, eventually, https_builder, read, whatsapp,
+};
 use serde_json::{Value, json};
 
 async fn stack() -> (Service, Gateway, Probe) {
@@ -466,22 +468,6 @@ async fn service_down_then_back() {
     })
     .await;
     eventually(|| async { gateway.admin("/readyz").await.0 == 200 }).await;
-}
-
-/// Retries `check` for up to five seconds.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flowgate_e2e::{Gateway, GatewayOptions, Probe, Service, whatsapp};
+use flowgate_e2e::{Gateway, GatewayOptions, Probe, Service, eventually, whatsapp};
 use flowgate_proto::v1::flow_service_server::{FlowService, FlowServiceServer};
 use flowgate_proto::v1::{self, FlowResponse};
 use serde_json::json;
@@ -510,20 +510,4 @@ async fn replicas_are_found_and_dropped_through_dns() {
         );
     }
     assert_eq!(probes[0].calls.load(Ordering::SeqCst), before);
-}
-
-/// Retries `check` for up to five seconds.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
