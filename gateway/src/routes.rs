@@ -375,12 +375,13 @@ async fn exchange(
     let upstream = &state.route.upstream;
     let Some(call) = translate::to_call(inbound, context)? else {
         // A ping: WhatsApp asks whether the endpoint can serve, so ask the flow service.
-        return if upstream.serving().await {
-            Ok((StatusCode::OK, translate::ping_answer()))
-        } else {
-            Err(GatewayError::Unavailable {
+        // Bounded by the request's deadline: at start, health may still be unknown.
+        return match tokio::time::timeout_at(deadline, upstream.serving()).await {
+            Ok(true) => Ok((StatusCode::OK, translate::ping_answer())),
+            Ok(false) => Err(GatewayError::Unavailable {
                 detail: "health check: not serving".into(),
-            })
+            }),
+            Err(_) => Err(GatewayError::Timeout),
         };
     };
     let reply = upstream.call(call, deadline).await.map_err(|e| match e {

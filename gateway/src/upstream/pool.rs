@@ -88,7 +88,11 @@ impl Replica {
     /// Marks the replica unreachable after a call failed to connect; the health watch
     /// will mark it serving again once it answers.
     pub fn mark_unreachable(&self, changed: &watch::Sender<u64>) {
-        self.set_health(Health::Unreachable, changed);
+        // A replica without a health service has no watch to bring it back soon; a
+        // failed connect there says nothing lasting, so it stays callable.
+        if self.health() != Health::NoHealthService {
+            self.set_health(Health::Unreachable, changed);
+        }
     }
 
     /// Counts a call in flight until the guard drops.
