@@ -110,8 +110,37 @@ impl Envelope {
         Ok(Envelope::Meta(Arc::new(Meta::new(keys, secrets))))
     }
 
-    /// Unwraps a request body.
+    /// Unwraps a request body: [`Envelope::check_signature`], then
+    /// [`Envelope::open_checked`].
     pub fn open(&self, headers: &HeaderMap, body: Bytes) -> Result<Opened, GatewayError> {
+        let signature_verified = self.check_signature(headers, &body)?;
+        self.open_checked(body, signature_verified)
+    }
+
+    /// Meta mode: checks `X-Hub-Signature-256` over the raw body. `Ok(true)`: it
+    /// matched a configured app secret; `Ok(false)`: there was nothing to check against
+    /// (plain mode, or no app secret configured).
+    pub fn check_signature(&self, headers: &HeaderMap, body: &[u8]) -> Result<bool, GatewayError> {
+        let Envelope::Meta(meta) = self else {
+            return Ok(false);
+        };
+        let Some(secrets) = &meta.secrets else {
+            return Ok(false);
+        };
+        let header = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
+        if !secrets.verify_body(header, body) {
+            return Err(GatewayError::InvalidSignature);
+        }
+        Ok(true)
+    }
+
+    /// Unwraps a request body whose signature has been checked already
+    /// ([`Envelope::check_signature`]).
+    pub fn open_checked(
+        &self,
+        body: Bytes,
+        signature_verified: bool,
+    ) -> Result<Opened, GatewayError> {
         let meta = match self {
             Envelope::Plain => {
                 return Ok(Opened {
@@ -121,16 +150,6 @@ impl Envelope {
                 });
             }
             Envelope::Meta(meta) => meta,
-        };
-        let signature_verified = match &meta.secrets {
-            None => false,
-            Some(secrets) => {
-                let header = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
-                if !secrets.verify_body(header, &body) {
-                    return Err(GatewayError::InvalidSignature);
-                }
-                true
-            }
         };
         let (payload, sealer) = meta
             .decrypt(&body)

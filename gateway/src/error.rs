@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use flowgate_proto::json::JsonError;
 use serde_json::json;
 
+use crate::telemetry::Labels;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("the body is not valid JSON: {0}")]
@@ -167,6 +169,10 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         self.log();
         let mut response = (self.status(), axum::Json(self.body())).into_response();
+        response.extensions_mut().insert(Labels {
+            action: "",
+            outcome: self.code(),
+        });
         if let Some(retry_after) = self.retry_after() {
             response
                 .headers_mut()

@@ -6,7 +6,10 @@
 //!
 //! Reading order:
 //! - [`config`] — typed configuration from environment variables and flags.
-//! - [`routes`] — the endpoint handler and the admin routes; [`app`] builds the router.
+//! - [`routes`] — the endpoint handler and the admin routes; [`app`] builds the router,
+//!   each endpoint route under one middleware stack.
+//! - [`layers`] — the layers of that stack: budget, request id, span, metrics, body,
+//!   signature, admission.
 //! - [`envelope`] — how bodies are wrapped on the wire: plain JSON or Meta's encryption (pure).
 //! - [`crypto`] — RSA keys, AES-GCM with a 16-byte IV, signatures (pure, aws-lc-rs).
 //! - [`translate`] — WhatsApp JSON ⇄ `flowgate.v1` messages (pure).
@@ -20,6 +23,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod layers;
 pub mod routes;
 pub mod telemetry;
 pub mod tls;

@@ -1,39 +1,49 @@
 //! The HTTP surface: the Flows endpoint routes and the admin routes
-//! (`GET /healthz`, `GET /readyz`).
+//! (`GET /healthz`, `GET /readyz`, `GET /metrics`).
 //!
-//! A request goes: read the body (bounded in size and time) → open the envelope
-//! → [`translate::parse`] → the flow service over [`Upstream`] → [`translate::answer`]
-//! → seal the envelope. Every step's failure is a [`GatewayError`].
+//! [`app`] builds each endpoint route as one middleware stack around [`endpoint`]:
+//! every cross-cutting concern (budget, request id, span, metrics, body, signature,
+//! admission) is a layer there, in order. The handler itself only opens the envelope →
+//! [`translate::parse`] → calls the flow service over [`Upstream`] →
+//! [`translate::answer`] → seals the envelope. Every step's failure is a [`GatewayError`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router, middleware};
 use flowgate_proto::token_hash;
 use flowgate_proto::v1::RequestContext;
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tracing::Instrument;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 use crate::config::{Config, FlowSource, ModeConfig, valid_flow_name};
 use crate::envelope::Envelope;
 use crate::error::GatewayError;
-use crate::telemetry;
-use crate::translate::{self, Inbound};
+use crate::layers::body::{BodyLimits, BufferBodyLayer};
+use crate::layers::deadline::{self, Deadline};
+use crate::layers::metrics::RequestMetricsLayer;
+use crate::layers::request_id::{self, X_REQUEST_ID};
+use crate::layers::signature::{CheckSignatureLayer, SignatureVerified};
+use crate::layers::{admission, span};
+use crate::telemetry::{self, Labels};
+use crate::translate::{self, Answer, Inbound};
 use crate::upstream::{Reply, Upstream};
 
 /// The largest request body accepted (WhatsApp requests are a few KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// The header that carries the request id, in and out.
-const REQUEST_ID: &str = "x-request-id";
 
 /// One endpoint path and what serves it.
 #[derive(Debug, Clone)]
@@ -55,7 +65,7 @@ pub struct AppState {
     /// The whole budget of a request, from arrival to answer.
     pub request_timeout: Duration,
     /// Admission: a request that finds no permit is refused at once (503, `Retry-After`)
-    /// instead of queueing towards the platform's deadline.
+    /// instead of queueing towards the platform's deadline. Shared by every route.
     pub in_flight: Arc<Semaphore>,
 }
 
@@ -156,12 +166,11 @@ pub struct StartError {
     pub reason: String,
 }
 
-/// Shared by the handlers of one route.
+/// Shared by the layers and the handler of one route.
 #[derive(Debug)]
 struct RouteState {
     route: Route,
     request_timeout: Duration,
-    in_flight: Arc<Semaphore>,
 }
 
 impl RouteState {
@@ -172,7 +181,11 @@ impl RouteState {
     }
 }
 
-/// The public router.
+/// The flow a request is for, resolved from its route before the span is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow(pub String);
+
+/// The public router: each endpoint route is [`endpoint`] under one middleware stack.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for route in state.routes {
@@ -180,35 +193,67 @@ pub fn app(state: AppState) -> Router {
         let shared = Arc::new(RouteState {
             route,
             request_timeout: state.request_timeout,
-            in_flight: state.in_flight.clone(),
         });
-        router = match &shared.route.flow {
-            FlowSource::FromPath => router.route(
-                &path,
-                post(
-                    move |Path(flow): Path<String>, headers: HeaderMap, body: Body| async move {
-                        if !valid_flow_name(&flow) {
-                            return GatewayError::NotFound.into_response();
-                        }
-                        handle(&shared, &flow, &headers, body).await
-                    },
-                ),
-            ),
-            FlowSource::Default | FlowSource::Named(_) => router.route(
-                &path,
-                post(move |headers: HeaderMap, body: Body| async move {
-                    let flow = match &shared.route.flow {
-                        FlowSource::Named(name) => name.clone(),
-                        _ => String::new(),
-                    };
-                    handle(&shared, &flow, &headers, body).await
-                }),
-            ),
+        let body_limits = BodyLimits {
+            max_bytes: MAX_BODY_BYTES,
+            budget: state.request_timeout,
         };
+        // Outermost first: a request passes these top to bottom, its answer bottom to top.
+        let stack = ServiceBuilder::new()
+            // The request's budget (`FLOWGATE_REQUEST_TIMEOUT`) starts on arrival.
+            .map_request(deadline::start(state.request_timeout))
+            // A caller's `x-request-id` is kept only when plain...
+            .map_request(request_id::keep_only_plain)
+            // ...else a new UUID takes its place...
+            .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+            // ...and the id goes back on every answer, refusals included.
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+            // The flow: configured, or the path's last segment; a malformed name is 404 here.
+            .layer(middleware::map_request_with_state(
+                shared.clone(),
+                resolve_flow,
+            ))
+            // The server span, continuing an incoming `traceparent`; one log line per answer.
+            .layer(span::layer(&path))
+            // `flowgate_requests_total` and `flowgate_request_duration_seconds`.
+            .layer(RequestMetricsLayer::new(&path))
+            // The body, whole, within 1 MiB (413) and its time budget (408).
+            .layer(BufferBodyLayer::new(body_limits))
+            // Meta mode: the signature over the raw body (432), before admission.
+            .option_layer(CheckSignatureLayer::for_envelope(&shared.route.envelope))
+            // Admission: a refusal becomes 503 `overloaded` with `Retry-After: 1`...
+            .layer(HandleErrorLayer::new(admission::refuse))
+            // ...made at once when no slot is free, instead of queueing...
+            .layer(LoadShedLayer::new())
+            // ...for at most `FLOWGATE_MAX_IN_FLIGHT` requests across all routes.
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                state.in_flight.clone(),
+            ))
+            // `flowgate_in_flight`: the admitted requests.
+            .map_future(admission::count_in_flight)
+            // The buffered body, handed to the handler.
+            .map_request(|request: axum::http::Request<Bytes>| request.map(Body::from));
+        router = router.route(&path, post(endpoint).with_state(shared).route_layer(stack));
     }
     router
         .fallback(|| async { GatewayError::NotFound })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+}
+
+/// Names the flow of a request, for the span and the handler.
+async fn resolve_flow(
+    State(route): State<Arc<RouteState>>,
+    path: Option<Path<String>>,
+    mut request: Request,
+) -> Result<Request, GatewayError> {
+    let flow = match (&route.route.flow, path) {
+        (FlowSource::FromPath, Some(Path(flow))) if valid_flow_name(&flow) => flow,
+        (FlowSource::FromPath, _) => return Err(GatewayError::NotFound),
+        (FlowSource::Named(name), _) => name.clone(),
+        (FlowSource::Default, _) => String::new(),
+    };
+    request.extensions_mut().insert(Flow(flow));
+    Ok(request)
 }
 
 /// The admin router: liveness, and readiness (every flow service serving).
@@ -246,138 +291,94 @@ pub fn admin_app(upstreams: Vec<Upstream>) -> Router {
         .fallback(|| async { GatewayError::NotFound })
 }
 
-async fn handle(state: &RouteState, flow: &str, headers: &HeaderMap, body: Body) -> Response {
-    let route = state.route.path.as_str();
-    // Shed load before spending anything on the request, decryption included.
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-        telemetry::shed();
-        return GatewayError::GatewayBusy.into_response();
-    };
-    let _in_flight = telemetry::InFlight::start();
-    let started = Instant::now();
-    let deadline = started + state.request_timeout;
-    let request_id = request_id(headers);
-    let span = tracing::info_span!(
-        "flowgate.request",
-        otel.name = "POST flow endpoint",
-        otel.kind = "server",
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-        route,
-        flow,
-        action = tracing::field::Empty,
-        screen = tracing::field::Empty,
-        token = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        http.status = tracing::field::Empty,
-    );
-    // A remote parent must be set before the span is first entered.
-    flowgate_telemetry::propagation::set_parent_from(&span, headers);
-    if let Some(trace_id) = flowgate_telemetry::trace_id(&span) {
-        span.record("trace_id", trace_id.as_str());
-    }
-
-    let (outcome, action, mut response) = async {
-        let body = match read_body(body, deadline).await {
-            Ok(body) => body,
-            Err(e) => return (e.code(), "", e.into_response()),
-        };
-        let opened = match state.route.envelope.open(headers, body) {
-            Ok(opened) => opened,
-            Err(e) => return (e.code(), "", e.into_response()),
-        };
-        let sealer = opened.sealer;
-        let inbound = match translate::parse(&opened.payload) {
-            Ok(inbound) => inbound,
-            Err(e) => return (e.code(), "", sealer.seal_error(e)),
-        };
-        let action = inbound.action();
-        let span = tracing::Span::current();
-        span.record("action", action);
-        if let Some(screen) = inbound.screen() {
-            span.record("screen", screen);
-        }
-        if let Some(token) = inbound.flow_token() {
-            span.record("token", token_hash(token).as_str());
-        }
-        if let Inbound::ErrorNotification(notification) = &inbound {
-            telemetry::error_notification(&notification.error_key);
-        }
-        let mut context = RequestContext {
-            flow: flow.to_owned(),
-            request_id: request_id.clone(),
-            attempt: 1,
-            idempotency_key: translate::idempotency_key(flow, &inbound),
-            version: inbound.version().to_owned(),
-            signature_verified: opened.signature_verified,
-            flow_token_signature: 0,
-        };
-        if let Some(jwt) = inbound.flow_token_signature() {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            context.set_flow_token_signature(state.route.envelope.check_token_signature(jwt, now));
-        }
-        let deadline = deadline - state.answer_margin();
-        match exchange(state, flow, &inbound, context, deadline).await {
-            Ok((status, answer)) => {
-                let outcome = translate::outcome(status, &answer);
-                (outcome, action, sealer.seal(status, &answer))
-            }
-            Err(e) => (e.code(), action, sealer.seal_error(e)),
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    let status = response.status().as_u16();
-    span.record("outcome", outcome);
-    span.record("http.status", status);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    let elapsed = started.elapsed();
-    telemetry::request(route, action, outcome, status, elapsed);
-    span.in_scope(|| {
-        tracing::info!(
-            action,
-            outcome,
-            status,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "flow request",
-        )
-    });
+/// The endpoint: open the envelope → parse → call the flow service → answer → seal.
+/// The labels of the outcome go on the answer, for the metrics layer and the span.
+async fn endpoint(
+    State(route): State<Arc<RouteState>>,
+    Extension(Flow(flow)): Extension<Flow>,
+    Extension(Deadline(deadline)): Extension<Deadline>,
+    Extension(request_id): Extension<RequestId>,
+    verified: Option<Extension<SignatureVerified>>,
+    body: Bytes,
+) -> Response {
+    let request_id = request_id.header_value().to_str().unwrap_or_default();
+    let verified = verified.is_some_and(|Extension(SignatureVerified(v))| v);
+    let (labels, mut response) =
+        exchange(&route, &flow, request_id, deadline, verified, body).await;
+    response.extensions_mut().insert(labels);
     response
 }
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] and giving up at the deadline.
-async fn read_body(body: Body, deadline: Instant) -> Result<Bytes, GatewayError> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
-    match tokio::time::timeout_at(deadline, limited.collect()).await {
-        Err(_) => Err(GatewayError::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            })
-        }
-        Ok(Err(e)) => Err(GatewayError::BodyUnreadable(e.to_string())),
+async fn exchange(
+    state: &RouteState,
+    flow: &str,
+    request_id: &str,
+    deadline: Instant,
+    signature_verified: bool,
+    body: Bytes,
+) -> (Labels, Response) {
+    let labels = |action, outcome| Labels { action, outcome };
+    let opened = match state.route.envelope.open_checked(body, signature_verified) {
+        Ok(opened) => opened,
+        Err(e) => return (labels("", e.code()), e.into_response()),
+    };
+    let sealer = opened.sealer;
+    let inbound = match translate::parse(&opened.payload) {
+        Ok(inbound) => inbound,
+        Err(e) => return (labels("", e.code()), sealer.seal_error(e)),
+    };
+    let action = inbound.action();
+    // The span is the server span of the stack; these fields are known only now.
+    let span = tracing::Span::current();
+    span.record("action", action);
+    if let Some(screen) = inbound.screen() {
+        span.record("screen", screen);
+    }
+    if let Some(token) = inbound.flow_token() {
+        span.record("token", token_hash(token).as_str());
+    }
+    if let Inbound::ErrorNotification(notification) = &inbound {
+        telemetry::error_notification(&notification.error_key);
+    }
+    let mut context = RequestContext {
+        flow: flow.to_owned(),
+        request_id: request_id.to_owned(),
+        attempt: 1,
+        idempotency_key: translate::idempotency_key(flow, &inbound),
+        version: inbound.version().to_owned(),
+        signature_verified: opened.signature_verified,
+        flow_token_signature: 0,
+    };
+    if let Some(jwt) = inbound.flow_token_signature() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        context.set_flow_token_signature(state.route.envelope.check_token_signature(jwt, now));
+    }
+    let deadline = deadline - state.answer_margin();
+    match call(state, flow, &inbound, context, deadline).await {
+        Ok(answer) => (
+            labels(action, answer.kind.label()),
+            sealer.seal(answer.status, &answer.json),
+        ),
+        Err(e) => (labels(action, e.code()), sealer.seal_error(e)),
     }
 }
 
 /// Answers one validated request.
-async fn exchange(
+async fn call(
     state: &RouteState,
     flow: &str,
     inbound: &Inbound,
     context: RequestContext,
     deadline: Instant,
-) -> Result<(StatusCode, Value), GatewayError> {
+) -> Result<Answer, GatewayError> {
     let upstream = &state.route.upstream;
     let Some(call) = translate::to_call(inbound, context)? else {
         // A ping: WhatsApp asks whether the endpoint can serve, so ask the flow service.
         // Bounded by the request's deadline: at start, health may still be unknown.
         return match tokio::time::timeout_at(deadline, upstream.serving()).await {
-            Ok(true) => Ok((StatusCode::OK, translate::ping_answer())),
+            Ok(true) => Ok(translate::ping_answer()),
             Ok(false) => Err(GatewayError::Unavailable {
                 detail: "health check: not serving".into(),
             }),
@@ -389,25 +390,11 @@ async fn exchange(
         e => e,
     })?;
     match reply {
-        Reply::Acknowledged => Ok((StatusCode::OK, translate::acknowledged_answer())),
+        Reply::Acknowledged => Ok(translate::acknowledged_answer()),
         Reply::Flow(response) => {
             translate::answer(response, inbound.flow_token().unwrap_or_default())
         }
     }
-}
-
-/// The caller's `X-Request-Id` when it is short and plain, else a new UUID.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=128).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 #[cfg(test)]
@@ -422,15 +409,5 @@ mod tests {
         for bad in ["", "a/b", "a b", "é", &"x".repeat(65)] {
             assert!(!valid_flow_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn request_ids_are_taken_only_when_plain() {
-        let mut headers = HeaderMap::new();
-        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers), "abc-123");
-        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_ne!(request_id(&headers), "has space");
-        assert_eq!(request_id(&HeaderMap::new()).len(), 36);
     }
 }

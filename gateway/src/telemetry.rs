@@ -7,6 +7,33 @@
 
 use std::time::Duration;
 
+use axum::http::Response;
+
+/// How a request ended, in bounded labels: attached to its answer for the metrics
+/// layer and the span. The handler sets it; `GatewayError::into_response` sets it for
+/// refusals made before the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Labels {
+    /// The action as WhatsApp names it; empty before the payload is parsed.
+    pub action: &'static str,
+    /// An answer's kind, or an error's stable code.
+    pub outcome: &'static str,
+}
+
+impl Labels {
+    /// The labels attached to `response`; `unknown` where none are.
+    pub fn of<B>(response: &Response<B>) -> Self {
+        response
+            .extensions()
+            .get::<Labels>()
+            .copied()
+            .unwrap_or(Labels {
+                action: "",
+                outcome: "unknown",
+            })
+    }
+}
+
 /// Counts a request and its latency.
 pub fn request(
     route: &str,

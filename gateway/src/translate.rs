@@ -2,7 +2,8 @@
 //!
 //! [`parse`] reads a decrypted (or plain) request body into an [`Inbound`],
 //! checking everything the contract requires; [`answer`] turns the flow
-//! service's [`FlowResponse`] into the WhatsApp JSON and HTTP status.
+//! service's [`FlowResponse`] into an [`Answer`]: the WhatsApp JSON, the HTTP
+//! status, and the [`AnswerKind`] that names it in metrics and traces.
 
 use axum::http::StatusCode;
 use flowgate_proto::json::{struct_from_json, struct_to_json};
@@ -314,39 +315,70 @@ pub fn idempotency_key(flow: &str, inbound: &Inbound) -> String {
     hex::encode(ctx.finish().as_ref())
 }
 
+/// A WhatsApp answer: the HTTP status, the JSON to seal, and what kind of answer it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub json: Value,
+    pub kind: AnswerKind,
+}
+
+/// What an answer says, named for metrics and traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// The next screen.
+    Screen,
+    /// A screen again, with `data.error_message`.
+    ScreenWithError,
+    /// `SUCCESS`: the flow is complete.
+    Complete,
+    /// 427: the flow token is no longer valid.
+    TokenInvalid,
+    /// An error notification was received.
+    Acknowledged,
+    /// A ping while the flow service is serving.
+    Active,
+}
+
+impl AnswerKind {
+    /// The bounded label of the `outcome` metric label and span field.
+    pub fn label(self) -> &'static str {
+        match self {
+            AnswerKind::Screen => "screen",
+            AnswerKind::ScreenWithError => "screen_with_error",
+            AnswerKind::Complete => "complete",
+            AnswerKind::TokenInvalid => "token_invalid",
+            AnswerKind::Acknowledged => "acknowledged",
+            AnswerKind::Active => "active",
+        }
+    }
+}
+
+impl Answer {
+    fn ok(kind: AnswerKind, json: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            json,
+            kind,
+        }
+    }
+}
+
 /// The answer to a ping while the flow service is serving.
-pub fn ping_answer() -> Value {
-    json!({"data": {"status": "active"}})
+pub fn ping_answer() -> Answer {
+    Answer::ok(AnswerKind::Active, json!({"data": {"status": "active"}}))
 }
 
 /// The answer to an error notification once the flow service has it.
-pub fn acknowledged_answer() -> Value {
-    json!({"data": {"acknowledged": true}})
-}
-
-/// Names a successful answer for metrics and traces: `screen`, `screen_with_error`,
-/// `complete`, `token_invalid`, `acknowledged` or `active` (a ping).
-pub fn outcome(status: StatusCode, answer: &Value) -> &'static str {
-    if status.as_u16() == TOKEN_INVALID_STATUS {
-        return "token_invalid";
-    }
-    match (
-        answer.get("screen").and_then(Value::as_str),
-        answer.get("data"),
-    ) {
-        (Some(SUCCESS_SCREEN), _) => "complete",
-        (Some(_), Some(data)) if data.get("error_message").is_some() => "screen_with_error",
-        (Some(_), _) => "screen",
-        (None, Some(data)) if data.get("acknowledged").is_some() => "acknowledged",
-        _ => "active",
-    }
+pub fn acknowledged_answer() -> Answer {
+    Answer::ok(
+        AnswerKind::Acknowledged,
+        json!({"data": {"acknowledged": true}}),
+    )
 }
 
 /// Turns the flow service's outcome into the HTTP status and WhatsApp JSON.
-pub fn answer(
-    response: FlowResponse,
-    flow_token: &str,
-) -> Result<(StatusCode, Value), GatewayError> {
+pub fn answer(response: FlowResponse, flow_token: &str) -> Result<Answer, GatewayError> {
     let bad = |detail: String| GatewayError::BadUpstreamResponse { detail };
     match response.outcome {
         None => Err(bad("FlowResponse has no outcome".into())),
@@ -361,17 +393,24 @@ pub fn answer(
             }
             let mut data = struct_to_json(&next.data.unwrap_or_default(), "data")
                 .map_err(|e| bad(format!("NextScreen: {e}")))?;
-            if let Some(message) = next.error_message {
-                data.insert("error_message".into(), Value::String(message));
-            }
-            Ok((StatusCode::OK, json!({"screen": next.screen, "data": data})))
+            let kind = match next.error_message {
+                Some(message) => {
+                    data.insert("error_message".into(), Value::String(message));
+                    AnswerKind::ScreenWithError
+                }
+                None => AnswerKind::Screen,
+            };
+            Ok(Answer::ok(
+                kind,
+                json!({"screen": next.screen, "data": data}),
+            ))
         }
         Some(Outcome::Complete(complete)) => {
             let mut params = struct_to_json(&complete.params.unwrap_or_default(), "params")
                 .map_err(|e| bad(format!("Complete: {e}")))?;
             params.insert("flow_token".into(), Value::String(flow_token.to_owned()));
-            Ok((
-                StatusCode::OK,
+            Ok(Answer::ok(
+                AnswerKind::Complete,
                 json!({
                     "screen": SUCCESS_SCREEN,
                     "data": {"extension_message_response": {"params": params}},
@@ -384,8 +423,11 @@ pub fn answer(
             } else {
                 invalid.message
             };
-            let status = StatusCode::from_u16(TOKEN_INVALID_STATUS).expect("427 is a valid status");
-            Ok((status, json!({"error_msg": message})))
+            Ok(Answer {
+                status: StatusCode::from_u16(TOKEN_INVALID_STATUS).expect("427 is a valid status"),
+                json: json!({"error_msg": message}),
+                kind: AnswerKind::TokenInvalid,
+            })
         }
     }
 }
@@ -597,7 +639,10 @@ mod tests {
 
     #[test]
     fn answers_become_whatsapp_json() {
-        type Case = (Option<Outcome>, Result<(u16, Value), &'static str>);
+        type Case = (
+            Option<Outcome>,
+            Result<(u16, Value, &'static str), &'static str>,
+        );
         let cases: Vec<Case> = vec![
             (
                 Some(Outcome::NextScreen(NextScreen {
@@ -608,6 +653,7 @@ mod tests {
                 Ok((
                     200,
                     json!({"screen": "WELCOME", "data": {"greeting": "hi", "n": 3}}),
+                    "screen",
                 )),
             ),
             (
@@ -619,6 +665,7 @@ mod tests {
                 Ok((
                     200,
                     json!({"screen": "WELCOME", "data": {"error_message": "Invalid email"}}),
+                    "screen_with_error",
                 )),
             ),
             (
@@ -628,6 +675,7 @@ mod tests {
                 Ok((
                     200,
                     json!({"screen": "SUCCESS", "data": {"extension_message_response": {"params": {"email": "a@b.c", "flow_token": "tok"}}}}),
+                    "complete",
                 )),
             ),
             (
@@ -635,13 +683,18 @@ mod tests {
                 Ok((
                     200,
                     json!({"screen": "SUCCESS", "data": {"extension_message_response": {"params": {"flow_token": "tok"}}}}),
+                    "complete",
                 )),
             ),
             (
                 Some(Outcome::TokenInvalid(TokenInvalid {
                     message: "Already submitted".into(),
                 })),
-                Ok((427, json!({"error_msg": "Already submitted"}))),
+                Ok((
+                    427,
+                    json!({"error_msg": "Already submitted"}),
+                    "token_invalid",
+                )),
             ),
             (
                 Some(Outcome::TokenInvalid(TokenInvalid {
@@ -650,6 +703,7 @@ mod tests {
                 Ok((
                     427,
                     json!({"error_msg": "This flow is no longer available."}),
+                    "token_invalid",
                 )),
             ),
             (None, Err("bad_upstream_response")),
@@ -677,7 +731,7 @@ mod tests {
                 },
                 "tok",
             )
-            .map(|(status, body)| (status.as_u16(), body))
+            .map(|answer| (answer.status.as_u16(), answer.json, answer.kind.label()))
             .map_err(|e| e.code());
             assert_eq!(got, expected, "outcome: {outcome:?}");
         }
