@@ -1,7 +1,7 @@
 //! The HTTP surface: the Flows endpoint routes and the admin routes
 //! (`GET /healthz`, `GET /readyz`, `GET /metrics`).
 //!
-//! [`app`] builds each endpoint route as one middleware stack around [`endpoint`]:
+//! [`app`] builds each endpoint route as one middleware stack around the `endpoint` handler:
 //! every cross-cutting concern (budget, request id, span, metrics, body, signature,
 //! admission) is a layer there, in order. The handler itself only opens the envelope →
 //! [`translate::parse`] → calls the flow service over [`Upstream`] →
@@ -185,7 +185,7 @@ impl RouteState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow(pub String);
 
-/// The public router: each endpoint route is [`endpoint`] under one middleware stack.
+/// The public router: each endpoint route is the `endpoint` handler under one middleware stack.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for route in state.routes {
