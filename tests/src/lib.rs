@@ -1,7 +1,24 @@
 //! Harness for end-to-end tests: a real flow service (tonic) and a real gateway
 //! (axum + rustls) on 127.0.0.1 port 0, driven by a real HTTPS client that trusts
 //! only the certificate generated for the test.
+//!
+//! # Which flow service: `FLOWGATE_E2E_FLOW_SERVICE`
+//!
+//! The portable tests (`tests/portable.rs`) need only what the `flowgate.v1`
+//! contract promises and the reference `signup` flow, so they run against any
+//! implementation through [`backend::Backend`]:
+//!
+//! - unset or `rust`: the in-process Rust service (the default);
+//! - `python`: `python3 examples/python/flow_service.py` as a child process on a
+//!   free 127.0.0.1 port (`python3` from `PATH`, with the example's requirements
+//!   installed); stopping it sends SIGTERM and waits for the process to exit.
+//!
+//! Every other test needs the Rust service's internals (the [`Probe`] flow, its
+//! store, its options) and starts [`Service`] directly, which the switch does not
+//! change. Run the portable ones against Python with
+//! `FLOWGATE_E2E_FLOW_SERVICE=python cargo nextest run -p flowgate-e2e -E 'binary(portable)'`.
 
+pub mod backend;
 pub mod whatsapp;
 
 use std::net::SocketAddr;
