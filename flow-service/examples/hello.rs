@@ -1,11 +1,11 @@
 //! A first flow: ask a name, greet, finish. Run it with
 //! `cargo run -p flow-service --example hello`, then point a gateway at it
 //! (`FLOWGATE_BACKEND=http://127.0.0.1:50051`) and POST to `/flows/hello`.
+//!
+//! The flow itself is written against `flowgate_sdk` alone; only `main` uses the
+//! service crate, to serve it.
 
-use flow_service::contract::FlowJson;
-use flow_service::router::Router;
-use flow_service::sdk::{FlowError, Outcome, Request};
-use flow_service::service::Flows;
+use flowgate_sdk::{FlowError, FlowJson, FlowJsonError, Outcome, Request, Router};
 use serde_json::json;
 
 fn ask() -> Outcome {
@@ -27,7 +27,7 @@ async fn done(_request: Request) -> Result<Outcome, FlowError> {
     Ok(Outcome::complete(json!({"greeted": true})))
 }
 
-fn hello() -> Result<Router, flow_service::contract::FlowJsonError> {
+fn hello() -> Result<Router, FlowJsonError> {
     let flow_json = FlowJson::parse(include_str!("hello.json"))?;
     Ok(Router::new(flow_json)
         .on_init(start)
@@ -37,7 +37,9 @@ fn hello() -> Result<Router, flow_service::contract::FlowJsonError> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let flows = Flows::new().register("hello", hello()?).strict(true);
+    let flows = flow_service::service::Flows::new()
+        .register("hello", hello()?)
+        .strict(true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

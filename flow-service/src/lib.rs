@@ -1,16 +1,16 @@
 //! flowgate flow service: the business logic behind the `flowgate.v1` gRPC
-//! contract, and a small SDK for writing WhatsApp Flows in Rust.
+//! contract. Flows are written against the `flowgate-sdk` crate
+//! (`flow-service/sdk/`), whose modules are re-exported here at their old paths.
 //!
 //! Reading order:
-//! - [`sdk`] — the [`Flow`](sdk::Flow) trait, requests and outcomes — what a flow author writes against.
-//! - [`router`] — [`Router`](router::Router): a flow as handlers by action and screen.
-//! - [`contract`] — [`FlowJson`](contract::FlowJson): a flow's Flow JSON, and the check
-//!   every answer passes before it leaves.
+//! - [`sdk`], [`router`], [`contract`], [`media`] — the SDK: the [`Flow`](sdk::Flow)
+//!   trait, [`Router`](router::Router), [`FlowJson`](contract::FlowJson) and media
+//!   decryption (from `flowgate_sdk`).
+//! - [`wire`] — the SDK's types ⇄ `flowgate.v1` messages, where the two differ.
 //! - [`service`] — [`Flows`](service::Flows) (flows by name, strict mode) and the gRPC
 //!   service that routes to them.
 //! - [`flows`] — the reference flows (`signup`, `booking`) and their Flow JSON files
 //!   in `flow-service/flows/`.
-//! - [`media`] — decrypting PhotoPicker / DocumentPicker files.
 //! - [`store`] — [`Store`](store::Store): completions, call outcomes by idempotency key and
 //!   sessions, in SQLite or PostgreSQL.
 //! - [`tokens`] — signed flow tokens and the [`TokenPolicy`](tokens::TokenPolicy).
@@ -18,12 +18,13 @@
 //! - [`config`] — configuration from environment variables and flags.
 
 pub mod config;
-pub mod contract;
 pub mod flows;
-pub mod media;
-pub mod router;
-pub mod sdk;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod tokens;
+pub mod wire;
+
+// The SDK's modules at the paths they had when they lived in this crate.
+pub use flowgate_sdk::flow as sdk;
+pub use flowgate_sdk::{contract, media, router};

@@ -498,7 +498,7 @@ impl FlowService for FlowServer {
 fn context_from_proto(context: Option<v1::RequestContext>) -> Context {
     let c = context.unwrap_or_default();
     Context {
-        flow_token_signature: c.flow_token_signature(),
+        flow_token_signature: crate::wire::token_signature_from_proto(c.flow_token_signature()),
         flow: c.flow,
         request_id: c.request_id,
         attempt: c.attempt,

@@ -16,26 +16,14 @@ use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use serde::{Deserialize, Serialize};
+
+// The claims are the SDK's, so that flows read them without this crate.
+pub use flowgate_sdk::Claims;
 
 const PREFIX: &str = "v1.";
 
 /// The shortest secret accepted: the MAC is only as strong as its key.
 pub const MIN_SECRET_LEN: usize = 32;
-
-/// What a signed token says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The flow this token opens.
-    pub flow: String,
-    /// Who the business sent it to (its own identifier for the user), if it said.
-    #[serde(rename = "sub", default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// Expiry, Unix seconds.
-    #[serde(rename = "exp")]
-    pub expires_at: u64,
-    pub nonce: String,
-}
 
 /// Why a token was refused. Each is answered "token no longer valid" (HTTP 427); the
 /// reason is for logs.

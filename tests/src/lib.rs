@@ -516,7 +516,7 @@ impl Flow for Probe {
                 "idempotency_key": c.idempotency_key,
                 "version": c.version,
                 "signature_verified": c.signature_verified,
-                "flow_token_signature": c.flow_token_signature.as_str_name(),
+                "flow_token_signature": flow_service::wire::token_signature_to_proto(c.flow_token_signature).as_str_name(),
                 "flow_token": request.flow_token,
                 "screen": request.screen,
                 "data": request.data,

@@ -3,13 +3,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use flow_service::media::{self, EncryptionMetadata, Media, MediaError};
+use flowgate_sdk::media::{self, EncryptionMetadata, Media, MediaError};
 use serde_json::{Value, json};
 
 fn vector() -> (Vec<u8>, EncryptionMetadata, Value) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../tests/data/whatsapp-flows-pywa.json"
+        "/../../tests/data/whatsapp-flows-pywa.json"
     );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let file = STANDARD

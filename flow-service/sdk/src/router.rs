@@ -1,9 +1,7 @@
 //! [`Router`]: a flow written as handlers by action and screen, next to its Flow JSON.
 //!
 //! ```
-//! use flow_service::contract::FlowJson;
-//! use flow_service::router::Router;
-//! use flow_service::sdk::{FlowError, Outcome, Request};
+//! use flowgate_sdk::{Flow, FlowError, FlowJson, Outcome, Request, Router};
 //! use serde_json::json;
 //!
 //! let flow_json = FlowJson::parse(r#"{
@@ -22,7 +20,7 @@
 //! let hello = Router::new(flow_json)
 //!     .on_init(|_request| async { Ok(Outcome::screen("HELLO", json!({"greeting": "Hi!"}))) })
 //!     .on_exchange("HELLO", said_hi);
-//! let flows = flow_service::service::Flows::new().register("hello", hello);
+//! assert!(hello.flow_json().is_some());
 //! ```
 
 use std::collections::HashMap;
@@ -32,7 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::contract::FlowJson;
-use crate::sdk::{Flow, FlowError, Outcome, Request};
+use crate::flow::{Flow, FlowError, Outcome, Request};
 
 type Answer = Pin<Box<dyn Future<Output = Result<Outcome, FlowError>> + Send>>;
 type Handler = Arc<dyn Fn(Request) -> Answer + Send + Sync>;

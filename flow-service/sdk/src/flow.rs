@@ -1,13 +1,13 @@
-//! The flow SDK: what a business developer writes against.
+//! What a business developer writes against.
 //!
 //! A flow is a type implementing [`Flow`]: one async method per WhatsApp
-//! action, each taking a [`Request`] and returning an [`Outcome`]. The SDK
+//! action, each taking a [`Request`] and returning an [`Outcome`]. The service
 //! turns outcomes into `flowgate.v1` messages; the gateway turns those into
 //! WhatsApp JSON, so a flow never builds WhatsApp JSON by hand. Most flows are
 //! shorter as a [`Router`](crate::router::Router) of handlers by action and screen.
 //!
 //! ```
-//! use flow_service::sdk::{Flow, FlowError, Outcome, Request};
+//! use flowgate_sdk::{Flow, FlowError, Outcome, Request};
 //! use serde_json::json;
 //!
 //! struct Hello;
@@ -30,12 +30,11 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use flowgate_proto::v1::FlowTokenSignature;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::claims::Claims;
 use crate::contract::FlowJson;
-use crate::tokens::Claims;
 
 /// The WhatsApp action a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +61,21 @@ impl fmt::Display for Action {
     }
 }
 
+/// What the gateway found of the request's `flow_token_signature` (see
+/// `FlowTokenSignature` in `flow.proto`; the service converts between the two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum FlowTokenSignature {
+    /// The request carried no `flow_token_signature`.
+    #[default]
+    Unspecified,
+    /// Present, and its HS256 MAC matched a configured app secret.
+    Valid,
+    /// Present, but malformed or its MAC matched no configured app secret.
+    Invalid,
+    /// Present, but no app secret is configured to check it.
+    Unchecked,
+}
+
 /// What travels with every call (see `RequestContext` in `flow.proto`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Context {
@@ -75,6 +89,7 @@ pub struct Context {
     /// The WhatsApp data API version, e.g. "3.0".
     pub version: String,
     pub signature_verified: bool,
+    /// Whether the request's `flow_token_signature` was present and checked.
     pub flow_token_signature: FlowTokenSignature,
 }
 
@@ -114,7 +129,7 @@ impl Request {
 /// completes. A resent call is answered from the store and does not touch it.
 ///
 /// ```
-/// # use flow_service::sdk::Session;
+/// # use flowgate_sdk::Session;
 /// # use serde_json::json;
 /// let session = Session::default();
 /// session.set("department", json!("cardiology"));
@@ -311,7 +326,7 @@ pub trait Flow: Send + Sync + 'static {
     async fn on_error(&self, notice: ErrorNotice) -> Result<(), FlowError> {
         tracing::warn!(
             flow = %notice.context.flow,
-            token = %flowgate_proto::token_hash(&notice.flow_token),
+            token = %crate::token_hash(&notice.flow_token),
             screen = %notice.screen,
             error_key = %notice.error_key,
             error_message = %notice.error_message,
