@@ -84,6 +84,32 @@ pub struct Args {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the certificate.
     #[arg(long, env = "FLOWGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// How long a client may take to finish the TLS handshake.
+    #[arg(long, env = "FLOWGATE_HANDSHAKE_TIMEOUT", default_value = "5s")]
+    pub handshake_timeout: String,
+    /// How long a new connection may take to send its first request's headers.
+    #[arg(long, env = "FLOWGATE_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: String,
+    /// How long a connection with no request in flight stays open (keep-alive).
+    #[arg(long, env = "FLOWGATE_IDLE_TIMEOUT", default_value = "75s")]
+    pub idle_timeout: String,
+    /// How often an HTTP/2 connection is pinged when the client sends nothing.
+    #[arg(long, env = "FLOWGATE_KEEPALIVE_INTERVAL", default_value = "20s")]
+    pub keepalive_interval: String,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[arg(long, env = "FLOWGATE_KEEPALIVE_TIMEOUT", default_value = "10s")]
+    pub keepalive_timeout: String,
+    /// Open public connections at most (beyond, closed at once), or `auto`: what
+    /// the open-file limit allows, less a reserve.
+    #[arg(long, env = "FLOWGATE_MAX_CONNECTIONS", default_value = "auto")]
+    pub max_connections: String,
+    /// Open public connections from one IP address at most; 0 is no limit.
+    #[arg(
+        long,
+        env = "FLOWGATE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value = "0"
+    )]
+    pub max_connections_per_address: String,
 }
 
 #[derive(Debug, Clone, Subcommand)]

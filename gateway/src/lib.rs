@@ -17,6 +17,7 @@
 //! - [`error`] — [`GatewayError`](error::GatewayError), mapped once to HTTP.
 //! - [`tls`] — rustls configuration, from files or generated.
 //! - [`telemetry`] — the `flowgate_*` metrics (logs and traces: `flowgate-telemetry`).
+//! - [`server`] — connections: caps, timeouts, graceful shutdown.
 //! - [`run`] — serves the public and admin listeners until shutdown.
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod envelope;
 pub mod error;
 pub mod layers;
 pub mod routes;
+pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod translate;
@@ -43,61 +45,38 @@ pub struct Listeners {
 }
 
 /// Serves until `shutdown` completes, then stops accepting connections and lets
-/// in-flight requests finish for up to `grace`.
+/// in-flight requests finish for up to `grace`. `limits` bound what each
+/// connection may cost (see [`server`]).
 ///
 /// `tls` of `None` serves plain HTTP (behind a TLS-terminating proxy).
 pub async fn run(
     listeners: Listeners,
     state: AppState,
     tls: Option<tls::Tls>,
+    limits: server::ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> std::io::Result<()> {
     // Metrics recorded before a recorder exists are lost: install it first.
     flowgate_telemetry::metrics_recorder();
-    let handle = axum_server::Handle::new();
-    let admin_handle = axum_server::Handle::new();
-    let admin = listeners.admin.map(|listener| {
-        let service = admin_app(state.upstreams()).into_make_service();
-        let server = axum_server::from_tcp(listener).map(|s| s.handle(admin_handle.clone()));
-        async move { server?.serve(service).await }
-    });
-    let service = app(state).into_make_service();
-    let public = async {
-        match tls {
-            Some(tls) => {
-                let config = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
-                axum_server::from_tcp_rustls(listeners.public, config)?
-                    .handle(handle.clone())
-                    .serve(service)
-                    .await
-            }
-            None => {
-                axum_server::from_tcp(listeners.public)?
-                    .handle(handle.clone())
-                    .serve(service)
-                    .await
-            }
-        }
-    };
-    let admin = async {
-        match admin {
-            Some(admin) => admin.await,
-            None => Ok(()),
-        }
-    };
-    let servers = async { tokio::try_join!(public, admin).map(|_| ()) };
-    tokio::pin!(servers);
-    tokio::select! {
-        // A server that stops by itself has failed (its listener broke).
-        result = &mut servers => return result,
-        () = shutdown => {}
+    let mut endpoints = Vec::new();
+    if let Some(listener) = listeners.admin {
+        endpoints.push(server::Endpoint {
+            name: "admin",
+            listener,
+            router: admin_app(state.upstreams()),
+            tls: None,
+            max_connections: limits.max_admin_connections,
+            max_connections_per_address: 0,
+        });
     }
-    tracing::info!(
-        grace_ms = grace.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
-    handle.graceful_shutdown(Some(grace));
-    admin_handle.graceful_shutdown(Some(grace));
-    servers.await
+    endpoints.push(server::Endpoint {
+        name: "public",
+        listener: listeners.public,
+        router: app(state),
+        tls: tls.map(|tls| tls.config),
+        max_connections: limits.public_cap(),
+        max_connections_per_address: limits.max_connections_per_address,
+    });
+    server::serve(endpoints, &limits, shutdown, grace).await
 }

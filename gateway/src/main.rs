@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use flowgate_gateway::config::{self, Args, Command, Config, TlsSource};
 use flowgate_gateway::crypto::keys;
+use flowgate_gateway::server::ConnectionLimits;
 use flowgate_gateway::tls::Tls;
 use flowgate_gateway::{AppState, Listeners, run};
 
@@ -38,6 +39,13 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let limits = match ConnectionLimits::from_args(&args) {
+        Ok(limits) => limits,
+        Err(e) => {
+            eprintln!("flowgate-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
@@ -52,7 +60,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match serve(config).await {
+    let code = match serve(config, limits).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -65,7 +73,7 @@ async fn main() -> ExitCode {
     code
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, limits: ConnectionLimits) -> anyhow::Result<()> {
     let tls = match &config.tls {
         TlsSource::Off => {
             tracing::warn!(
@@ -112,6 +120,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Listeners { public, admin },
         state,
         tls,
+        limits,
         shutdown,
         config.shutdown_grace,
     )

@@ -108,3 +108,22 @@ impl Drop for InFlight {
         metrics::gauge!("flowgate_in_flight").decrement(1.0);
     }
 }
+
+/// Moves `flowgate_connections_open{listener}`, the connections a listener holds
+/// open, by `change` (0 makes the series appear before the first connection).
+pub fn connections_open(listener: &'static str, change: f64) {
+    metrics::gauge!("flowgate_connections_open", "listener" => listener).increment(change);
+}
+
+/// Counts a connection closed at once because a connection cap was reached.
+pub fn connection_refused(listener: &'static str, reason: &'static str) {
+    metrics::counter!("flowgate_connections_refused_total", "listener" => listener, "reason" => reason)
+        .increment(1);
+}
+
+/// Counts a connection the gateway closed because it held its slot unused
+/// (`handshake_timeout`, `header_timeout`, `idle_timeout`).
+pub fn connection_closed(listener: &'static str, reason: &'static str) {
+    metrics::counter!("flowgate_connections_closed_total", "listener" => listener, "reason" => reason)
+        .increment(1);
+}

@@ -290,6 +290,7 @@ impl Gateway {
             },
             state,
             tls,
+            flowgate_gateway::server::ConnectionLimits::default(),
             async {
                 let _ = stopped.await;
             },
