@@ -12,7 +12,7 @@
 //!   in `flow-service/flows/`.
 //! - [`media`] — decrypting PhotoPicker / DocumentPicker files.
 //! - [`store`] — [`Store`](store::Store): completions, call outcomes by idempotency key and
-//!   sessions, in SQLite or PostgreSQL.
+//!   sessions, in memory, SQLite or PostgreSQL (the `sqlite` and `postgres` features).
 //! - [`tokens`] — signed flow tokens and the [`TokenPolicy`](tokens::TokenPolicy).
 //! - [`server`] — serves flows with health and reflection until shutdown.
 //! - [`config`] — configuration from environment variables and flags.
@@ -21,6 +21,7 @@ pub mod config;
 pub mod contract;
 pub mod flows;
 pub mod media;
+mod pipeline;
 pub mod router;
 pub mod sdk;
 pub mod server;
