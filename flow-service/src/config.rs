@@ -55,7 +55,8 @@ pub struct Args {
     pub max_in_flight: String,
 
     /// Where completions, call outcomes and sessions are kept: sqlite://PATH (created if
-    /// missing) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).
+    /// missing), postgres://USER:PASSWORD@HOST:PORT/DB (several replicas), or memory:
+    /// (this process only, lost on exit: for development).
     #[arg(
         long,
         env = "FLOW_SERVICE_DATABASE_URL",
@@ -128,7 +129,7 @@ pub struct Config {
     /// `None` when the admin listener is off.
     pub admin_listen: Option<SocketAddr>,
     pub log_format: flowgate_telemetry::LogFormat,
-    /// See [`crate::store::Store::connect`].
+    /// See [`crate::store::connect`].
     pub database_url: String,
     pub store: StoreOptions,
     pub tokens: TokenPolicy,
@@ -196,7 +197,7 @@ impl Config {
             ..StoreOptions::default()
         };
         let url = &args.database_url;
-        if !["sqlite:", "postgres://", "postgresql://"]
+        if !["memory:", "sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|scheme| url.starts_with(scheme))
         {
@@ -204,7 +205,8 @@ impl Config {
                 var: "FLOW_SERVICE_DATABASE_URL",
                 flag: "database-url",
                 value: crate::store::redact(url),
-                reason: "expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB".into(),
+                reason: "expected sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or memory:"
+                    .into(),
             });
         }
         let tokens = match args.token_policy.trim() {

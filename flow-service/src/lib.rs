@@ -12,13 +12,14 @@
 //! - [`flows`] — the reference flows (`signup`, `booking`) and their Flow JSON files
 //!   in `flow-service/flows/`.
 //! - [`store`] — [`Store`](store::Store): completions, call outcomes by idempotency key and
-//!   sessions, in SQLite or PostgreSQL.
+//!   sessions, in memory, SQLite or PostgreSQL (the `sqlite` and `postgres` features).
 //! - [`tokens`] — signed flow tokens and the [`TokenPolicy`](tokens::TokenPolicy).
 //! - [`server`] — serves flows with health and reflection until shutdown.
 //! - [`config`] — configuration from environment variables and flags.
 
 pub mod config;
 pub mod flows;
+mod pipeline;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use flow_service::config::{self, Args, Command, Config, IssueToken};
-use flow_service::store::Store;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -67,7 +66,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on FLOW_SERVICE_LISTEN {}", config.listen))?;
-    let store = Store::connect(&config.database_url, config.store.clone())
+    let store = flow_service::store::connect(&config.database_url, config.store.clone())
         .await
         .context("FLOW_SERVICE_DATABASE_URL")?;
     tracing::info!(backend = store.backend(), url = store.url(), "store ready");

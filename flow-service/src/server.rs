@@ -1,19 +1,44 @@
 //! Serves a set of flows over gRPC, with `grpc.health.v1` and reflection, until
-//! shutdown; sheds load beyond a limit of calls in flight, and drains on shutdown.
+//! shutdown; sheds load beyond a limit of flow calls in flight, and drains on shutdown.
+//!
+//! Every call passes one stack of stock tower layers, outermost first:
+//!
+//! 1. [`CallMetricsLayer`] (every call): `flow_service_calls_total` and
+//!    `flow_service_call_duration_seconds` by method — an allow-list of the methods
+//!    served, `other` for any other path — and gRPC status code;
+//! 2. tonic's router, by the method's service: `flowgate.v1.FlowService/…` calls take
+//!    the flow-call stack below; health and reflection go straight to their services,
+//!    so a busy replica is never reported dead;
+//! 3. `TraceLayer` (flow calls): the server span, a child of the caller's trace from
+//!    the gRPC metadata, carrying the call's fields (see [`crate::pipeline`]);
+//! 4. `HandleErrorLayer` (flow calls): a shed call is answered `RESOURCE_EXHAUSTED` (the
+//!    gateway's 503 with `Retry-After`) at once, and counted in `flow_service_shed_total`;
+//! 5. `LoadShed` (flow calls): refuses rather than queues a call beyond the limit;
+//! 6. `GlobalConcurrencyLimit` (flow calls): at most `max_in_flight` flow calls at
+//!    once, across all connections;
+//! 7. the `FlowService` itself ([`FlowServer`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::error_handling::HandleErrorLayer;
 use flowgate_proto::v1::flow_service_server::FlowServiceServer;
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::service::LayerExt;
 use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use tracing::field::Empty;
 
 use crate::service::{FlowServer, Flows};
-use crate::store::{Store, StoreError};
+use crate::store::{MemoryStore, Store};
 
 /// How often expired outcomes and sessions are deleted.
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
@@ -28,8 +53,6 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("cannot open the in-memory store: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// How a server behaves under load and at shutdown.
@@ -66,7 +89,7 @@ pub async fn run(
 /// told to go away, and calls in flight finish before this returns.
 ///
 /// State goes to the flows' [`Store`](Flows::store); without one, to a private
-/// in-memory SQLite database that lives as long as this server (logged as a warning).
+/// [`MemoryStore`] that lives as long as this server (logged as a warning).
 /// Expired outcomes and sessions are deleted every minute until shutdown.
 pub async fn run_with(
     listener: tokio::net::TcpListener,
@@ -82,7 +105,7 @@ pub async fn run_with(
             tracing::warn!(
                 "no store configured: completions and sessions are kept in memory and lost on exit"
             );
-            Store::memory().await?
+            Arc::new(MemoryStore::default())
         }
     };
     let cleanup = tokio::spawn(cleanup(store.clone()));
@@ -112,16 +135,31 @@ pub async fn run_with(
         health.clear_service_status(FLOW_SERVICE_NAME).await;
         tracing::info!("closing connections once calls in flight finish");
     };
+    // The span alone: the pipeline logs each call, and failures are answers, not errors.
+    let server_span = TraceLayer::new_for_grpc()
+        .make_span_with(server_span)
+        .on_request(())
+        .on_response(record_status::<axum::body::Body>)
+        .on_eos(())
+        .on_failure(());
+    let permits = Arc::new(Semaphore::new(options.max_in_flight));
+    // Only flow calls take this stack: tonic routes them here by the method's service.
+    let flow_calls = ServiceBuilder::new()
+        // The server span of each flow call, continuing the caller's trace.
+        .layer(server_span)
+        // A shed call is answered RESOURCE_EXHAUSTED at once, and counted.
+        .layer(HandleErrorLayer::new(answer_shed))
+        // Beyond the limit, refuse at once rather than queue.
+        .load_shed()
+        // At most `max_in_flight` flow calls at once, across all connections.
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits))
+        .named_layer(FlowServiceServer::new(FlowServer::new(flows, store)));
     let served = tonic::transport::Server::builder()
-        // Outermost first: every call gets its server span (continuing the caller's
-        // trace) and its metrics, then admission.
-        .layer(TraceLayer)
-        .layer(ShedLayer {
-            permits: Arc::new(Semaphore::new(options.max_in_flight)),
-        })
+        // Every call, flow or not, counted by method (allow-listed) and status code.
+        .layer(CallMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(FlowServiceServer::new(FlowServer::new(flows, store)))
+        .add_service(flow_calls)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     cleanup.abort();
@@ -129,36 +167,124 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Refuses flow calls beyond a number in flight with `RESOURCE_EXHAUSTED` (the
-/// gateway's 503 with `Retry-After`) instead of queueing them. Health and
-/// reflection are never refused: a busy replica is not a dead one.
-#[derive(Debug, Clone)]
-struct ShedLayer {
-    permits: Arc<Semaphore>,
+/// The span of a flow call: named for the gRPC method like the caller's client span,
+/// made a child of the trace in the request's metadata before it is first entered.
+/// The call's own fields start empty; the pipeline records them once it knows them.
+fn server_span(request: &http::Request<Body>) -> Span {
+    let method = known_method(request.uri().path());
+    let span = tracing::info_span!(
+        "flowgate.v1.FlowService",
+        otel.name = method.map_or("flowgate.v1.FlowService/other", |m| &m.path[1..]),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = method.map_or("other", |m| m.label),
+        rpc.grpc.status_code = Empty,
+        flow = Empty,
+        action = Empty,
+        screen = Empty,
+        token_hash = Empty,
+        request_id = Empty,
+        attempt = Empty,
+        outcome = Empty,
+    );
+    flowgate_telemetry::propagation::set_parent_from(&span, request.headers());
+    span
 }
 
-impl<S> tower::Layer<S> for ShedLayer {
-    type Service = Shed<S>;
+/// Records the call's gRPC status code on its span.
+fn record_status<B>(response: &http::Response<B>, _latency: Duration, span: &Span) {
+    span.record("rpc.grpc.status_code", grpc_code(response) as i32);
+}
+
+/// Turns a call refused by `LoadShed` into the gRPC answer the gateway expects of a
+/// replica at capacity; any other error (there is none below) becomes its status.
+async fn answer_shed(error: tower::BoxError) -> http::Response<Body> {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!("flow_service_shed_total").increment(1);
+        return tonic::Status::resource_exhausted("the flow service is at capacity").into_http();
+    }
+    tonic::Status::from_error(error).into_http()
+}
+
+/// A gRPC method this server answers, and how metrics name it.
+#[derive(Debug)]
+struct KnownMethod {
+    path: &'static str,
+    label: &'static str,
+}
+
+/// The methods counted under their own name; every other path is `other`, so that
+/// made-up paths cannot create metric series. Flow methods keep their short names.
+const METHODS: &[KnownMethod] = &[
+    KnownMethod {
+        path: "/flowgate.v1.FlowService/Init",
+        label: "Init",
+    },
+    KnownMethod {
+        path: "/flowgate.v1.FlowService/DataExchange",
+        label: "DataExchange",
+    },
+    KnownMethod {
+        path: "/flowgate.v1.FlowService/Back",
+        label: "Back",
+    },
+    KnownMethod {
+        path: "/flowgate.v1.FlowService/NotifyError",
+        label: "NotifyError",
+    },
+    KnownMethod {
+        path: "/grpc.health.v1.Health/Check",
+        label: "grpc.health.v1.Health/Check",
+    },
+    KnownMethod {
+        path: "/grpc.health.v1.Health/Watch",
+        label: "grpc.health.v1.Health/Watch",
+    },
+    KnownMethod {
+        path: "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        label: "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    },
+];
+
+fn known_method(path: &str) -> Option<&'static KnownMethod> {
+    METHODS.iter().find(|method| method.path == path)
+}
+
+/// A response's gRPC status: errors travel in the headers (trailers-only); a success
+/// says nothing there.
+fn grpc_code<B>(response: &http::Response<B>) -> tonic::Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// Counts every call in `flow_service_calls_total` and
+/// `flow_service_call_duration_seconds`, by method ([`METHODS`] or `other`) and gRPC
+/// status code.
+#[derive(Debug, Clone, Copy)]
+struct CallMetricsLayer;
+
+impl<S> tower::Layer<S> for CallMetricsLayer {
+    type Service = CallMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Shed {
-            inner,
-            permits: self.permits.clone(),
-        }
+        CallMetrics { inner }
     }
 }
 
 #[derive(Debug, Clone)]
-struct Shed<S> {
+struct CallMetrics<S> {
     inner: S,
-    permits: Arc<Semaphore>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> tower::Service<http::Request<B>> for Shed<S>
+impl<S, B, R> tower::Service<http::Request<B>> for CallMetrics<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -170,106 +296,18 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        if !path.starts_with("/flowgate.") {
-            return Box::pin(self.inner.call(request));
-        }
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let call = self.inner.call(request);
-                Box::pin(async move {
-                    let response = call.await;
-                    drop(permit);
-                    response
-                })
-            }
-            Err(_) => Box::pin(async {
-                Ok(
-                    tonic::Status::resource_exhausted("the flow service is at capacity")
-                        .into_http(),
-                )
-            }),
-        }
-    }
-}
-
-/// Opens a server span for every flow call, as a child of the trace in the request's
-/// `traceparent`, and records `flow_service_calls_total` and
-/// `flow_service_call_duration_seconds` by method and gRPC status code.
-#[derive(Debug, Clone)]
-struct TraceLayer;
-
-impl<S> tower::Layer<S> for TraceLayer {
-    type Service = Traced<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Traced { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Traced<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Traced<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        let Some(method) = path
-            .strip_prefix("/flowgate.v1.FlowService/")
-            .map(str::to_owned)
-        else {
-            return Box::pin(self.inner.call(request));
-        };
-        let span = tracing::info_span!(
-            "flowgate.v1.FlowService",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.method = %method,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
-        flowgate_telemetry::propagation::set_parent_from(&span, request.headers());
-        let started = std::time::Instant::now();
-        let call = {
-            let _entered = span.enter();
-            self.inner.call(request)
-        };
-        use tracing::Instrument;
-        Box::pin(
-            async move {
-                let response = call.await;
-                // Errors travel in the headers (trailers-only); success says nothing there.
-                let code = match &response {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from_i32),
-                    Err(_) => tonic::Code::Internal,
-                };
-                tracing::Span::current().record("rpc.grpc.status_code", code as i32);
-                let labels = [("method", method), ("code", format!("{code:?}"))];
-                metrics::counter!("flow_service_calls_total", &labels).increment(1);
-                metrics::histogram!("flow_service_call_duration_seconds", &labels)
-                    .record(started.elapsed().as_secs_f64());
-                response
-            }
-            .instrument(span),
-        )
+        let method = known_method(request.uri().path()).map_or("other", |m| m.label);
+        let started = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            let code = response.as_ref().map_or(tonic::Code::Internal, grpc_code);
+            let labels = [("method", method.to_owned()), ("code", format!("{code:?}"))];
+            metrics::counter!("flow_service_calls_total", &labels).increment(1);
+            metrics::histogram!("flow_service_call_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            response
+        })
     }
 }
 
@@ -295,7 +333,7 @@ pub fn admin_router(flows: Flows) -> axum::Router {
 }
 /// Deletes expired outcomes and sessions now and then. A failure is logged and
 /// retried at the next tick: the rows are only kept longer.
-async fn cleanup(store: Store) {
+async fn cleanup(store: Arc<dyn Store>) {
     let mut every = tokio::time::interval(CLEANUP_EVERY);
     loop {
         every.tick().await;
@@ -304,5 +342,100 @@ async fn cleanup(store: Store) {
             Ok(rows) => tracing::debug!(rows, "expired outcomes and sessions deleted"),
             Err(error) => tracing::warn!(%error, "cleanup of expired rows failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The allow-list keeps up with the contract: every `FlowService` method in the
+    /// proto has its own label, and nothing else of the flow service does.
+    #[test]
+    fn the_allow_list_names_every_flow_method() {
+        let set = prost_types::FileDescriptorSet::decode(flowgate_proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set decodes");
+        let mut in_proto: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|file| file.service.iter().map(move |s| (file.package(), s)))
+            .filter(|(package, service)| {
+                format!("{package}.{}", service.name()) == FLOW_SERVICE_NAME
+            })
+            .flat_map(|(_, service)| service.method.iter())
+            .map(|method| format!("/{FLOW_SERVICE_NAME}/{}", method.name()))
+            .collect();
+        in_proto.sort();
+        let prefix = format!("/{FLOW_SERVICE_NAME}/");
+        let mut listed: Vec<String> = METHODS
+            .iter()
+            .filter(|m| m.path.starts_with(&prefix))
+            .map(|m| m.path.to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, in_proto);
+    }
+
+    /// Calls to made-up paths — a method the flow service does not have, a service
+    /// nobody serves — are counted as `other`: they add no series of their own.
+    #[tokio::test]
+    async fn made_up_methods_add_no_metric_series() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = ServeOptions {
+            drain_delay: Duration::ZERO,
+            ..ServeOptions::default()
+        };
+        let server = tokio::spawn(run_with(
+            listener,
+            crate::flows::reference(),
+            async {
+                let _ = stopped.await;
+            },
+            options,
+        ));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        for (path, code) in [
+            (
+                "/flowgate.v1.FlowService/MadeUpMethod",
+                tonic::Code::Unimplemented,
+            ),
+            ("/made.up.Service/Method", tonic::Code::Unimplemented),
+            // An empty INIT: no flow token.
+            (
+                "/flowgate.v1.FlowService/Init",
+                tonic::Code::InvalidArgument,
+            ),
+        ] {
+            grpc.ready().await.unwrap();
+            let status = grpc
+                .unary::<(), (), _>(
+                    tonic::Request::new(()),
+                    http::uri::PathAndQuery::from_static(path),
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), code, "{path}: {status:?}");
+        }
+        let metrics = flowgate_telemetry::metrics_recorder().render();
+        for expected in [
+            r#"flow_service_calls_total{method="other",code="Unimplemented"} 2"#,
+            r#"flow_service_calls_total{method="Init",code="InvalidArgument"} 1"#,
+        ] {
+            assert!(metrics.contains(expected), "no {expected} in:\n{metrics}");
+        }
+        for made_up in ["MadeUpMethod", "made.up"] {
+            assert!(!metrics.contains(made_up), "{made_up} in:\n{metrics}");
+        }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 }

@@ -2,38 +2,23 @@
 //! call to a registered [`Flow`], checks the answer against the flow's Flow JSON, and
 //! converts between proto messages and the SDK's types.
 //!
-//! Around every handler, for every flow, in this order:
-//!
-//! 1. the token policy: under `signed`, a token that is not valid for this flow is
-//!    answered "token no longer valid" without touching the database;
-//! 2. the idempotency key: a call seen before gets its stored outcome, and the handler
-//!    does not run again (a call still in progress elsewhere: `UNAVAILABLE`) — except
-//!    that once the token is completed only the completion itself is answered again;
-//! 3. a completed token is answered "token no longer valid";
-//! 4. the handler runs, with the token's session loaded;
-//! 5. its outcome — and, for a completion, the completion record — is committed in one
-//!    transaction before the answer leaves. Of two calls racing to complete one token,
-//!    the database's primary key lets one win; the other is answered "token no longer
-//!    valid".
-//!
-//! Any database failure is `UNAVAILABLE` (HTTP 503), and nothing half-written remains.
+//! Around every handler runs the same pipeline of steps, in [`crate::pipeline`]: token
+//! policy, idempotency claim, single use, session, handler, Flow JSON check, commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 use flowgate_proto::json::{struct_from_json, struct_to_json};
-use flowgate_proto::token_hash;
 use flowgate_proto::v1::flow_service_server::FlowService;
 use flowgate_proto::v1::{self, FlowResponse, flow_response};
 use serde_json::Value;
 use tonic::{Request as GrpcRequest, Response, Status};
-use tracing::Instrument;
 
-use crate::sdk::{Action, Context, ErrorNotice, Flow, FlowError, Outcome, Request, Session};
-use crate::store::{Claim, Finished, Store, StoreError};
-use crate::tokens::{self, TokenPolicy};
+use crate::pipeline::{self, Incoming};
+use crate::sdk::{Action, Context, ErrorNotice, Flow, FlowError, Outcome};
+use crate::store::Store;
+use crate::tokens::TokenPolicy;
 
 /// What WhatsApp shows the user when a flow token is refused: already completed,
 /// unsigned, tampered with, expired or for another flow.
@@ -50,13 +35,13 @@ pub const TOKEN_NO_LONGER_VALID: &str = "This form is no longer available.";
 pub struct Flows {
     by_name: HashMap<String, Arc<dyn Flow>>,
     default: Option<String>,
-    strict: bool,
+    pub(crate) strict: bool,
     /// Shared by clones, so the caller keeps a handle on what the server counts.
-    violations: Arc<AtomicU64>,
+    pub(crate) violations: Arc<AtomicU64>,
     /// Where completions, outcomes and sessions go; `None` until set, and then
-    /// [`crate::server::run`] uses a private in-memory database.
-    store: Option<Store>,
-    tokens: TokenPolicy,
+    /// [`crate::server::run`] uses a private [`MemoryStore`](crate::store::MemoryStore).
+    store: Option<Arc<dyn Store>>,
+    pub(crate) tokens: TokenPolicy,
 }
 
 impl std::fmt::Debug for Flows {
@@ -75,7 +60,7 @@ impl std::fmt::Debug for Flows {
             .field("default", &self.default)
             .field("strict", &self.strict)
             .field("unchecked", &unchecked)
-            .field("store", &self.store.as_ref().map(Store::url))
+            .field("store", &self.store.as_ref().map(|store| store.url()))
             .field(
                 "tokens",
                 &match self.tokens {
@@ -118,14 +103,16 @@ impl Flows {
         self
     }
 
-    /// Keeps completions, call outcomes and sessions in `store`.
-    pub fn store(mut self, store: Store) -> Self {
+    /// Keeps completions, call outcomes and sessions in `store` (see
+    /// [`crate::store::connect`], or [`MemoryStore`](crate::store::MemoryStore) for a
+    /// flow's own tests).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
     }
 
     /// The store set with [`Flows::store`].
-    pub fn get_store(&self) -> Option<&Store> {
+    pub fn get_store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
     }
 
@@ -152,7 +139,7 @@ impl Flows {
     }
 
     /// The flow for a context's flow name; empty means the default flow.
-    fn get(&self, name: &str) -> Result<(&str, &Arc<dyn Flow>), Status> {
+    pub(crate) fn get(&self, name: &str) -> Result<(&str, &Arc<dyn Flow>), Status> {
         let name = if name.is_empty() {
             self.default.as_deref().unwrap_or_default()
         } else {
@@ -169,20 +156,11 @@ impl Flows {
 #[derive(Debug, Clone)]
 pub struct FlowServer {
     flows: Flows,
-    store: Store,
-}
-
-/// What is known about a call before its handler runs.
-struct Call<'a> {
-    flow: &'a str,
-    action: Action,
-    token: String,
-    request_id: String,
-    screen: String,
+    store: Arc<dyn Store>,
 }
 
 impl FlowServer {
-    pub fn new(flows: Flows, store: Store) -> Self {
+    pub fn new(flows: Flows, store: Arc<dyn Store>) -> Self {
         Self { flows, store }
     }
 
@@ -194,246 +172,17 @@ impl FlowServer {
         screen: String,
         data: Option<prost_types::Struct>,
     ) -> Result<Response<FlowResponse>, Status> {
-        let context = context_from_proto(context);
-        let (name, flow) = self.flows.get(&context.flow)?;
-        if flow_token.is_empty() {
-            return Err(Status::invalid_argument("flow_token is required"));
-        }
-        let call = Call {
-            flow: name,
+        let incoming = Incoming {
             action,
-            token: token_hash(&flow_token),
-            request_id: context.request_id.clone(),
-            screen: screen.clone(),
-        };
-        let claims = match &self.flows.tokens {
-            TokenPolicy::Open => None,
-            TokenPolicy::Signed(secret) => {
-                match tokens::verify(secret, &flow_token, name, SystemTime::now()) {
-                    Ok(claims) => Some(claims),
-                    Err(reason) => {
-                        call.log_refused(&reason.to_string());
-                        return token_invalid();
-                    }
-                }
-            }
-        };
-        let mut request = Request {
+            context,
             flow_token,
             screen,
-            data: struct_to_json(&data.unwrap_or_default(), "data")
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-            session: Session::default(),
-            claims,
-            context,
+            data,
         };
-        let key = Some(request.context.idempotency_key.clone()).filter(|k| !k.is_empty());
-        if let Some(key) = &key {
-            match self
-                .store
-                .claim(&request.flow_token, key)
-                .await
-                .map_err(|e| call.unavailable(e))?
-            {
-                Claim::Claimed => {}
-                // A completion is answered again as it was; any other stored answer
-                // gives way once the token is completed (the user reopening a finished
-                // flow sends the same INIT as the first time).
-                Claim::Done(outcome @ Outcome::Complete { .. }) => {
-                    call.log("repeated call answered with its stored outcome", &outcome);
-                    return outcome_to_proto(outcome).map(Response::new);
-                }
-                Claim::Done(outcome) => {
-                    if self
-                        .store
-                        .is_completed(&request.flow_token)
-                        .await
-                        .map_err(|e| call.unavailable(e))?
-                    {
-                        call.log_refused("the token was already completed");
-                        return token_invalid();
-                    }
-                    call.log("repeated call answered with its stored outcome", &outcome);
-                    return outcome_to_proto(outcome).map(Response::new);
-                }
-                Claim::InProgress => {
-                    tracing::info!(
-                        flow = name,
-                        action = action.as_str(),
-                        token = call.token,
-                        request_id = call.request_id,
-                        "the same call is still in progress",
-                    );
-                    return Err(Status::unavailable(
-                        "the same call is still in progress; retry shortly",
-                    ));
-                }
-            }
-        }
-        let token = request.flow_token.clone();
-        let answer = self.run(&call, flow, &mut request, key.as_deref()).await;
-        if let (Some(key), Err(_)) = (&key, &answer) {
-            // Nothing was recorded for this call: free its key so a retry runs it.
-            if let Err(e) = self.store.release(&token, key).await {
-                tracing::warn!(
-                    token = call.token,
-                    error = %e,
-                    "could not release an idempotency key; it lapses by itself",
-                );
-            }
-        }
-        answer
-    }
-
-    /// Steps 3 to 5 for a claimed call: completed token, handler, commit.
-    async fn run(
-        &self,
-        call: &Call<'_>,
-        flow: &Arc<dyn Flow>,
-        request: &mut Request,
-        key: Option<&str>,
-    ) -> Result<Response<FlowResponse>, Status> {
-        let store_error = |e| call.unavailable(e);
-        if self
-            .store
-            .is_completed(&request.flow_token)
+        pipeline::run(&self.flows, &*self.store, incoming)
             .await
-            .map_err(store_error)?
-        {
-            call.log_refused("the token was already completed");
-            return token_invalid();
-        }
-        let session = Session::new(
-            self.store
-                .session(&request.flow_token)
-                .await
-                .map_err(store_error)?,
-        );
-        request.session = session.clone();
-        let token = request.flow_token.clone();
-        // The handler's own span, a child of the server span the gRPC layer opened.
-        let span = tracing::info_span!(
-            "flow.handler",
-            flow = call.flow,
-            action = call.action.as_str(),
-            screen = %request.screen,
-        );
-        let outcome = async {
-            match call.action {
-                Action::Init => flow.init(request.clone()).await,
-                Action::Back => flow.back(request.clone()).await,
-                Action::DataExchange => flow.data_exchange(request.clone()).await,
-            }
-        }
-        .instrument(span)
-        .await;
-        let outcome = outcome.map_err(|e| to_status(e, call.flow, call.action.as_str()))?;
-        self.check(call, flow, &outcome)?;
-        // Refuse unusable data before anything is recorded.
-        let response = outcome_to_proto(outcome.clone())?;
-        match self
-            .store
-            .finish(call.flow, &token, key, &outcome, session.changes().as_ref())
-            .await
-            .map_err(store_error)?
-        {
-            Finished::Recorded => {
-                call.log("flow call", &outcome);
-                Ok(Response::new(response))
-            }
-            Finished::AlreadyCompleted => {
-                call.log_refused("another call completed the token first");
-                token_invalid()
-            }
-        }
+            .map(Response::new)
     }
-
-    /// Checks an answer against the flow's Flow JSON: always counted and logged, and
-    /// refused in strict mode.
-    fn check(
-        &self,
-        call: &Call<'_>,
-        flow: &Arc<dyn Flow>,
-        outcome: &Outcome,
-    ) -> Result<(), Status> {
-        let violation = flow
-            .flow_json()
-            .and_then(|flow_json| flow_json.check(call.action, &call.screen, outcome).err());
-        let Some(violation) = violation else {
-            return Ok(());
-        };
-        self.flows.violations.fetch_add(1, Ordering::Relaxed);
-        // Violations name screens and fields, never their values.
-        if self.flows.strict {
-            tracing::error!(
-                flow = call.flow,
-                action = call.action.as_str(),
-                screen = call.screen,
-                token = call.token,
-                request_id = call.request_id,
-                error_key = violation.error_key(),
-                %violation,
-                "answer refused: it breaks the flow's Flow JSON (strict mode)",
-            );
-            return Err(Status::internal(format!(
-                "the flow's answer breaks its Flow JSON: {violation}"
-            )));
-        }
-        tracing::warn!(
-            flow = call.flow,
-            action = call.action.as_str(),
-            screen = call.screen,
-            token = call.token,
-            request_id = call.request_id,
-            error_key = violation.error_key(),
-            %violation,
-            "answer breaks the flow's Flow JSON; sent anyway",
-        );
-        Ok(())
-    }
-}
-
-impl Call<'_> {
-    fn log(&self, message: &str, outcome: &Outcome) {
-        tracing::info!(
-            flow = self.flow,
-            action = self.action.as_str(),
-            screen = self.screen,
-            token = self.token,
-            request_id = self.request_id,
-            outcome = outcome_kind(outcome),
-            "{message}",
-        );
-    }
-
-    fn log_refused(&self, reason: &str) {
-        tracing::info!(
-            flow = self.flow,
-            action = self.action.as_str(),
-            screen = self.screen,
-            token = self.token,
-            request_id = self.request_id,
-            reason,
-            "flow token refused",
-        );
-    }
-
-    /// The one mapping of a store failure: logged here, `UNAVAILABLE` to the caller.
-    fn unavailable(&self, error: StoreError) -> Status {
-        tracing::warn!(
-            flow = self.flow,
-            action = self.action.as_str(),
-            token = self.token,
-            request_id = self.request_id,
-            %error,
-            "database unavailable",
-        );
-        Status::unavailable("the flow service's database is unavailable")
-    }
-}
-
-fn token_invalid() -> Result<Response<FlowResponse>, Status> {
-    outcome_to_proto(Outcome::token_invalid(TOKEN_NO_LONGER_VALID)).map(Response::new)
 }
 
 #[tonic::async_trait]
@@ -478,6 +227,12 @@ impl FlowService for FlowServer {
         let r = request.into_inner();
         let context = context_from_proto(r.context);
         let (name, flow) = self.flows.get(&context.flow)?;
+        let span = tracing::Span::current();
+        span.record("flow", name);
+        span.record("action", "error_notification");
+        span.record("token_hash", flowgate_proto::token_hash(&r.flow_token));
+        span.record("request_id", context.request_id.as_str());
+        span.record("attempt", context.attempt);
         let notice = ErrorNotice {
             context,
             flow_token: r.flow_token,
@@ -488,14 +243,12 @@ impl FlowService for FlowServer {
             data: struct_to_json(&r.data.unwrap_or_default(), "data")
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };
-        flow.on_error(notice)
-            .await
-            .map_err(|e| to_status(e, name, "error_notification"))?;
+        flow.on_error(notice).await.map_err(to_status)?;
         Ok(Response::new(v1::NotifyErrorResponse {}))
     }
 }
 
-fn context_from_proto(context: Option<v1::RequestContext>) -> Context {
+pub(crate) fn context_from_proto(context: Option<v1::RequestContext>) -> Context {
     let c = context.unwrap_or_default();
     Context {
         flow_token_signature: crate::wire::token_signature_from_proto(c.flow_token_signature()),
@@ -505,21 +258,6 @@ fn context_from_proto(context: Option<v1::RequestContext>) -> Context {
         idempotency_key: c.idempotency_key,
         version: c.version,
         signature_verified: c.signature_verified,
-    }
-}
-
-fn outcome_kind(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Screen {
-            error_message: None,
-            ..
-        } => "screen",
-        Outcome::Screen {
-            error_message: Some(_),
-            ..
-        } => "screen_with_error",
-        Outcome::Complete { .. } => "complete",
-        Outcome::TokenInvalid { .. } => "token_invalid",
     }
 }
 
@@ -555,17 +293,19 @@ pub fn outcome_to_proto(outcome: Outcome) -> Result<FlowResponse, Status> {
     })
 }
 
-fn to_status(error: FlowError, flow: &str, action: &str) -> Status {
+/// The one mapping of a flow's error to a gRPC status, logged here when it is the
+/// service's trouble (the call's fields are on the span).
+pub(crate) fn to_status(error: FlowError) -> Status {
     match error {
         FlowError::UnknownScreen(_) | FlowError::Invalid(_) => {
             Status::invalid_argument(error.to_string())
         }
         FlowError::Unavailable(_) => {
-            tracing::warn!(flow, action, %error, "flow dependency unavailable");
+            tracing::warn!(%error, "flow dependency unavailable");
             Status::unavailable(error.to_string())
         }
         FlowError::Internal(_) => {
-            tracing::error!(flow, action, %error, "flow failed");
+            tracing::error!(%error, "flow failed");
             Status::internal("the flow failed; see the flow service's log")
         }
     }
@@ -576,6 +316,8 @@ mod tests {
     use super::*;
     use crate::contract::FlowJson;
     use crate::router::Router;
+    use crate::sdk::Request;
+    use crate::store::MemoryStore;
     use serde_json::json;
 
     /// A flow whose INIT answers whatever screen `data.answer` names, with no data.
@@ -616,7 +358,7 @@ mod tests {
     }
 
     async fn server(flows: &Flows) -> FlowServer {
-        FlowServer::new(flows.clone(), Store::memory().await.unwrap())
+        FlowServer::new(flows.clone(), Arc::new(MemoryStore::default()))
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use std::time::Duration;
 use flow_service::sdk::{ErrorNotice, Flow, FlowError, Outcome, Request};
 use flow_service::server::ServeOptions;
 use flow_service::service::Flows;
-use flow_service::store::{Store, StoreOptions};
+use flow_service::store::StoreOptions;
 use flow_service::tokens::TokenPolicy;
 use flowgate_gateway::envelope::Envelope;
 use flowgate_gateway::tls::Tls;
@@ -110,7 +110,7 @@ impl Service {
             runtime.block_on(async move {
                 let flows = match database {
                     Some((url, options)) => flows.store(
-                        Store::connect(&url, options)
+                        flow_service::store::connect(&url, options)
                             .await
                             .expect("the test database opens"),
                     ),

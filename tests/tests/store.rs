@@ -1,49 +1,72 @@
-//! The store against real databases — a SQLite file and PostgreSQL — through one
-//! helper, so that both backends pass the same cases.
+//! The store's backends — memory, a SQLite file and PostgreSQL — through one helper,
+//! so that all of them pass the same cases.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flow_service::sdk::Outcome;
-use flow_service::store::{Claim, Finished, Store, StoreOptions};
+use flow_service::store::{self, Claim, Finished, MemoryStore, Store, StoreOptions};
 use flowgate_e2e::PgSchema;
 use serde_json::{Map, json};
 
-/// A database for one test, deleted when dropped.
-struct Database {
-    url: String,
-    _sqlite: Option<tempfile::TempDir>,
-    _postgres: Option<PgSchema>,
+/// A store's data for one test, deleted when dropped.
+enum Database {
+    /// The memory store's data, shared by every handle opened on it.
+    Memory(MemoryStore),
+    /// A SQLite file or a PostgreSQL schema.
+    Sql {
+        url: String,
+        _sqlite: Option<tempfile::TempDir>,
+        _postgres: Option<PgSchema>,
+    },
 }
 
-/// Runs `test` against a fresh SQLite file, then a fresh PostgreSQL schema (unless the
-/// tests have no PostgreSQL outside CI; see `flowgate_e2e::postgres_url`).
+impl Database {
+    /// A new handle on the data with default options: for SQL, a new pool, as
+    /// another process (replica) would open it; for memory, another handle in this
+    /// process.
+    async fn open(&self) -> Arc<dyn Store> {
+        self.open_with(StoreOptions::default()).await
+    }
+
+    async fn open_with(&self, options: StoreOptions) -> Arc<dyn Store> {
+        match self {
+            Database::Memory(data) => Arc::new(data.with_options(options)),
+            Database::Sql { url, .. } => store::connect(url, options).await.unwrap(),
+        }
+    }
+}
+
+/// Runs `test` against a fresh memory store, a fresh SQLite file, then a fresh
+/// PostgreSQL schema (unless the tests have no PostgreSQL outside CI; see
+/// `flowgate_e2e::postgres_url`).
 async fn check<F, Fut>(test: F)
 where
-    F: Fn(String) -> Fut,
+    F: Fn(Arc<Database>) -> Fut,
     Fut: Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    let mut databases = vec![Database {
-        url: format!("sqlite://{}", dir.path().join("store.db").display()),
-        _sqlite: Some(dir),
-        _postgres: None,
-    }];
+    let mut databases = vec![
+        Database::Memory(MemoryStore::default()),
+        Database::Sql {
+            url: format!("sqlite://{}", dir.path().join("store.db").display()),
+            _sqlite: Some(dir),
+            _postgres: None,
+        },
+    ];
     if let Some(schema) = PgSchema::create().await {
-        databases.push(Database {
+        databases.push(Database::Sql {
             url: schema.url.clone(),
             _sqlite: None,
             _postgres: Some(schema),
         });
     }
-    for database in &databases {
-        eprintln!("backend: {}", database.url.split(':').next().unwrap());
-        test(database.url.clone()).await;
+    for database in databases {
+        let database = Arc::new(database);
+        eprintln!("backend: {}", database.open().await.backend());
+        test(database).await;
     }
-}
-
-async fn open(url: &str) -> Store {
-    Store::connect(url, StoreOptions::default()).await.unwrap()
 }
 
 fn screen(n: u32) -> Outcome {
@@ -52,8 +75,8 @@ fn screen(n: u32) -> Outcome {
 
 #[tokio::test]
 async fn a_completion_is_recorded_once_and_survives_reopening() {
-    check(|url| async move {
-        let store = open(&url).await;
+    check(|db| async move {
+        let store = db.open().await;
         assert!(!store.is_completed("tok").await.unwrap());
         let done = Outcome::complete(json!({"email": "ada@example.com"}));
         assert_eq!(store.claim("tok", "k1").await.unwrap(), Claim::Claimed);
@@ -78,8 +101,8 @@ async fn a_completion_is_recorded_once_and_survives_reopening() {
         assert_eq!(store.claim("tok", "k2").await.unwrap(), Claim::Claimed);
         store.close().await;
 
-        // A new process sees the same.
-        let store = open(&url).await;
+        // A new connection sees the same (for SQL, as a new process would).
+        let store = db.open().await;
         let completion = store.completion("tok").await.unwrap().unwrap();
         assert_eq!(completion.flow, "signup");
         assert_eq!(completion.params, json!({"email": "ada@example.com"}));
@@ -91,8 +114,8 @@ async fn a_completion_is_recorded_once_and_survives_reopening() {
 
 #[tokio::test]
 async fn a_repeated_key_gets_the_first_outcome() {
-    check(|url| async move {
-        let store = open(&url).await;
+    check(|db| async move {
+        let store = db.open().await;
         assert_eq!(store.claim("tok", "k").await.unwrap(), Claim::Claimed);
         // While the first call runs, the same call elsewhere waits its turn.
         assert_eq!(store.claim("tok", "k").await.unwrap(), Claim::InProgress);
@@ -121,12 +144,12 @@ async fn a_repeated_key_gets_the_first_outcome() {
     .await;
 }
 
-/// Two replicas (two pools) on one database, many calls racing to complete one token
-/// under different keys: the database's key lets exactly one win.
+/// Two replicas (two pools; for memory, two handles) on one database, many calls
+/// racing to complete one token under different keys: exactly one wins.
 #[tokio::test]
 async fn racing_completions_have_one_winner() {
-    check(|url| async move {
-        let replicas = [open(&url).await, open(&url).await];
+    check(|db| async move {
+        let replicas = [db.open().await, db.open().await];
         let calls: Vec<_> = (0..8)
             .map(|i| {
                 let store = replicas[i % 2].clone();
@@ -160,8 +183,8 @@ async fn racing_completions_have_one_winner() {
 
 #[tokio::test]
 async fn sessions_live_until_they_expire_or_the_token_completes() {
-    check(|url| async move {
-        let store = open(&url).await;
+    check(|db| async move {
+        let store = db.open().await;
         assert_eq!(store.session("tok").await.unwrap(), Map::new());
         let mut state = Map::new();
         state.insert("department".into(), json!("cardiology"));
@@ -180,16 +203,13 @@ async fn sessions_live_until_they_expire_or_the_token_completes() {
 
         // With lifetimes of zero, everything but completions expires at once and is
         // cleaned up.
-        let short = Store::connect(
-            &url,
-            StoreOptions {
+        let short = db
+            .open_with(StoreOptions {
                 idempotency_ttl: Duration::ZERO,
                 session_ttl: Duration::ZERO,
                 ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await;
         short
             .finish("f", "tok-3", Some("k"), &screen(3), Some(&state))
             .await

@@ -1,139 +1,56 @@
-//! [`Store`]: where completions, call outcomes and sessions live — a SQLite file (the
-//! embedded default) or PostgreSQL (several replicas), with the same behaviour.
+//! [`SqlStore`]: the store in SQLite (the `sqlite` feature: a file, the embedded default)
+//! or PostgreSQL (the `postgres` feature: several replicas), with the same portable SQL
+//! (`flow-service/migrations/`) on both.
 //!
-//! - A **completion** is one row per flow token, written in the same transaction as the
-//!   call's outcome; the table's primary key makes a token single-use, so when two
-//!   replicas race to complete one token the database picks exactly one winner.
-//! - An **outcome** is stored per idempotency key: first as a claim (in progress), then
-//!   as the answer. A repeated key gets the answer back, or, while the first call is
-//!   still running, [`Claim::InProgress`], so a handler never runs twice for one call.
-//! - A **session** is a JSON object per token that handlers keep between screens.
-//!
-//! Raw flow tokens never reach the database: rows are keyed by the token's hex
-//! SHA-256. The SQL is portable (`flow-service/migrations/`), so both backends run the
-//! same statements. Every operation is bounded by [`StoreOptions::timeout`]; a failure
-//! is a [`StoreError`], which the service answers with `UNAVAILABLE` (HTTP 503).
+//! - The `completions` table's primary key makes a token single-use: a completion is
+//!   written in the same transaction as the call's outcome, and when two replicas race
+//!   to complete one token the database picks exactly one winner.
+//! - An outcome row is first a claim (`outcome` NULL, held until `expires_at`), then the
+//!   answer; a lapsed claim is taken over by a compare on `expires_at`, so only one
+//!   caller wins it.
+//! - Every operation is bounded by [`StoreOptions::timeout`].
 
 use std::future::Future;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+#[cfg(feature = "postgres")]
 use sqlx::Connection;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use super::{
+    CLAIM_LEASE, Claim, Completion, Finished, Store, StoreError, StoreOptions, millis, now_ms,
+    redact, token_key,
+};
 use crate::sdk::Outcome;
 
 /// The migrations of `flow-service/migrations/`, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// How long an in-progress call holds its idempotency key. A call whose process died
-/// mid-way frees its key after this; until then a resend is answered `UNAVAILABLE`.
-const CLAIM_LEASE: Duration = Duration::from_secs(30);
-
-/// Tunables of a [`Store`].
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Bound on each store operation, including waiting for a connection or, with
-    /// SQLite, for a lock. Past it the call fails with `UNAVAILABLE`, well before the
-    /// gateway's deadline.
-    pub timeout: Duration,
-    /// How long a call's outcome is kept for retries and resends.
-    pub idempotency_ttl: Duration,
-    /// How long a session lives after its last change.
-    pub session_ttl: Duration,
-    /// Most connections a replica opens to PostgreSQL.
-    pub max_connections: u32,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(2),
-            idempotency_ttl: Duration::from_secs(24 * 3600),
-            session_ttl: Duration::from_secs(24 * 3600),
-            max_connections: 10,
-        }
-    }
-}
-
-/// Why the store could not do what was asked. Messages name the operation and the
-/// database's complaint, never a token or user data.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "unsupported database URL {0}: expected sqlite://PATH, sqlite::memory: or postgres://…"
-    )]
-    Url(String),
-    // The database's complaint is part of the message rather than a `source`, so that
-    // it is printed once whether or not the caller walks the chain.
-    #[error("cannot connect to the database {url}: {error}")]
-    Connect { url: String, error: sqlx::Error },
-    #[error("cannot migrate the database schema: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database {op} failed: {error}")]
-    Query {
-        op: &'static str,
-        error: sqlx::Error,
-    },
-    #[error("database {op} took longer than {timeout:?}")]
-    Timeout { op: &'static str, timeout: Duration },
-    #[error("a stored {what} is not valid JSON: {error}")]
-    Corrupt {
-        what: &'static str,
-        error: serde_json::Error,
-    },
-}
-
-/// What [`Store::claim`] found under an idempotency key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Claim {
-    /// The key is new (or its earlier claim lapsed): this call runs the handler.
-    Claimed,
-    /// The key's call finished: answer this.
-    Done(Outcome),
-    /// The key's call is still running elsewhere.
-    InProgress,
-}
-
-/// What [`Store::finish`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
-    Recorded,
-    /// The outcome was a completion, but the token had already been completed by
-    /// another call: nothing was written.
-    AlreadyCompleted,
-}
-
-/// A completion as recorded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    pub flow: String,
-    pub params: Value,
-    pub idempotency_key: String,
-    /// Unix milliseconds.
-    pub completed_at: i64,
-}
-
 #[derive(Clone)]
 enum Pool {
+    #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
     Postgres(PgPool),
 }
 
-/// Completions, outcomes and sessions, in SQLite or PostgreSQL. Cheap to clone.
+/// Completions, outcomes and sessions, in SQLite or PostgreSQL. Cheap to clone: clones
+/// share the connection pool.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqlStore {
     pool: Pool,
     options: StoreOptions,
     /// The URL with any password masked, for logs.
     url: String,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqlStore")
             .field("url", &self.url)
             .field("options", &self.options)
             .finish()
@@ -145,7 +62,9 @@ impl std::fmt::Debug for Store {
 macro_rules! query {
     ($self:expr, $op:expr, |$pool:ident| $body:expr) => {
         match &$self.pool {
+            #[cfg(feature = "sqlite")]
             Pool::Sqlite($pool) => $self.bounded($op, $body).await,
+            #[cfg(feature = "postgres")]
             Pool::Postgres($pool) => $self.bounded($op, $body).await,
         }
     };
@@ -155,25 +74,43 @@ macro_rules! query {
 macro_rules! on_pool {
     ($self:expr, |$pool:ident| $body:expr) => {
         match &$self.pool {
+            #[cfg(feature = "sqlite")]
             Pool::Sqlite($pool) => $body,
+            #[cfg(feature = "postgres")]
             Pool::Postgres($pool) => $body,
         }
     };
 }
 
-impl Store {
+impl SqlStore {
     /// Opens the database at `url` and brings its schema up to date.
     ///
     /// `sqlite://PATH` (created if missing), `sqlite::memory:` (gone with the process),
-    /// or `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`). Fails when the
-    /// database cannot be reached within [`StoreOptions::timeout`].
+    /// or `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`), each when its
+    /// feature is built. Fails when the database cannot be reached within
+    /// [`StoreOptions::timeout`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let shown = redact(url);
-        let connect_error = |error| StoreError::Connect {
-            url: shown.clone(),
-            error,
+        let pool = Self::pool(url, &shown, &options).await?;
+        let store = SqlStore {
+            pool,
+            options,
+            url: shown,
         };
-        let pool = if url.starts_with("sqlite:") {
+        // Two replicas starting together are fine: sqlx serialises migrations with a
+        // lock (an advisory lock on PostgreSQL).
+        on_pool!(store, |pool| MIGRATOR.run(pool).await)
+            .map_err(|error| StoreError::Migrate(error.into()))?;
+        Ok(store)
+    }
+
+    async fn pool(url: &str, shown: &str, options: &StoreOptions) -> Result<Pool, StoreError> {
+        let connect_error = |error: sqlx::Error| StoreError::Connect {
+            url: shown.to_owned(),
+            error: error.into(),
+        };
+        #[cfg(feature = "sqlite")]
+        if url.starts_with("sqlite:") {
             let memory = url.contains(":memory:") || url.contains("mode=memory");
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(connect_error)?
@@ -194,8 +131,12 @@ impl Store {
             } else {
                 pool = pool.max_connections(4);
             }
-            Pool::Sqlite(pool.connect_with(connect).await.map_err(connect_error)?)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Pool::Sqlite(
+                pool.connect_with(connect).await.map_err(connect_error)?,
+            ));
+        }
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url).map_err(connect_error)?;
             // One connection first, so that a database that cannot be reached is
             // reported with its reason (refused, authentication…), not as a pool timeout.
@@ -207,46 +148,13 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.timeout);
-            Pool::Postgres(pool.connect_lazy_with(connect))
-        } else {
-            return Err(StoreError::Url(shown));
-        };
-        let store = Store {
-            pool,
-            options,
-            url: shown,
-        };
-        // Two replicas starting together are fine: sqlx serialises migrations with a
-        // lock (an advisory lock on PostgreSQL).
-        on_pool!(store, |pool| MIGRATOR.run(pool).await)?;
-        Ok(store)
-    }
-
-    /// A private in-memory SQLite store: everything holds for the life of the process.
-    pub async fn memory() -> Result<Self, StoreError> {
-        Self::connect("sqlite::memory:", StoreOptions::default()).await
-    }
-
-    /// `sqlite` or `postgres`.
-    pub fn backend(&self) -> &'static str {
-        match self.pool {
-            Pool::Sqlite(_) => "sqlite",
-            Pool::Postgres(_) => "postgres",
+            return Ok(Pool::Postgres(pool.connect_lazy_with(connect)));
         }
-    }
-
-    /// The database URL with any password masked.
-    pub fn url(&self) -> &str {
-        &self.url
+        Err(StoreError::Url(shown.to_owned()))
     }
 
     pub fn options(&self) -> &StoreOptions {
         &self.options
-    }
-
-    /// Closes every connection; later operations fail.
-    pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
     }
 
     /// Bounds `work` by the store's timeout and names it in errors.
@@ -257,13 +165,36 @@ impl Store {
     ) -> Result<T, StoreError> {
         let timeout = self.options.timeout;
         match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result.map_err(|error| StoreError::Query { op, error }),
+            Ok(result) => result.map_err(|error| StoreError::Query {
+                op,
+                error: error.into(),
+            }),
             Err(_) => Err(StoreError::Timeout { op, timeout }),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
 
     /// Whether `token` has been completed.
-    pub async fn is_completed(&self, token: &str) -> Result<bool, StoreError> {
+    async fn is_completed(&self, token: &str) -> Result<bool, StoreError> {
         let hash = token_key(token);
         let row: Option<(i64,)> = query!(self, "completion lookup", |pool| async {
             sqlx::query_as("SELECT completed_at FROM completions WHERE token_hash = $1")
@@ -275,7 +206,7 @@ impl Store {
     }
 
     /// The completion of `token`, if it has one.
-    pub async fn completion(&self, token: &str) -> Result<Option<Completion>, StoreError> {
+    async fn completion(&self, token: &str) -> Result<Option<Completion>, StoreError> {
         let hash = token_key(token);
         let row: Option<(String, String, String, i64)> =
             query!(self, "completion lookup", |pool| async {
@@ -302,7 +233,7 @@ impl Store {
     }
 
     /// Looks up the call `key` of `token`, claiming it when it is new.
-    pub async fn claim(&self, token: &str, key: &str) -> Result<Claim, StoreError> {
+    async fn claim(&self, token: &str, key: &str) -> Result<Claim, StoreError> {
         let hash = token_key(token);
         let now = now_ms();
         let lease = now + millis(CLAIM_LEASE);
@@ -369,7 +300,7 @@ impl Store {
 
     /// Gives up the claim on `key` without an outcome (the handler failed), so that a
     /// retry runs the handler again.
-    pub async fn release(&self, token: &str, key: &str) -> Result<(), StoreError> {
+    async fn release(&self, token: &str, key: &str) -> Result<(), StoreError> {
         let hash = token_key(token);
         query!(self, "claim release", |pool| async {
             sqlx::query(
@@ -387,7 +318,7 @@ impl Store {
     /// Records what a call of `flow` for `token` answered, in one transaction: the
     /// completion (when `outcome` is one), the outcome under `key` (when given) and the
     /// session (when given; a completion deletes it instead, as the token is done).
-    pub async fn finish(
+    async fn finish(
         &self,
         flow: &str,
         token: &str,
@@ -462,7 +393,7 @@ impl Store {
     }
 
     /// The session of `token`: an empty object when it has none or it expired.
-    pub async fn session(&self, token: &str) -> Result<Map<String, Value>, StoreError> {
+    async fn session(&self, token: &str) -> Result<Map<String, Value>, StoreError> {
         let hash = token_key(token);
         let now = now_ms();
         let row: Option<(String,)> = query!(self, "session lookup", |pool| async {
@@ -483,7 +414,7 @@ impl Store {
 
     /// Deletes expired outcomes, claims and sessions; returns how many rows went.
     /// Completions are business records and are never deleted here.
-    pub async fn cleanup_expired(&self) -> Result<u64, StoreError> {
+    async fn cleanup_expired(&self) -> Result<u64, StoreError> {
         let now = now_ms();
         query!(self, "cleanup", |pool| async {
             let outcomes = sqlx::query("DELETE FROM outcomes WHERE expires_at <= $1")
@@ -498,65 +429,5 @@ impl Store {
                 .rows_affected();
             Ok(outcomes + sessions)
         })
-    }
-}
-
-/// How a flow token is keyed in the database: its hex SHA-256.
-pub fn token_key(token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    hex::encode(digest.as_ref())
-}
-
-/// `url` with the password, if any, replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or_default()
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_shown_without_passwords() {
-        for (url, shown) in [
-            (
-                "postgres://flowgate:s3cret@db:5432/flowgate",
-                "postgres://flowgate:***@db:5432/flowgate",
-            ),
-            ("postgres://db/flowgate", "postgres://db/flowgate"),
-            ("postgres://user@db/x", "postgres://user@db/x"),
-            ("sqlite://flow-service.db", "sqlite://flow-service.db"),
-            ("sqlite::memory:", "sqlite::memory:"),
-        ] {
-            assert_eq!(redact(url), shown);
-        }
-    }
-
-    #[test]
-    fn tokens_are_keyed_by_their_full_sha256() {
-        let key = token_key("my_flow_token");
-        assert_eq!(key.len(), 64);
-        assert!(key.starts_with(&flowgate_proto::token_hash("my_flow_token")));
     }
 }

@@ -1,0 +1,285 @@
+//! [`Store`]: where completions, call outcomes and sessions live, behind one trait with
+//! three backends of the same behaviour.
+//!
+//! - A **completion** is one record per flow token, written together with the call's
+//!   outcome; it makes a token single-use, so when two calls race to complete one token
+//!   exactly one wins.
+//! - An **outcome** is stored per idempotency key: first as a claim (in progress), then
+//!   as the answer. A repeated key gets the answer back, or, while the first call is
+//!   still running, [`Claim::InProgress`], so a handler never runs twice for one call.
+//! - A **session** is a JSON object per token that handlers keep between screens.
+//!
+//! Backends, chosen by [`connect`]'s URL:
+//! - [`MemoryStore`] (`memory:`) — in this process only, gone on exit: for developing
+//!   and testing a flow. Always compiled; needs no database driver.
+//! - [`SqlStore`] (`sqlite://PATH`, `sqlite::memory:` with the `sqlite` feature;
+//!   `postgres://…` with the `postgres` feature) — the same portable SQL
+//!   (`flow-service/migrations/`) on both. The database's keys make the guarantees hold
+//!   between processes and replicas, and every operation is bounded by
+//!   [`StoreOptions::timeout`].
+//!
+//! Raw flow tokens are never stored: records are keyed by the token's hex SHA-256
+//! ([`token_key`]). A failure is a [`StoreError`], which the service answers with
+//! `UNAVAILABLE` (HTTP 503).
+
+mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use crate::sdk::Outcome;
+
+pub use memory::MemoryStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::SqlStore;
+
+/// How long an in-progress call holds its idempotency key. A call whose process died
+/// mid-way frees its key after this; until then a resend is answered `UNAVAILABLE`.
+pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(30);
+
+/// What the flow service keeps between calls. Every method is one atomic step: it
+/// happens whole or not at all.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// `memory`, `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Where the data is, for logs: the database URL with any password masked.
+    fn url(&self) -> &str;
+
+    /// Whether `token` has been completed.
+    async fn is_completed(&self, token: &str) -> Result<bool, StoreError>;
+
+    /// The completion of `token`, if it has one.
+    async fn completion(&self, token: &str) -> Result<Option<Completion>, StoreError>;
+
+    /// Looks up the call `key` of `token`, claiming it when it is new or its earlier
+    /// claim lapsed ([`CLAIM_LEASE`]). Of two calls claiming one key, one gets
+    /// [`Claim::Claimed`].
+    async fn claim(&self, token: &str, key: &str) -> Result<Claim, StoreError>;
+
+    /// Gives up the claim on `key` without an outcome (the handler failed), so that a
+    /// retry runs the handler again. A finished outcome is never removed.
+    async fn release(&self, token: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Records what a call of `flow` for `token` answered, all or nothing: the
+    /// completion (when `outcome` is one), the outcome under `key` (when given) and the
+    /// session (when given; a completion deletes it instead, as the token is done).
+    /// A completion of a token already completed writes nothing and is
+    /// [`Finished::AlreadyCompleted`].
+    async fn finish(
+        &self,
+        flow: &str,
+        token: &str,
+        key: Option<&str>,
+        outcome: &Outcome,
+        session: Option<&Map<String, Value>>,
+    ) -> Result<Finished, StoreError>;
+
+    /// The session of `token`: an empty object when it has none or it expired.
+    async fn session(&self, token: &str) -> Result<Map<String, Value>, StoreError>;
+
+    /// Deletes expired outcomes, claims and sessions; returns how many went.
+    /// Completions are business records and are never deleted here.
+    async fn cleanup_expired(&self) -> Result<u64, StoreError>;
+
+    /// Closes the store's connections, if it has any; later operations may fail.
+    async fn close(&self);
+}
+
+/// Opens the store `url` names and, for a database, brings its schema up to date:
+///
+/// - `memory:` — a new [`MemoryStore`], private to this process;
+/// - `sqlite://PATH` (created if missing) or `sqlite::memory:` — with the `sqlite` feature;
+/// - `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`) — with the
+///   `postgres` feature.
+///
+/// Fails when the database cannot be reached within [`StoreOptions::timeout`], or the
+/// URL names a backend this build does not have.
+pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("memory:") {
+        return Ok(Arc::new(MemoryStore::new(options)));
+    }
+    let feature = if url.starts_with("sqlite:") {
+        "sqlite"
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        "postgres"
+    } else {
+        return Err(StoreError::Url(redact(url)));
+    };
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    if (feature == "sqlite" && cfg!(feature = "sqlite"))
+        || (feature == "postgres" && cfg!(feature = "postgres"))
+    {
+        return Ok(Arc::new(SqlStore::connect(url, options).await?));
+    }
+    Err(StoreError::NotBuilt {
+        url: redact(url),
+        feature,
+    })
+}
+
+/// Tunables of a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Bound on each database operation, including waiting for a connection or, with
+    /// SQLite, for a lock. Past it the call fails with `UNAVAILABLE`, well before the
+    /// gateway's deadline. (The memory store never waits.)
+    pub timeout: Duration,
+    /// How long a call's outcome is kept for retries and resends.
+    pub idempotency_ttl: Duration,
+    /// How long a session lives after its last change.
+    pub session_ttl: Duration,
+    /// Most connections a replica opens to PostgreSQL.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            session_ttl: Duration::from_secs(24 * 3600),
+            max_connections: 10,
+        }
+    }
+}
+
+/// A database driver's error, kept whole as the source of a [`StoreError`].
+pub type DatabaseError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the store could not do what was asked. Messages name the operation and the
+/// database's complaint, never a token or user data.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL {0}: expected memory:, sqlite://PATH, sqlite::memory: or postgres://…"
+    )]
+    Url(String),
+    #[error("database URL {url}: this build has no {feature} store (cargo feature `{feature}`)")]
+    NotBuilt { url: String, feature: &'static str },
+    // The database's complaint is part of the message rather than a `source`, so that
+    // it is printed once whether or not the caller walks the chain.
+    #[error("cannot connect to the database {url}: {error}")]
+    Connect { url: String, error: DatabaseError },
+    #[error("cannot migrate the database schema: {0}")]
+    Migrate(DatabaseError),
+    #[error("database {op} failed: {error}")]
+    Query {
+        op: &'static str,
+        error: DatabaseError,
+    },
+    #[error("database {op} took longer than {timeout:?}")]
+    Timeout { op: &'static str, timeout: Duration },
+    #[error("a stored {what} is not valid JSON: {error}")]
+    Corrupt {
+        what: &'static str,
+        error: serde_json::Error,
+    },
+}
+
+/// What [`Store::claim`] found under an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The key is new (or its earlier claim lapsed): this call runs the handler.
+    Claimed,
+    /// The key's call finished: answer this.
+    Done(Outcome),
+    /// The key's call is still running elsewhere.
+    InProgress,
+}
+
+/// What [`Store::finish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Recorded,
+    /// The outcome was a completion, but the token had already been completed by
+    /// another call: nothing was written.
+    AlreadyCompleted,
+}
+
+/// A completion as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub flow: String,
+    pub params: Value,
+    pub idempotency_key: String,
+    /// Unix milliseconds.
+    pub completed_at: i64,
+}
+
+/// How a flow token is keyed in a store: its hex SHA-256.
+pub fn token_key(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    hex::encode(digest.as_ref())
+}
+
+/// `url` with the password, if any, replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Now, in Unix milliseconds: how every backend stamps and compares expiry.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or_default()
+}
+
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://flowgate:s3cret@db:5432/flowgate",
+                "postgres://flowgate:***@db:5432/flowgate",
+            ),
+            ("postgres://db/flowgate", "postgres://db/flowgate"),
+            ("postgres://user@db/x", "postgres://user@db/x"),
+            ("sqlite://flow-service.db", "sqlite://flow-service.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("memory:", "memory:"),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
+    }
+
+    #[test]
+    fn tokens_are_keyed_by_their_full_sha256() {
+        let key = token_key("my_flow_token");
+        assert_eq!(key.len(), 64);
+        assert!(key.starts_with(&flowgate_proto::token_hash("my_flow_token")));
+    }
+
+    #[tokio::test]
+    async fn urls_choose_the_backend() {
+        let memory = connect("memory:", StoreOptions::default()).await.unwrap();
+        assert_eq!((memory.backend(), memory.url()), ("memory", "memory:"));
+        let error = connect("mysql://u:pw@db/x", StoreOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Url(ref url) if url == "mysql://u:***@db/x"));
+    }
+}
