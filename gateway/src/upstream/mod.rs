@@ -278,4 +278,151 @@ mod tests {
             assert!(parse_targets(bad).is_err(), "{bad:?}");
         }
     }
+
+    /// A flow service on 127.0.0.1 that records each INIT's key, attempt and
+    /// `grpc-timeout`, and refuses with UNAVAILABLE or answers after `delay`.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        refuse: bool,
+        delay: Duration,
+        seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    }
+
+    /// An INIT's idempotency key, attempt, and `grpc-timeout` header.
+    type Seen = (String, u32, Option<String>);
+
+    #[tonic::async_trait]
+    impl flowgate_proto::v1::flow_service_server::FlowService for Recorder {
+        async fn init(
+            &self,
+            request: tonic::Request<flowgate_proto::v1::InitRequest>,
+        ) -> Result<tonic::Response<FlowResponse>, Status> {
+            let timeout = request
+                .metadata()
+                .get("grpc-timeout")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let context = request.into_inner().context.unwrap_or_default();
+            self.seen
+                .lock()
+                .unwrap()
+                .push((context.idempotency_key, context.attempt, timeout));
+            tokio::time::sleep(self.delay).await;
+            if self.refuse {
+                return Err(Status::unavailable("refusing"));
+            }
+            Ok(tonic::Response::new(FlowResponse::default()))
+        }
+        async fn data_exchange(
+            &self,
+            _: tonic::Request<flowgate_proto::v1::DataExchangeRequest>,
+        ) -> Result<tonic::Response<FlowResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
+        async fn back(
+            &self,
+            _: tonic::Request<flowgate_proto::v1::BackRequest>,
+        ) -> Result<tonic::Response<FlowResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
+        async fn notify_error(
+            &self,
+            _: tonic::Request<flowgate_proto::v1::NotifyErrorRequest>,
+        ) -> Result<tonic::Response<flowgate_proto::v1::NotifyErrorResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
+    }
+
+    async fn serve(recorder: Recorder) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    flowgate_proto::v1::flow_service_server::FlowServiceServer::new(recorder),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        url
+    }
+
+    fn init(key: &str) -> Call {
+        Call::Init(flowgate_proto::v1::InitRequest {
+            context: Some(flowgate_proto::v1::RequestContext {
+                idempotency_key: key.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_retried_on_the_other_replica_with_its_key() {
+        let refuser = Recorder {
+            refuse: true,
+            ..Default::default()
+        };
+        let answerer = Recorder::default();
+        let backend = format!(
+            "{},{}",
+            serve(refuser.clone()).await,
+            serve(answerer.clone()).await
+        );
+        let upstream = Upstream::new(&backend, Duration::from_secs(60)).unwrap();
+        for i in 0..20 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let reply = upstream.call(init(&format!("key-{i}")), deadline).await;
+            assert!(matches!(reply, Ok(Reply::Flow(_))), "{reply:?}");
+        }
+        let refused = refuser.seen.lock().unwrap().clone();
+        let answered = answerer.seen.lock().unwrap().clone();
+        assert!(
+            !refused.is_empty(),
+            "random choice never chose the refuser in 20"
+        );
+        // The refuser saw only first attempts: every retry went to the other replica,
+        // as attempt 2 with the refused call's key.
+        for (key, attempt, _) in &refused {
+            assert_eq!(*attempt, 1);
+            assert!(
+                answered.iter().any(|(k, a, _)| k == key && *a == 2),
+                "{key}"
+            );
+        }
+        assert_eq!(answered.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_carries_its_deadline_and_ends_there() {
+        let slow = Recorder {
+            delay: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let upstream = Upstream::new(&serve(slow.clone()).await, Duration::from_secs(60)).unwrap();
+        let started = Instant::now();
+        let reply = upstream
+            .call(init("slow"), started + Duration::from_millis(300))
+            .await;
+        assert!(matches!(reply, Err(GatewayError::Timeout)), "{reply:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+        let seen = slow.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "a timeout is not retried");
+        // `grpc-timeout` is the time left, at most 300 ms (tonic sends it in µs or ms).
+        let timeout = seen[0].2.clone().expect("grpc-timeout sent");
+        let (value, unit) = timeout.split_at(timeout.len() - 1);
+        let value: u64 = value.parse().unwrap();
+        let left = match unit {
+            "u" => Duration::from_micros(value),
+            "m" => Duration::from_millis(value),
+            "n" => Duration::from_nanos(value),
+            other => panic!("unit {other}"),
+        };
+        assert!(
+            left <= Duration::from_millis(300) && left > Duration::from_millis(100),
+            "{timeout}"
+        );
+    }
 }
