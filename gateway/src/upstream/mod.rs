@@ -1,46 +1,113 @@
-//! The gRPC client of a flow service: replicas found from a list of URLs and DNS
-//! names ([`pool`]), balanced by load, with per-call deadlines, retries where no
-//! business effect can have happened twice, and the one mapping of
+//! The gRPC client of a flow service: a tower stack that finds the replicas, balances
+//! calls over them, bounds each attempt by the request's deadline and retries where
+//! no business effect can have happened twice; and the one mapping of
 //! `tonic::Status` to [`GatewayError`].
 //!
-//! What is retried, on another replica when there is one:
+//! The stack, top to bottom (one [`Attempt`] travels down it per try):
+//!
+//! 1. [`Upstream::call`]: the request's deadline, and the mapping of what comes out
+//!    to a [`GatewayError`];
+//! 2. `tower::retry::Retry` with [`retry::RetryPolicy`]: at most
+//!    [`MAX_ATTEMPTS`], under a budget of about 20 % of calls, full-jitter backoff
+//!    (≤ 100 ms), never past the deadline; same idempotency key, `attempt` + 1, and
+//!    the failed replica noted so the retry goes elsewhere;
+//! 3. [`balance::Balance`]: power of two choices on calls in flight among the callable
+//!    replicas, avoiding those already tried; marks a replica unreachable when a
+//!    connect fails;
+//! 4. per replica ([`client`]): the client span and metric of the attempt, the
+//!    attempt's timeout at the deadline, and the typed tonic call with `grpc-timeout`
+//!    and `traceparent`.
+//!
+//! Beside the stack, [`pool::Pool`] follows the discovery stream
+//! ([`resolve::resolve`]: listed addresses, DNS names re-resolved every
+//! `FLOWGATE_DNS_REFRESH`) and each replica's `grpc.health.v1` status, which decide
+//! the replicas the balancer may choose.
+//!
+//! What is retried, on another replica when there is one ([`classify`]):
 //! - a call that could not connect (nothing was sent);
 //! - `UNAVAILABLE` (the replica refused the call: draining, overloaded connection);
 //! - a call whose connection broke before the answer. The replica may have run it, so
 //!   the retry carries the same idempotency key, which the service must honour.
 //!
 //! Never retried: any answer, including business outcomes and other status codes;
-//! anything once the deadline is near. Retries draw on a budget of about 20 % of
-//! calls, with jittered backoff, and at most [`MAX_ATTEMPTS`] attempts per request.
+//! anything once the deadline is near.
 
+mod balance;
+mod classify;
+mod client;
 pub mod pool;
+mod resolve;
+mod retry;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flowgate_proto::v1::FlowResponse;
 use tokio::time::Instant;
 use tonic::{Code, Status};
-use tower::retry::budget::{Budget, TpsBudget};
-use tracing::Instrument;
+use tower::ServiceExt;
+use tower::retry::Retry;
 
 use crate::error::GatewayError;
 use crate::translate::Call;
+use balance::Balance;
+pub use classify::Failure;
 use pool::{Pool, Target};
+pub use retry::MAX_ATTEMPTS;
+use retry::RetryPolicy;
 
-/// Attempts per request, the first included.
-pub const MAX_ATTEMPTS: u32 = 3;
 /// How long a ping or readiness check waits for the first health answers at start.
 const HEALTH_WAIT: Duration = Duration::from_secs(1);
-/// Backoff before a retry: full jitter over an exponential base, capped.
-const BACKOFF_BASE: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// What the flow service answered.
 #[derive(Debug)]
 pub enum Reply {
     Flow(FlowResponse),
     Acknowledged,
+}
+
+/// One attempt at a call, as it travels down the stack.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The call, its request context numbered with `number`.
+    pub call: Call,
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// When the answer is due: the attempt's local timeout and its `grpc-timeout`.
+    pub deadline: Instant,
+    /// Replicas where earlier attempts failed; the balancer avoids them when it can.
+    pub tried: Vec<SocketAddr>,
+}
+
+impl Attempt {
+    /// The first attempt at `call`, due by `deadline`.
+    pub fn first(call: Call, deadline: Instant) -> Self {
+        Self {
+            call: call.with_attempt(1),
+            number: 1,
+            deadline,
+            tried: Vec::new(),
+        }
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// A status, from the flow service or made by the client's transport.
+    #[error("{replica}: {status}")]
+    Status {
+        status: Status,
+        failure: Failure,
+        replica: SocketAddr,
+    },
+    /// The deadline passed.
+    #[error("deadline passed")]
+    Timeout,
+    /// No replica may be called.
+    #[error("no serving replica")]
+    NoReplica,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +123,8 @@ pub struct Upstream {
     /// The backend list as configured, to recognise the same flow service.
     url: Arc<str>,
     pool: Pool,
-    budget: Arc<TpsBudget>,
+    /// The stack; cloned per call (an `Arc` and a pool handle).
+    stack: Retry<RetryPolicy, Balance>,
 }
 
 impl Upstream {
@@ -74,11 +142,14 @@ impl Upstream {
         resolver: pool::Resolver,
     ) -> Result<Self, BackendError> {
         let targets = parse_targets(backend)?;
+        let pool = Pool::with_resolver(targets, refresh, resolver);
+        let stack = tower::ServiceBuilder::new()
+            .layer(tower::retry::RetryLayer::new(RetryPolicy::new()))
+            .service(Balance::new(pool.clone()));
         Ok(Self {
             url: backend.into(),
-            pool: Pool::with_resolver(targets, refresh, resolver),
-            // At least 10 retries a second, and beyond that 20 % of calls.
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            pool,
+            stack,
         })
     }
 
@@ -105,172 +176,23 @@ impl Upstream {
     /// Makes one call, retrying where safe, and answers by `deadline` whatever the
     /// replicas do. The remaining time travels as the gRPC deadline (`grpc-timeout`).
     pub async fn call(&self, call: Call, deadline: Instant) -> Result<Reply, GatewayError> {
-        self.budget.deposit();
-        let mut tried = Vec::new();
-        let mut attempt = 1;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(GatewayError::Timeout);
+        if Instant::now() >= deadline {
+            return Err(GatewayError::Timeout);
+        }
+        let attempt = Attempt::first(call, deadline);
+        match self.stack.clone().oneshot(attempt).await {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Timeout) => Err(GatewayError::Timeout),
+            Err(CallError::NoReplica) => Err(GatewayError::Unavailable {
+                detail: "no serving replica".into(),
+            }),
+            // The deadline passed, locally or remotely: a timeout, whatever the code says.
+            Err(CallError::Status { .. }) if Instant::now() >= deadline => {
+                Err(GatewayError::Timeout)
             }
-            // Prefer a replica not tried yet; with none left, one that still looks callable.
-            let Some(replica) = self.pool.pick(&tried).or_else(|| self.pool.pick(&[])) else {
-                return Err(GatewayError::Unavailable {
-                    detail: "no serving replica".into(),
-                });
-            };
-            let method = call.method();
-            let span = tracing::info_span!(
-                "flowgate.backend_call",
-                otel.name = %format!("flowgate.v1.FlowService/{method}"),
-                otel.kind = "client",
-                rpc.system = "grpc",
-                rpc.method = method,
-                attempt,
-                replica = %replica.addr,
-                rpc.grpc.status_code = tracing::field::Empty,
-            );
-            let started = Instant::now();
-            let result = {
-                let _pending = replica.start_call();
-                let client = replica.client.clone();
-                let send = send(client, call.with_attempt(attempt), remaining, span.clone());
-                tokio::time::timeout_at(deadline, send.instrument(span.clone())).await
-            };
-            let code = match &result {
-                Ok(Ok(_)) => Code::Ok,
-                Ok(Err(status)) => status.code(),
-                Err(_) => Code::DeadlineExceeded,
-            };
-            span.record("rpc.grpc.status_code", code as i32);
-            crate::telemetry::backend_call(method, &format!("{code:?}"), started.elapsed());
-            let status = match result {
-                Ok(Ok(reply)) => return Ok(reply),
-                // The deadline passed, locally or remotely: a timeout, whatever the code says.
-                Err(_) => return Err(GatewayError::Timeout),
-                Ok(Err(_)) if Instant::now() >= deadline => return Err(GatewayError::Timeout),
-                Ok(Err(status)) => status,
-            };
-            let failure = classify(&status);
-            tracing::debug!(replica = %replica.addr, attempt, code = ?status.code(), ?failure, "call failed");
-            if failure == Failure::NotConnected {
-                replica.mark_unreachable(self.pool.changes());
-            }
-            let error = from_status(status);
-            if failure == Failure::Final || attempt >= MAX_ATTEMPTS {
-                return Err(error);
-            }
-            let backoff = backoff(attempt);
-            if Instant::now() + backoff >= deadline || !self.budget.withdraw() {
-                return Err(error);
-            }
-            tried.push(replica.addr);
-            crate::telemetry::retry(method);
-            tokio::time::sleep(backoff).await;
-            attempt += 1;
+            Err(CallError::Status { status, .. }) => Err(from_status(status)),
         }
     }
-}
-
-/// Full jitter over `BACKOFF_BASE · 2^(attempt-1)`, capped at `BACKOFF_MAX`.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1 << (attempt - 1).min(10))
-        .min(BACKOFF_MAX);
-    ceiling.mul_f64(fastrand::f64())
-}
-
-async fn send(
-    mut client: flowgate_proto::v1::flow_service_client::FlowServiceClient<
-        tonic::transport::Channel,
-    >,
-    call: Call,
-    timeout: Duration,
-    span: tracing::Span,
-) -> Result<Reply, Status> {
-    // The deadline travels as `grpc-timeout`, the trace as `traceparent`.
-    fn request<T>(message: T, timeout: Duration, span: &tracing::Span) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(timeout);
-        flowgate_telemetry::propagation::inject(span, request.metadata_mut());
-        request
-    }
-    let flow = |r: tonic::Response<FlowResponse>| Reply::Flow(r.into_inner());
-    match call {
-        Call::Init(r) => client.init(request(r, timeout, &span)).await.map(flow),
-        Call::DataExchange(r) => client
-            .data_exchange(request(r, timeout, &span))
-            .await
-            .map(flow),
-        Call::Back(r) => client.back(request(r, timeout, &span)).await.map(flow),
-        Call::NotifyError(r) => client
-            .notify_error(request(r, timeout, &span))
-            .await
-            .map(|_| Reply::Acknowledged),
-    }
-}
-
-/// How a failed call may be retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// No connection could be made: nothing was sent.
-    NotConnected,
-    /// Refused (`UNAVAILABLE`) or the connection broke before an answer.
-    Retryable,
-    /// An answer: final.
-    Final,
-}
-
-fn classify(status: &Status) -> Failure {
-    let transport = transport_error(status);
-    match (status.code(), transport) {
-        (_, Some(TransportFailure::Connect)) => Failure::NotConnected,
-        (Code::Unavailable, _) => Failure::Retryable,
-        (Code::Unknown | Code::Internal | Code::Cancelled, Some(TransportFailure::Broken)) => {
-            Failure::Retryable
-        }
-        _ => Failure::Final,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TransportFailure {
-    Connect,
-    Broken,
-}
-
-/// Whether a status was made by the client's transport rather than sent by the
-/// service, and whether the connection was never made or broke.
-fn transport_error(status: &Status) -> Option<TransportFailure> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    let mut transport = None;
-    while let Some(error) = source {
-        if let Some(e) = error.downcast_ref::<hyper::Error>() {
-            transport = Some(
-                if e.is_canceled() || e.is_incomplete_message() || e.is_closed() {
-                    TransportFailure::Broken
-                } else {
-                    transport.unwrap_or(TransportFailure::Broken)
-                },
-            );
-        } else if error.downcast_ref::<h2::Error>().is_some() {
-            transport = Some(TransportFailure::Broken);
-        } else if let Some(e) = error.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            transport = Some(match e.kind() {
-                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
-                | TimedOut => TransportFailure::Connect,
-                _ => TransportFailure::Broken,
-            });
-        } else if error.to_string().contains("connect") && transport.is_none() {
-            // tonic's connector wraps connect errors (including its connect timeout).
-            transport = Some(TransportFailure::Connect);
-        } else if error.downcast_ref::<tonic::transport::Error>().is_some() && transport.is_none() {
-            transport = Some(TransportFailure::Broken);
-        }
-        source = error.source();
-    }
-    transport
 }
 
 /// Checks a backend list and turns it into targets.
@@ -357,11 +279,150 @@ mod tests {
         }
     }
 
-    #[test]
-    fn backoff_stays_within_its_cap() {
-        for attempt in 1..20 {
-            assert!(backoff(attempt) <= BACKOFF_MAX);
+    /// A flow service on 127.0.0.1 that records each INIT's key, attempt and
+    /// `grpc-timeout`, and refuses with UNAVAILABLE or answers after `delay`.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        refuse: bool,
+        delay: Duration,
+        seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    }
+
+    /// An INIT's idempotency key, attempt, and `grpc-timeout` header.
+    type Seen = (String, u32, Option<String>);
+
+    #[tonic::async_trait]
+    impl flowgate_proto::v1::flow_service_server::FlowService for Recorder {
+        async fn init(
+            &self,
+            request: tonic::Request<flowgate_proto::v1::InitRequest>,
+        ) -> Result<tonic::Response<FlowResponse>, Status> {
+            let timeout = request
+                .metadata()
+                .get("grpc-timeout")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let context = request.into_inner().context.unwrap_or_default();
+            self.seen
+                .lock()
+                .unwrap()
+                .push((context.idempotency_key, context.attempt, timeout));
+            tokio::time::sleep(self.delay).await;
+            if self.refuse {
+                return Err(Status::unavailable("refusing"));
+            }
+            Ok(tonic::Response::new(FlowResponse::default()))
         }
-        assert!(backoff(1) <= BACKOFF_BASE);
+        async fn data_exchange(
+            &self,
+            _: tonic::Request<flowgate_proto::v1::DataExchangeRequest>,
+        ) -> Result<tonic::Response<FlowResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
+        async fn back(
+            &self,
+            _: tonic::Request<flowgate_proto::v1::BackRequest>,
+        ) -> Result<tonic::Response<FlowResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
+        async fn notify_error(
+            &self,
+            _: tonic::Request<flowgate_proto::v1::NotifyErrorRequest>,
+        ) -> Result<tonic::Response<flowgate_proto::v1::NotifyErrorResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
+    }
+
+    async fn serve(recorder: Recorder) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    flowgate_proto::v1::flow_service_server::FlowServiceServer::new(recorder),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        url
+    }
+
+    fn init(key: &str) -> Call {
+        Call::Init(flowgate_proto::v1::InitRequest {
+            context: Some(flowgate_proto::v1::RequestContext {
+                idempotency_key: key.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_retried_on_the_other_replica_with_its_key() {
+        let refuser = Recorder {
+            refuse: true,
+            ..Default::default()
+        };
+        let answerer = Recorder::default();
+        let backend = format!(
+            "{},{}",
+            serve(refuser.clone()).await,
+            serve(answerer.clone()).await
+        );
+        let upstream = Upstream::new(&backend, Duration::from_secs(60)).unwrap();
+        for i in 0..20 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let reply = upstream.call(init(&format!("key-{i}")), deadline).await;
+            assert!(matches!(reply, Ok(Reply::Flow(_))), "{reply:?}");
+        }
+        let refused = refuser.seen.lock().unwrap().clone();
+        let answered = answerer.seen.lock().unwrap().clone();
+        assert!(
+            !refused.is_empty(),
+            "random choice never chose the refuser in 20"
+        );
+        // The refuser saw only first attempts: every retry went to the other replica,
+        // as attempt 2 with the refused call's key.
+        for (key, attempt, _) in &refused {
+            assert_eq!(*attempt, 1);
+            assert!(
+                answered.iter().any(|(k, a, _)| k == key && *a == 2),
+                "{key}"
+            );
+        }
+        assert_eq!(answered.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_carries_its_deadline_and_ends_there() {
+        let slow = Recorder {
+            delay: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let upstream = Upstream::new(&serve(slow.clone()).await, Duration::from_secs(60)).unwrap();
+        let started = Instant::now();
+        let reply = upstream
+            .call(init("slow"), started + Duration::from_millis(300))
+            .await;
+        assert!(matches!(reply, Err(GatewayError::Timeout)), "{reply:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+        let seen = slow.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "a timeout is not retried");
+        // `grpc-timeout` is the time left, at most 300 ms (tonic sends it in µs or ms).
+        let timeout = seen[0].2.clone().expect("grpc-timeout sent");
+        let (value, unit) = timeout.split_at(timeout.len() - 1);
+        let value: u64 = value.parse().unwrap();
+        let left = match unit {
+            "u" => Duration::from_micros(value),
+            "m" => Duration::from_millis(value),
+            "n" => Duration::from_nanos(value),
+            other => panic!("unit {other}"),
+        };
+        assert!(
+            left <= Duration::from_millis(300) && left > Duration::from_millis(100),
+            "{timeout}"
+        );
     }
 }

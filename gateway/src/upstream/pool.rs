@@ -1,14 +1,19 @@
-//! The replicas of one flow service: which addresses exist (static, or re-resolved
-//! from DNS names), which are serving (a `grpc.health.v1` Watch stream per replica),
-//! and which to call next (power of two choices on in-flight calls).
+//! The replicas of one flow service, the health filter over discovery: [`Pool`]
+//! follows a stream of [`Change`]s (the resolver's, [`resolve`]), keeps one
+//! [`Replica`] per address with its lazy connection and calls in flight, and follows
+//! each replica's health over a `grpc.health.v1` Watch stream. Only replicas whose
+//! [`Health`] is callable are offered to the balancer ([`super::balance`]); readiness
+//! and pings ask [`Pool::serving`].
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use flowgate_proto::v1::flow_service_client::FlowServiceClient;
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -16,12 +21,11 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tower::discover::Change;
 
-/// A refused or unroutable connection must fail fast, well inside any deadline.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// HTTP/2 pings notice half-open connections that TCP alone would not.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+use super::resolve::{Discovered, resolve};
+pub use super::resolve::{Resolver, Target, system_resolver};
+
 /// How long to wait before watching a replica's health again after the stream broke.
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(100);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -73,11 +77,31 @@ pub struct Replica {
 }
 
 impl Replica {
+    fn new(addr: SocketAddr, endpoint: &Endpoint) -> Self {
+        let channel = endpoint.connect_lazy();
+        Replica {
+            addr,
+            client: FlowServiceClient::new(channel.clone()),
+            channel,
+            health: AtomicU8::new(Health::Unknown as u8),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// A replica that nothing watches, for tests of choosing among replicas.
+    #[cfg(test)]
+    pub(super) fn for_test(addr: SocketAddr) -> Self {
+        Self::new(
+            addr,
+            &Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        )
+    }
+
     pub fn health(&self) -> Health {
         Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
-    fn set_health(&self, health: Health, changed: &watch::Sender<u64>) {
+    pub(super) fn set_health(&self, health: Health, changed: &watch::Sender<u64>) {
         let old = self.health.swap(health as u8, Ordering::Relaxed);
         if old != health as u8 {
             tracing::info!(replica = %self.addr, ?health, "replica health");
@@ -116,35 +140,6 @@ impl Drop for PendingGuard {
     }
 }
 
-/// Where replicas come from: an address, or a DNS name re-resolved periodically.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Addr(SocketAddr),
-    Name { host: String, port: u16 },
-}
-
-/// Resolves a host name to addresses; the system resolver unless a test brings its own.
-pub type Resolver = Arc<
-    dyn Fn(
-            String,
-            u16,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>,
-        > + Send
-        + Sync,
->;
-
-/// The system resolver (`getaddrinfo` through Tokio).
-pub fn system_resolver() -> Resolver {
-    Arc::new(|host, port| {
-        Box::pin(async move {
-            tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map(Iterator::collect)
-        })
-    })
-}
-
 /// The replicas of one flow service; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -173,14 +168,25 @@ impl Drop for Inner {
 }
 
 impl Pool {
-    /// Starts with the static addresses and a first resolution of the names, then
-    /// re-resolves the names every `refresh`. Must be called inside a Tokio runtime.
+    /// Follows the replicas of `targets` (see [`resolve`]): the static addresses at
+    /// once, the names resolved now and every `refresh`. Must be called inside a
+    /// Tokio runtime.
     pub fn new(targets: Vec<Target>, refresh: Duration) -> Self {
         Self::with_resolver(targets, refresh, system_resolver())
     }
 
     /// [`Pool::new`] with a given resolver.
     pub fn with_resolver(targets: Vec<Target>, refresh: Duration, resolver: Resolver) -> Self {
+        Self::from_discovery(resolve(targets, refresh, resolver))
+    }
+
+    /// Follows any discovery stream. The changes ready at once (static addresses) are
+    /// applied before this returns, so the first call finds them; a task applies the
+    /// rest as they come.
+    pub fn from_discovery<D>(discovery: D) -> Self
+    where
+        D: Stream<Item = Result<Discovered, Infallible>> + Send + 'static,
+    {
         let (changed, _) = watch::channel(0);
         let pool = Pool {
             inner: Arc::new(Inner {
@@ -190,105 +196,51 @@ impl Pool {
                 refresher: Default::default(),
             }),
         };
-        let statics: Vec<SocketAddr> = targets
-            .iter()
-            .filter_map(|t| {
-                if let Target::Addr(a) = t {
-                    Some(*a)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        pool.apply(statics.clone());
-        let names: Vec<(String, u16)> = targets
-            .into_iter()
-            .filter_map(|t| {
-                if let Target::Name { host, port } = t {
-                    Some((host, port))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        if !names.is_empty() {
-            // A weak handle: the refresher stops when the last `Pool` goes.
-            let weak = Arc::downgrade(&pool.inner);
-            let task = tokio::spawn(async move {
-                let mut last: HashMap<String, Vec<SocketAddr>> = HashMap::new();
-                loop {
-                    for (host, port) in &names {
-                        match resolver(host.clone(), *port).await {
-                            Ok(mut addrs) => {
-                                addrs.sort();
-                                addrs.dedup();
-                                if addrs.is_empty() {
-                                    tracing::warn!(%host, "DNS returned no address; keeping the previous set");
-                                } else {
-                                    last.insert(host.clone(), addrs);
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(%host, error = %e, "DNS lookup failed; keeping the previous set")
-                            }
-                        }
-                    }
-                    let Some(inner) = weak.upgrade() else { return };
-                    let mut all = statics.clone();
-                    all.extend(last.values().flatten().copied());
-                    // Never apply an empty set: a resolver hiccup must not drop every replica.
-                    if !all.is_empty() {
-                        Pool { inner }.apply(all);
-                    }
-                    tokio::time::sleep(refresh).await;
-                }
-            });
-            *pool.inner.refresher.lock().expect("refresher lock") = Some(task);
+        let mut discovery = Box::pin(discovery);
+        loop {
+            match discovery.next().now_or_never() {
+                Some(Some(Ok(change))) => pool.apply(change),
+                Some(None) => return pool,
+                None => break,
+            }
         }
+        // A weak handle: the task stops when the last `Pool` goes.
+        let weak = Arc::downgrade(&pool.inner);
+        let task = tokio::spawn(async move {
+            while let Some(Ok(change)) = discovery.next().await {
+                let Some(inner) = weak.upgrade() else { return };
+                Pool { inner }.apply(change);
+            }
+        });
+        *pool.inner.refresher.lock().expect("refresher lock") = Some(task);
         pool
     }
 
-    /// Makes the replica set exactly `addrs`, keeping replicas (and their connections)
-    /// that stay.
-    fn apply(&self, mut addrs: Vec<SocketAddr>) {
-        addrs.sort();
-        addrs.dedup();
+    /// Adds a replica (connecting lazily, and watching its health) or removes one
+    /// (closing its connection once calls in flight end).
+    fn apply(&self, change: Discovered) {
         let mut replicas = self.inner.replicas.write().expect("replicas lock");
         let mut watchers = self.inner.watchers.lock().expect("watchers lock");
-        let before = replicas.len();
-        replicas.retain(|r| addrs.contains(&r.addr));
-        watchers.retain(|addr, task| {
-            let keep = addrs.contains(addr);
-            if !keep {
+        match change {
+            Change::Remove(addr) => {
+                replicas.retain(|r| r.addr != addr);
+                if let Some(task) = watchers.remove(&addr) {
+                    task.abort();
+                }
                 tracing::info!(replica = %addr, "replica removed");
-                task.abort();
             }
-            keep
-        });
-        let mut added = false;
-        for addr in addrs {
-            if replicas.iter().any(|r| r.addr == addr) {
-                continue;
+            Change::Insert(addr, _) if replicas.iter().any(|r| r.addr == addr) => return,
+            Change::Insert(addr, endpoint) => {
+                let replica = Arc::new(Replica::new(addr, &endpoint));
+                tracing::info!(replica = %addr, "replica added");
+                watchers.insert(
+                    addr,
+                    tokio::spawn(watch_health(replica.clone(), self.inner.changed.clone())),
+                );
+                replicas.push(replica);
             }
-            let channel = endpoint_for(addr).connect_lazy();
-            let replica = Arc::new(Replica {
-                addr,
-                client: FlowServiceClient::new(channel.clone()),
-                channel,
-                health: AtomicU8::new(Health::Unknown as u8),
-                pending: AtomicUsize::new(0),
-            });
-            tracing::info!(replica = %addr, "replica added");
-            watchers.insert(
-                addr,
-                tokio::spawn(watch_health(replica.clone(), self.inner.changed.clone())),
-            );
-            replicas.push(replica);
-            added = true;
         }
-        if added || replicas.len() != before {
-            self.inner.changed.send_modify(|n| *n += 1);
-        }
+        self.inner.changed.send_modify(|n| *n += 1);
     }
 
     /// A snapshot of the replicas.
@@ -298,33 +250,6 @@ impl Pool {
 
     pub fn changes(&self) -> &watch::Sender<u64> {
         &self.inner.changed
-    }
-
-    /// Picks a callable replica not in `tried`: of two chosen at random, the one with
-    /// fewer calls in flight. `None` when no callable replica is left.
-    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Replica>> {
-        let replicas = self.inner.replicas.read().expect("replicas lock");
-        let candidates: Vec<&Arc<Replica>> = replicas
-            .iter()
-            .filter(|r| r.health().callable() && !tried.contains(&r.addr))
-            .collect();
-        match candidates.len() {
-            0 => None,
-            1 => Some(candidates[0].clone()),
-            n => {
-                let a = fastrand::usize(..n);
-                let mut b = fastrand::usize(..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (a, b) = (candidates[a], candidates[b]);
-                Some(if b.pending() < a.pending() {
-                    b.clone()
-                } else {
-                    a.clone()
-                })
-            }
-        }
     }
 
     /// Whether any replica reports SERVING. While every replica's health is still
@@ -348,17 +273,6 @@ impl Pool {
             }
         }
     }
-}
-
-/// The connection options every replica gets.
-fn endpoint_for(addr: SocketAddr) -> Endpoint {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("a socket address is a valid URI")
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
 }
 
 /// Follows a replica's `grpc.health.v1` status for the whole server (`""`) until aborted.
