@@ -1,10 +1,11 @@
 //! Durations on the command line and in the environment, read by humantime.
 //!
-//! Everything the binaries ever accepted still reads the same: a whole number and one of
-//! `ms`, `s`, `m`, `h`, `d` (`10s`, `1500ms`, `15m`, `24h`, `7d`). humantime also reads
-//! its longer unit names, fractions and sums (`2 hours`, `1.5s`, `1h30m`). A bare number
-//! has no unit and is refused, as it always was (humantime would read `0` alone): `10`
-//! could mean seconds or milliseconds.
+//! The syntax is the one the binaries have always read: a whole number and one of `ms`,
+//! `s`, `m`, `h`, `d` (`10s`, `1500ms`, `15m`, `24h`, `7d`), and humantime's compact sums
+//! of those (`1h30m`). The rest of humantime's syntax (spaces, fractions, other units
+//! such as `w` or `M`, long names) is refused, so that a value means the same everywhere
+//! it was ever accepted and `1M` (a month to humantime) is not taken for a minute. A
+//! bare number has no unit and is refused: `10` could mean seconds or milliseconds.
 
 use std::time::Duration;
 
@@ -12,16 +13,24 @@ const EXPECTED: &str = "expected a duration like 10s, 1500ms, 15m, 24h or 7d";
 
 /// Reads a duration; the error is one line fit for [`crate::ConfigError::reason`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let number = text.trim();
-    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("{number} has no unit; {EXPECTED}"));
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text} has no unit; {EXPECTED}"));
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"mshd".contains(&b))
+    {
+        return Err(EXPECTED.to_owned());
     }
     humantime::parse_duration(text).map_err(|error| match error {
         humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
             format!("{value} has no unit; {EXPECTED}")
         }
         humantime::DurationError::NumberOverflow => "duration too long".to_owned(),
-        other => format!("{other}; {EXPECTED}"),
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("unknown unit `{unit}`; {EXPECTED}")
+        }
+        _ => EXPECTED.to_owned(),
     })
 }
 
@@ -56,13 +65,17 @@ mod tests {
             ("soon", Err("expected a duration")),
             ("10x", Err("expected a duration")),
             ("99999999999999999999h", Err("too long")),
-            // What humantime adds.
-            ("10 s", Ok(Duration::from_secs(10))),
+            ("10 s", Err("expected a duration")),
+            ("1.5s", Err("expected a duration")),
+            ("10w", Err("expected a duration")),
+            ("1M", Err("expected a duration")),
+            ("2 hours", Err("expected a duration")),
+            ("1 day", Err("expected a duration")),
+            ("10hs", Err("unknown unit `hs`; expected a duration")),
+            ("1h30", Err("30 has no unit")),
+            // Compact sums, which humantime adds.
             ("1h30m", Ok(Duration::from_secs(5400))),
-            ("2 hours", Ok(Duration::from_secs(7200))),
-            ("1.5s", Ok(Duration::from_millis(1500))),
-            ("2.5", Err("2.5 has no unit")),
-            ("10w", Ok(Duration::from_secs(70 * 86_400))),
+            ("1m500ms", Ok(Duration::from_millis(60_500))),
         ];
         for (text, expected) in cases {
             match (parse_duration(text), expected) {
