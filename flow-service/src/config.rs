@@ -4,6 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+pub use flowgate_cli::ConfigError;
+use flowgate_cli::{HealthcheckTimeout, parse_duration};
 
 use crate::store::StoreOptions;
 use crate::tokens::{Secret, TokenPolicy};
@@ -114,9 +116,11 @@ pub enum Command {
         /// The service name to ask about; empty means the whole server.
         #[arg(long, default_value = "")]
         service: String,
-        /// How long to wait for the answer, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 2000)]
-        timeout_ms: u64,
+        #[command(flatten)]
+        timeout: HealthcheckTimeout,
+        /// The same wait in milliseconds; `--timeout` is the spelling both binaries share.
+        #[arg(long, value_name = "MS", hide = true, conflicts_with = "timeout")]
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -144,43 +148,30 @@ pub struct IssueToken {
     pub subject: Option<String>,
 }
 
-/// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {var} (--{flag}) {value:?}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub flag: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
 impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
-        let listen = args.listen.parse().map_err(|_| ConfigError {
-            var: "FLOW_SERVICE_LISTEN",
-            flag: "listen",
-            value: args.listen.clone(),
-            reason: "expected an address like 0.0.0.0:50051".into(),
+        let listen = args.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "FLOW_SERVICE_LISTEN",
+                "listen",
+                &args.listen,
+                "expected an address like 0.0.0.0:50051",
+            )
         })?;
         let strict = match args.strict.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "on" | "yes" => true,
             "0" | "false" | "off" | "no" | "" => false,
             _ => {
-                return Err(ConfigError {
-                    var: "FLOW_SERVICE_STRICT",
-                    flag: "strict",
-                    value: args.strict.clone(),
-                    reason: "expected 1/true/on/yes or 0/false/off/no".into(),
-                });
+                return Err(ConfigError::new(
+                    "FLOW_SERVICE_STRICT",
+                    "strict",
+                    &args.strict,
+                    "expected 1/true/on/yes or 0/false/off/no",
+                ));
             }
         };
-        let duration = |var, flag, value: &str| {
-            flowgate_proto::parse_duration(value).map_err(|reason| ConfigError {
-                var,
-                flag,
-                value: value.to_owned(),
-                reason,
-            })
+        let duration = |var: &str, flag: &str, value: &str| {
+            parse_duration(value).map_err(|reason| ConfigError::new(var, flag, value, reason))
         };
         let store = StoreOptions {
             timeout: duration(
@@ -201,58 +192,55 @@ impl Config {
             .iter()
             .any(|scheme| url.starts_with(scheme))
         {
-            return Err(ConfigError {
-                var: "FLOW_SERVICE_DATABASE_URL",
-                flag: "database-url",
-                value: crate::store::redact(url),
-                reason: "expected sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or memory:"
-                    .into(),
-            });
+            return Err(ConfigError::new(
+                "FLOW_SERVICE_DATABASE_URL",
+                "database-url",
+                crate::store::redact(url),
+                "expected sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or memory:",
+            ));
         }
         let tokens = match args.token_policy.trim() {
             "open" | "" => TokenPolicy::Open,
             "signed" => TokenPolicy::Signed(secret(&args)?),
             _ => {
-                return Err(ConfigError {
-                    var: "FLOW_SERVICE_TOKEN_POLICY",
-                    flag: "token-policy",
-                    value: args.token_policy.clone(),
-                    reason: "expected open or signed".into(),
-                });
+                return Err(ConfigError::new(
+                    "FLOW_SERVICE_TOKEN_POLICY",
+                    "token-policy",
+                    &args.token_policy,
+                    "expected open or signed",
+                ));
             }
         };
-        let drain_delay =
-            flowgate_proto::parse_duration(&args.drain_delay).map_err(|reason| ConfigError {
-                var: "FLOW_SERVICE_DRAIN_DELAY",
-                flag: "drain-delay",
-                value: args.drain_delay.clone(),
-                reason,
-            })?;
+        let drain_delay = duration("FLOW_SERVICE_DRAIN_DELAY", "drain-delay", &args.drain_delay)?;
         let max_in_flight = match args.max_in_flight.parse::<usize>() {
             Ok(n) if n > 0 => n,
             _ => {
-                return Err(ConfigError {
-                    var: "FLOW_SERVICE_MAX_IN_FLIGHT",
-                    flag: "max-in-flight",
-                    value: args.max_in_flight.clone(),
-                    reason: "expected a whole number above 0".into(),
-                });
+                return Err(ConfigError::new(
+                    "FLOW_SERVICE_MAX_IN_FLIGHT",
+                    "max-in-flight",
+                    &args.max_in_flight,
+                    "expected a whole number above 0",
+                ));
             }
         };
         let admin_listen = match args.admin_listen.as_str() {
             "off" => None,
-            value => Some(value.parse().map_err(|_| ConfigError {
-                var: "FLOW_SERVICE_ADMIN_LISTEN",
-                flag: "admin-listen",
-                value: value.to_owned(),
-                reason: "expected an address like 127.0.0.1:9465, or off".into(),
+            value => Some(value.parse().map_err(|_| {
+                ConfigError::new(
+                    "FLOW_SERVICE_ADMIN_LISTEN",
+                    "admin-listen",
+                    value,
+                    "expected an address like 127.0.0.1:9465, or off",
+                )
             })?),
         };
-        let log_format = args.log_format.parse().map_err(|reason| ConfigError {
-            var: "FLOW_SERVICE_LOG_FORMAT",
-            flag: "log-format",
-            value: args.log_format.clone(),
-            reason,
+        let log_format = args.log_format.parse().map_err(|reason: String| {
+            ConfigError::new(
+                "FLOW_SERVICE_LOG_FORMAT",
+                "log-format",
+                &args.log_format,
+                reason,
+            )
         })?;
         Ok(Config {
             listen,
@@ -277,7 +265,7 @@ impl IssueToken {
             return None;
         };
         Some((|| {
-            let ttl = flowgate_proto::parse_duration(ttl)
+            let ttl = parse_duration(ttl)
                 .and_then(|d| {
                     if d.as_secs() == 0 {
                         Err("a token must live at least a second".to_owned())
@@ -285,12 +273,7 @@ impl IssueToken {
                         Ok(d)
                     }
                 })
-                .map_err(|reason| ConfigError {
-                    var: "issue-token",
-                    flag: "ttl",
-                    value: ttl.clone(),
-                    reason,
-                })?;
+                .map_err(|reason| ConfigError::new("issue-token", "ttl", ttl, reason))?;
             Ok(IssueToken {
                 secret: secret(args)?,
                 flow: flow.clone(),
@@ -304,11 +287,8 @@ impl IssueToken {
 /// The token secret, which must be there and long enough. Its value is never repeated
 /// in an error.
 fn secret(args: &Args) -> Result<Secret, ConfigError> {
-    let error = |reason: String| ConfigError {
-        var: "FLOW_SERVICE_TOKEN_SECRET",
-        flag: "token-secret",
-        value: "***".into(),
-        reason,
+    let error = |reason: String| {
+        ConfigError::new("FLOW_SERVICE_TOKEN_SECRET", "token-secret", "***", reason)
     };
     let text = args
         .token_secret

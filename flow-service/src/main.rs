@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use flow_service::config::{self, Args, Command, Config, IssueToken};
+use flowgate_cli::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match flowgate_cli::parse::<Args>() {
+        Ok(args) => args,
+        Err(e) => return e.report("flow-service"),
+    };
     if let Some(issue) = IssueToken::from_args(&args) {
         return issue_token(issue);
     }
@@ -25,13 +28,15 @@ async fn main() -> ExitCode {
     };
     if let Some(Command::Healthcheck {
         service,
+        timeout,
         timeout_ms,
     }) = command
     {
         // Exit 1 for every kind of failure: container runtimes read any non-zero
         // status as unhealthy, and Docker reserves 2.
         let addr = config::probe_address(config.listen);
-        return match healthcheck(addr, service, Duration::from_millis(timeout_ms)).await {
+        let timeout = timeout_ms.map_or(timeout.timeout, Duration::from_millis);
+        return match healthcheck(addr, service, timeout).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flow-service healthcheck: {e:#}");
@@ -159,18 +164,4 @@ async fn healthcheck(
     );
     println!("{addr}: {name} is SERVING");
     Ok(())
-}
-
-/// Completes on the first SIGTERM or SIGINT. The handlers are installed now, before
-/// the caller announces that it listens, so an early signal is never lost.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        }
-    })
 }

@@ -222,3 +222,38 @@ fn healthcheck_asks_the_running_service() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn healthcheck_timeout_is_a_duration() {
+    // Nothing listens on a port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let (code, _, stderr) = healthcheck(&listen, &["--timeout", "500ms"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The same spelling and the same refusals as the gateway's healthcheck.
+    for (timeout, expected) in [
+        (
+            "soon",
+            r#"flow-service healthcheck: invalid --timeout "soon": expected a duration"#,
+        ),
+        (
+            "2000",
+            r#"flow-service healthcheck: invalid --timeout "2000": 2000 has no unit"#,
+        ),
+        (
+            "0s",
+            r#"flow-service healthcheck: invalid --timeout "0s": must be more than 0"#,
+        ),
+    ] {
+        let (code, _, stderr) = healthcheck(&listen, &["--timeout", timeout]);
+        assert_eq!(code, Some(1), "{timeout}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{timeout}: {stderr}");
+        assert!(stderr.starts_with(expected), "{timeout}: {stderr}");
+    }
+}

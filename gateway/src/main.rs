@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
-use flowgate_gateway::config::{self, Args, Command, Config, TlsSource};
+use flowgate_cli::shutdown_signal;
+use flowgate_gateway::config::{self, AdminListen, Args, Command, Config, TlsSource};
 use flowgate_gateway::crypto::keys;
 use flowgate_gateway::server::ConnectionLimits;
 use flowgate_gateway::tls::Tls;
@@ -18,9 +18,13 @@ use flowgate_gateway::{AppState, Listeners, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match flowgate_cli::parse::<Args>() {
+        Ok(args) => args,
+        Err(e) => return e.report("flowgate-gateway"),
+    };
     if let Some(Command::Keygen { out, encrypt }) = &args.command {
-        return match keygen(out, *encrypt, args.private_key_passphrase.as_deref()) {
+        let passphrase = args.private_key_passphrase.as_ref().map(|p| p.expose());
+        return match keygen(out, *encrypt, passphrase) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flowgate-gateway keygen: {e:#}");
@@ -31,7 +35,7 @@ async fn main() -> ExitCode {
     if let Some(Command::Healthcheck { path, timeout }) = &args.command {
         // Exit 1 for every kind of failure: container runtimes read any non-zero
         // status as unhealthy, and Docker reserves 2.
-        return match healthcheck(&args.admin_listen, path, timeout) {
+        return match healthcheck(args.admin_listen, path, timeout.timeout) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flowgate-gateway healthcheck: {e:#}");
@@ -39,13 +43,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let limits = match ConnectionLimits::from_args(&args) {
-        Ok(limits) => limits,
-        Err(e) => {
-            eprintln!("flowgate-gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let limits = ConnectionLimits::from_args(&args);
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
@@ -106,7 +104,7 @@ async fn serve(config: Config, limits: ConnectionLimits) -> anyhow::Result<()> {
         tracing::info!(
             url = %format!("{base}{}", route.path),
             flow = ?route.flow,
-            mode = if matches!(route.mode, flowgate_gateway::config::ModeConfig::Plain) { "plain" } else { "meta" },
+            mode = %route.mode.mode(),
             backend = %route.backend,
             "route",
         );
@@ -161,16 +159,9 @@ fn keygen(out: &Path, encrypt: bool, passphrase: Option<&str>) -> anyhow::Result
 /// The admin listener speaks plain HTTP/1.1, so a request written by hand over a
 /// blocking socket is enough, and it keeps an HTTP client library out of the binary.
 /// Blocking is fine here: this is the whole process, nothing else runs meanwhile.
-fn healthcheck(admin_listen: &str, path: &str, timeout: &str) -> anyhow::Result<()> {
+/// `path` is checked and `timeout` above zero (see `config::Command::Healthcheck`).
+fn healthcheck(admin_listen: AdminListen, path: &str, timeout: Duration) -> anyhow::Result<()> {
     let addr = config::admin_probe_address(admin_listen)?;
-    let timeout = flowgate_proto::parse_duration(timeout)
-        .map_err(|reason| anyhow::anyhow!("invalid --timeout {timeout:?}: {reason}"))?;
-    anyhow::ensure!(!timeout.is_zero(), "--timeout must be more than 0");
-    // The path goes into the request line as is: refuse anything that could end it.
-    anyhow::ensure!(
-        path.starts_with('/') && !path.contains(|c: char| c.is_whitespace() || c.is_control()),
-        "invalid --path {path:?}: expected a path like /readyz"
-    );
     let deadline = Instant::now() + timeout;
     let remaining = || {
         deadline
@@ -210,18 +201,4 @@ fn healthcheck(admin_listen: &str, path: &str, timeout: &str) -> anyhow::Result<
     anyhow::ensure!(status == "200", "{addr}{path} answered {status}: {body}");
     println!("{body}");
     Ok(())
-}
-
-/// Completes on the first SIGTERM or SIGINT. The handlers are installed now, before
-/// the caller announces that it listens, so an early signal is never lost.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        }
-    })
 }

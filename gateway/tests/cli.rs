@@ -356,3 +356,116 @@ fn healthcheck_fails_fast_when_nothing_answers() {
         assert!(stderr.contains(expected), "{admin} {extra:?}: {stderr}");
     }
 }
+
+/// Runs the gateway with `args` and `env`; returns (exit code, stderr).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = gateway()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Flags, variables, and the start of the line the gateway must stop with.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn typed_values_are_refused_with_one_line_naming_variable_and_flag() {
+    let cases: &[Case] = &[
+        (
+            &["--mode", "json"],
+            &[],
+            r#"flowgate-gateway: invalid FLOWGATE_MODE (--mode) "json": expected plain or meta"#,
+        ),
+        (
+            &[],
+            &[("FLOWGATE_MODE", "Meta")],
+            r#"flowgate-gateway: invalid FLOWGATE_MODE (--mode) "Meta": expected plain or meta"#,
+        ),
+        (
+            &["--shutdown-grace", "15"],
+            &[],
+            r#"flowgate-gateway: invalid FLOWGATE_SHUTDOWN_GRACE (--shutdown-grace) "15": 15 has no unit; expected a duration like 10s, 1500ms, 15m, 24h or 7d"#,
+        ),
+        (
+            &[],
+            &[("FLOWGATE_DNS_REFRESH", "1.5s")],
+            r#"flowgate-gateway: invalid FLOWGATE_DNS_REFRESH (--dns-refresh) "1.5s": expected a duration like 10s, 1500ms, 15m, 24h or 7d"#,
+        ),
+        (
+            &["--backend", "http://flow-service"],
+            &[],
+            r#"flowgate-gateway: invalid FLOWGATE_BACKEND (--backend) "http://flow-service": invalid backend `http://flow-service`: `http://flow-service`: the port is required"#,
+        ),
+        (
+            &[],
+            &[("FLOWGATE_BACKEND", "flow-service:50051")],
+            r#"flowgate-gateway: invalid FLOWGATE_BACKEND (--backend) "flow-service:50051": "#,
+        ),
+        (
+            &[],
+            &[
+                ("FLOWGATE_MODE", "meta"),
+                ("FLOWGATE_PRIVATE_KEY", "k.pem"),
+                ("FLOWGATE_APP_SECRET", " , "),
+            ],
+            "flowgate-gateway: invalid FLOWGATE_APP_SECRET (--app-secret) (value hidden): no app secret in the list",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let (code, stderr) = run(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?} {env:?}: {stderr}");
+        assert!(stderr.starts_with(expected), "{args:?} {env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_route_file_secret_variable_without_a_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(
+        &file,
+        "[[route]]\npath = \"/whatsapp\"\nmode = \"meta\"\nprivate_keys = [\"k.pem\"]\napp_secrets_env = \"ROUTE_APP_SECRETS\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (code, stderr) = run(
+        &[],
+        &[("FLOWGATE_CONFIG", file), ("ROUTE_APP_SECRETS", ",, ")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "flowgate-gateway: invalid FLOWGATE_CONFIG route 1 (/whatsapp) in {file}: app_secrets_env: environment variable ROUTE_APP_SECRETS holds no secret"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_healthcheck_fails_with_1_whatever_is_wrong() {
+    // A variable the gateway cannot read stops a healthcheck too, with the status a
+    // container runtime expects of a failed one.
+    let (code, stderr) = run(&["healthcheck"], &[("FLOWGATE_ADMIN_LISTEN", "9464")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            r#"flowgate-gateway healthcheck: invalid FLOWGATE_ADMIN_LISTEN (--admin-listen) "9464": expected an address"#
+        ),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["healthcheck", "--timeout", "0s"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            r#"flowgate-gateway healthcheck: invalid --timeout "0s": must be more than 0"#
+        ),
+        "{stderr}"
+    );
+}

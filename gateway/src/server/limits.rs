@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Args, ConfigError};
+use crate::config::Args;
 
 /// Descriptors kept free for everything that is not a public connection: the
 /// listeners, the runtime, the gRPC connections to the flow service, name
@@ -66,64 +66,19 @@ impl Default for ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// Reads the `FLOWGATE_*` connection settings; each error names its variable.
-    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        let duration =
-            |var: &str, flag: &str, value: &str| match flowgate_proto::parse_duration(value) {
-                Ok(d) if !d.is_zero() => Ok(d),
-                Ok(_) => Err(invalid(var, flag, value, "must be more than 0")),
-                Err(reason) => Err(invalid(var, flag, value, &reason)),
-            };
-        let count = |var: &str, flag: &str, value: &str| {
-            value
-                .parse::<usize>()
-                .map_err(|_| invalid(var, flag, value, "expected a whole number"))
-        };
-        let max_connections = match args.max_connections.as_str() {
-            "auto" => None,
-            value => match count("FLOWGATE_MAX_CONNECTIONS", "max-connections", value)? {
-                0 => {
-                    let reason = "expected auto or a whole number above 0";
-                    return Err(invalid(
-                        "FLOWGATE_MAX_CONNECTIONS",
-                        "max-connections",
-                        value,
-                        reason,
-                    ));
-                }
-                n => Some(n),
-            },
-        };
-        Ok(Self {
-            handshake_timeout: duration(
-                "FLOWGATE_HANDSHAKE_TIMEOUT",
-                "handshake-timeout",
-                &args.handshake_timeout,
-            )?,
-            header_timeout: duration(
-                "FLOWGATE_HEADER_TIMEOUT",
-                "header-timeout",
-                &args.header_timeout,
-            )?,
-            idle_timeout: duration("FLOWGATE_IDLE_TIMEOUT", "idle-timeout", &args.idle_timeout)?,
-            keepalive_interval: duration(
-                "FLOWGATE_KEEPALIVE_INTERVAL",
-                "keepalive-interval",
-                &args.keepalive_interval,
-            )?,
-            keepalive_timeout: duration(
-                "FLOWGATE_KEEPALIVE_TIMEOUT",
-                "keepalive-timeout",
-                &args.keepalive_timeout,
-            )?,
-            max_connections,
-            max_connections_per_address: count(
-                "FLOWGATE_MAX_CONNECTIONS_PER_ADDRESS",
-                "max-connections-per-address",
-                &args.max_connections_per_address,
-            )?,
+    /// The connection settings from the command line and `FLOWGATE_*` variables
+    /// (already checked and typed by clap).
+    pub fn from_args(args: &Args) -> Self {
+        Self {
+            handshake_timeout: args.handshake_timeout,
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            keepalive_interval: args.keepalive_interval,
+            keepalive_timeout: args.keepalive_timeout,
+            max_connections: args.max_connections.0,
+            max_connections_per_address: args.max_connections_per_address,
             ..Self::default()
-        })
+        }
     }
 
     /// The public cap in force: the configured one, kept below what the open-file
@@ -159,26 +114,19 @@ fn open_file_limit() -> Option<usize> {
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-fn invalid(var: &str, flag: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError {
-        var: var.to_owned(),
-        flag: format!(" (--{flag})"),
-        value: format!("{value:?}"),
-        reason: reason.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use flowgate_cli::{ArgsError, ConfigError};
 
     use super::*;
 
     fn limits(extra: &[&str]) -> Result<ConnectionLimits, ConfigError> {
-        let args =
-            Args::try_parse_from(std::iter::once("flowgate-gateway").chain(extra.iter().copied()))
-                .unwrap();
-        ConnectionLimits::from_args(&args)
+        let argv = std::iter::once("flowgate-gateway").chain(extra.iter().copied());
+        match flowgate_cli::try_parse_from::<Args, _, _>(argv) {
+            Ok(args) => Ok(ConnectionLimits::from_args(&args)),
+            Err(ArgsError::Invalid { error, .. }) => Err(*error),
+            Err(other) => panic!("{other:?}"),
+        }
     }
 
     #[test]

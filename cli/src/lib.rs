@@ -1,0 +1,24 @@
+//! What the two flowgate binaries (`flowgate-gateway`, `flow-service`) share on the
+//! command line. It is for binaries only: a flow author's crate never depends on it.
+//!
+//! Reading order:
+//! - [`ConfigError`] — a configuration value that cannot be used, as one line naming the
+//!   variable and its flag: `invalid VAR (--flag) "value": reason`.
+//! - [`checked`] — a clap value parser from a plain `fn(&str) -> Result<T, String>`, whose
+//!   refusals become [`ConfigError`]s; [`parse`] reads the command line and environment
+//!   and hands those back as [`ArgsError::Invalid`] instead of clap's usage screen.
+//! - [`parse_duration`] — durations like `10s`, `1500ms`, `15m`, `24h`, `7d` (humantime).
+//! - [`HealthcheckTimeout`] — the `--timeout` flag of both `healthcheck` subcommands.
+//! - [`shutdown_signal`] — completes on the first SIGTERM or SIGINT.
+
+mod args;
+mod duration;
+mod error;
+mod shutdown;
+
+pub use args::{
+    ArgsError, Checked, HEALTHCHECK, HealthcheckTimeout, checked, parse, try_parse_from,
+};
+pub use duration::{parse_duration, positive_duration};
+pub use error::{ConfigError, Shown};
+pub use shutdown::shutdown_signal;
