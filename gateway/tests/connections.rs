@@ -104,6 +104,16 @@ impl Gateway {
             assert!(Instant::now() < deadline, "never ready: {:?}", gateway.log);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The readiness pings' connections close asynchronously: wait until the
+        // gateway has let go of them, so each test starts with every slot free.
+        while gateway
+            .metric(r#"flowgate_connections_open{listener="public"}"#)
+            .await
+            > 0.0
+        {
+            assert!(Instant::now() < deadline, "a readiness connection stayed open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         gateway
     }
 
