@@ -12,13 +12,16 @@ use serde_json::{Map, Value, json};
 
 use crate::layout::Component;
 
+/// A screen's form values and data, as a user left it.
+pub type Visited = (Map<String, Value>, Map<String, Value>);
+
 /// What bindings see: the current screen's form and data, and those of the screens
 /// visited before (`${screen.NAME.form.x}`, `${screen.NAME.data.x}`).
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     pub form: Map<String, Value>,
     pub data: Map<String, Value>,
-    pub screens: BTreeMap<String, (Map<String, Value>, Map<String, Value>)>,
+    pub screens: BTreeMap<String, Visited>,
 }
 
 impl Scope {
