@@ -1,0 +1,332 @@
+//! The gRPC transport: the walk straight against a `flowgate.v1.FlowService`, and the
+//! checks only the contract has: `grpc.health.v1`, `NOT_FOUND` for an unknown flow,
+//! and a repeated idempotency key answered with the first outcome.
+
+use std::time::{Duration, Instant};
+
+use flowgate_proto::json::{struct_from_json, struct_to_json};
+use flowgate_proto::v1::flow_response::Outcome as Wire;
+use flowgate_proto::v1::flow_service_client::FlowServiceClient;
+use flowgate_proto::v1::{
+    BackRequest, DataExchangeRequest, FlowResponse, FlowTokenSignature, InitRequest,
+    NotifyErrorRequest, RequestContext,
+};
+use flowgate_sdk::{Action, Outcome};
+use serde_json::Value;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::report::Report;
+use crate::walk::{Call, Reply, Transport, VERSION};
+
+/// The deadline of each call: the gateway's budget for a request.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How to reach a flow service.
+#[derive(Default)]
+pub struct GrpcOptions {
+    /// `http://HOST:PORT`, or `https://…` with `ca_pem`.
+    pub url: String,
+    /// The flow under test, as the gateway would name it in `RequestContext.flow`.
+    pub flow: String,
+    /// Sent as `authorization: Bearer …` metadata.
+    pub bearer: Option<String>,
+    /// PEM certificates to trust for TLS.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and key (PEM) for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for GrpcOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcOptions")
+            .field("url", &self.url)
+            .field("flow", &self.flow)
+            .field("bearer", &self.bearer.is_some())
+            .field("tls", &self.ca_pem.is_some())
+            .field("mtls", &self.identity.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("{0}: an https:// flow service needs --ca")]
+    NeedsCa(String),
+    #[error("{0}: not a URL: {1}")]
+    Url(String, String),
+    #[error("the bearer token is not valid metadata")]
+    Bearer,
+    #[error("cannot reach {url}: {source}")]
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A call that can be sent again with the same idempotency key.
+#[derive(Debug, Clone)]
+enum Repeatable {
+    Init(InitRequest),
+    Exchange(DataExchangeRequest),
+}
+
+/// A flow service under test.
+pub struct Grpc {
+    flows: FlowServiceClient<Channel>,
+    health: HealthClient<Channel>,
+    flow: String,
+    bearer: Option<MetadataValue<Ascii>>,
+    /// The first INIT of the run, and its answer.
+    first_init: Option<(Repeatable, FlowResponse)>,
+    /// The last call that completed a flow, and its answer: repeating it shows
+    /// whether the handler runs twice (single use would refuse a rerun).
+    last_completion: Option<(Repeatable, FlowResponse)>,
+}
+
+impl std::fmt::Debug for Grpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grpc")
+            .field("flow", &self.flow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grpc {
+    pub async fn connect(options: GrpcOptions) -> Result<Self, GrpcError> {
+        let connect = |source| GrpcError::Connect {
+            url: options.url.clone(),
+            source,
+        };
+        let mut endpoint = Channel::from_shared(options.url.clone())
+            .map_err(|e| GrpcError::Url(options.url.clone(), e.to_string()))?
+            .connect_timeout(Duration::from_secs(5));
+        if options.ca_pem.is_some() || options.identity.is_some() {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &options.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &options.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(connect)?;
+        } else if options.url.starts_with("https:") {
+            return Err(GrpcError::NeedsCa(options.url));
+        }
+        let channel = endpoint.connect().await.map_err(connect)?;
+        let bearer = options
+            .bearer
+            .map(|t| format!("Bearer {t}").parse().map_err(|_| GrpcError::Bearer))
+            .transpose()?;
+        Ok(Self {
+            flows: FlowServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            flow: options.flow,
+            bearer,
+            first_init: None,
+            last_completion: None,
+        })
+    }
+
+    fn request<M>(&self, message: M) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        // A per-call deadline travels as `grpc-timeout`; `Endpoint::timeout` would not.
+        request.set_timeout(DEADLINE);
+        if let Some(bearer) = &self.bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        request
+    }
+
+    fn context(&self, flow: &str) -> RequestContext {
+        RequestContext {
+            flow: flow.to_owned(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            attempt: 1,
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            version: VERSION.to_owned(),
+            signature_verified: false,
+            flow_token_signature: FlowTokenSignature::Unchecked.into(),
+        }
+    }
+
+    /// Health, an unknown flow, and an error notification.
+    pub async fn preflight(&mut self, report: &mut Report) {
+        let health = self
+            .health
+            .check(self.request(HealthCheckRequest {
+                service: String::new(),
+            }))
+            .await;
+        report.record(
+            "grpc.health.v1 Check answers SERVING",
+            match health {
+                Ok(answer) if answer.get_ref().status() == ServingStatus::Serving => Ok(()),
+                Ok(answer) => Err(format!("status {:?}", answer.get_ref().status())),
+                Err(status) => Err(describe(&status)),
+            },
+        );
+        let unknown = format!("conform-no-such-flow-{}", uuid::Uuid::new_v4().simple());
+        let init = InitRequest {
+            context: Some(self.context(&unknown)),
+            flow_token: format!("conform-{}", uuid::Uuid::new_v4()),
+            screen: String::new(),
+            data: None,
+        };
+        let answer = self.flows.init(self.request(init)).await;
+        report.record(
+            "an unknown flow answers NOT_FOUND",
+            match answer {
+                Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+                Err(status) => Err(describe(&status)),
+                Ok(_) => Err(format!("flow `{unknown}` was answered with an outcome")),
+            },
+        );
+        let notice = NotifyErrorRequest {
+            context: Some(self.context(&self.flow)),
+            flow_token: format!("conform-{}", uuid::Uuid::new_v4()),
+            screen: String::new(),
+            action: "data_exchange".into(),
+            error_key: "conform-check".into(),
+            error_message: "A deliberate error notification from flowgate-conform.".into(),
+            data: None,
+        };
+        let answer = self.flows.notify_error(self.request(notice)).await;
+        report.record(
+            "NotifyError is acknowledged",
+            answer.map(drop).map_err(|s| describe(&s)),
+        );
+    }
+
+    /// Sends the run's last completing call (else its first INIT) again with the same
+    /// idempotency key: the answer must be the first one, unchanged.
+    pub async fn idempotency(&mut self, report: &mut Report) {
+        let name = "a repeated idempotency key gets the first outcome";
+        let Some((call, first)) = self.last_completion.clone().or(self.first_init.clone()) else {
+            report.fail(
+                name,
+                "no call of the walk was answered, so none could be repeated",
+            );
+            return;
+        };
+        let (what, again) = match call {
+            Repeatable::Init(message) => ("INIT", self.flows.init(self.request(message)).await),
+            Repeatable::Exchange(message) => (
+                "the completing data_exchange",
+                self.flows.data_exchange(self.request(message)).await,
+            ),
+        };
+        report.record(
+            name,
+            match again {
+                Ok(answer) if answer.get_ref() == &first => Ok(()),
+                Ok(answer) => Err(format!(
+                    "{what} repeated with its idempotency key answered {}, the first time {} \
+                     (the handler ran again)",
+                    summary(answer.get_ref()),
+                    summary(&first)
+                )),
+                Err(status) => Err(format!("{what} repeated: {}", describe(&status))),
+            },
+        );
+    }
+}
+
+impl Transport for Grpc {
+    async fn call(&mut self, call: &Call) -> Result<Reply, String> {
+        let data = struct_from_json(&call.data, "data").map_err(|e| e.to_string())?;
+        let context = Some(self.context(&self.flow));
+        let (token, screen) = (call.flow_token.clone(), call.screen.clone());
+        let started = Instant::now();
+        let (repeatable, answer) = match call.action {
+            Action::Init => {
+                let message = InitRequest {
+                    context,
+                    flow_token: token,
+                    screen,
+                    data: Some(data),
+                };
+                let answer = self.flows.init(self.request(message.clone())).await;
+                (Some(Repeatable::Init(message)), answer)
+            }
+            Action::DataExchange => {
+                let message = DataExchangeRequest {
+                    context,
+                    flow_token: token,
+                    screen,
+                    data: Some(data),
+                };
+                let answer = self
+                    .flows
+                    .data_exchange(self.request(message.clone()))
+                    .await;
+                (Some(Repeatable::Exchange(message)), answer)
+            }
+            Action::Back => {
+                let message = BackRequest {
+                    context,
+                    flow_token: token,
+                    screen,
+                    data: Some(data),
+                };
+                (None, self.flows.back(self.request(message)).await)
+            }
+        };
+        let latency = started.elapsed();
+        let response = answer.map_err(|s| describe(&s))?.into_inner();
+        let outcome = outcome(&response)?;
+        if let Some(repeatable) = repeatable {
+            match (&repeatable, &outcome) {
+                (Repeatable::Exchange(_), Outcome::Complete { .. }) => {
+                    self.last_completion = Some((repeatable, response));
+                }
+                (Repeatable::Init(_), _) if self.first_init.is_none() => {
+                    self.first_init = Some((repeatable, response));
+                }
+                _ => {}
+            }
+        }
+        Ok(Reply { outcome, latency })
+    }
+}
+
+/// A `FlowResponse` as the SDK's [`Outcome`].
+pub fn outcome(response: &FlowResponse) -> Result<Outcome, String> {
+    let object = |s: &Option<prost_types::Struct>, root| {
+        struct_to_json(&s.clone().unwrap_or_default(), root)
+            .map(Value::Object)
+            .map_err(|e| e.to_string())
+    };
+    Ok(match &response.outcome {
+        None => return Err("a FlowResponse without an outcome".into()),
+        Some(Wire::NextScreen(next)) => Outcome::Screen {
+            screen: next.screen.clone(),
+            data: object(&next.data, "data")?,
+            error_message: next.error_message.clone(),
+        },
+        Some(Wire::Complete(complete)) => Outcome::Complete {
+            params: object(&complete.params, "params")?,
+        },
+        Some(Wire::TokenInvalid(invalid)) => Outcome::TokenInvalid {
+            message: invalid.message.clone(),
+        },
+    })
+}
+
+fn summary(response: &FlowResponse) -> String {
+    match outcome(response) {
+        Ok(Outcome::Screen { screen, .. }) => format!("screen `{screen}`"),
+        Ok(Outcome::Complete { params }) => format!("completion with {params}"),
+        Ok(Outcome::TokenInvalid { message }) => format!("token no longer valid ({message:?})"),
+        Err(reason) => reason,
+    }
+}
+
+fn describe(status: &tonic::Status) -> String {
+    format!("gRPC {:?}: {}", status.code(), status.message())
+}

@@ -1,0 +1,175 @@
+//! Deliberately broken implementations, each named correctly in the report: a
+//! screen outside the routing model, a missing declared field, a wrong type, a slow
+//! answer (behind the real gateway, served without strict mode so the answers
+//! leave), and a plain JSON answer on an encrypted route (a tiny HTTPS endpoint).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use flow_service::sdk::{Flow, FlowError, Outcome, Request};
+use flow_service::service::Flows;
+use flowgate_e2e::{Gateway, GatewayOptions, Service};
+use serde_json::json;
+
+const WELCOME: &str = "Welcome!";
+
+/// What the `signup` look-alike gets wrong.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// A valid email moves to `ELSEWHERE`, a screen the Flow JSON does not have.
+    OffModel,
+    /// INIT answers `WELCOME_SCREEN` without its declared `welcome_message`.
+    MissingField,
+    /// INIT answers `welcome_message` as a number.
+    WrongType,
+    /// Every answer takes 1.2 s.
+    Slow,
+}
+
+/// `signup.json`'s screens with one fault.
+#[derive(Debug)]
+struct Broken(Fault);
+
+#[async_trait::async_trait]
+impl Flow for Broken {
+    async fn init(&self, _request: Request) -> Result<Outcome, FlowError> {
+        self.pause().await;
+        Ok(match self.0 {
+            Fault::MissingField => Outcome::screen("WELCOME_SCREEN", json!({})),
+            Fault::WrongType => Outcome::screen("WELCOME_SCREEN", json!({"welcome_message": 42})),
+            _ => Outcome::screen("WELCOME_SCREEN", json!({"welcome_message": WELCOME})),
+        })
+    }
+
+    async fn data_exchange(&self, request: Request) -> Result<Outcome, FlowError> {
+        self.pause().await;
+        let email = request
+            .data
+            .get("email")
+            .and_then(|e| e.as_str())
+            .unwrap_or("");
+        Ok(match request.screen.as_str() {
+            "CONFIRMATION_SCREEN" => Outcome::Complete {
+                params: json!({"email": email}),
+            },
+            _ if !email.contains('@') => {
+                Outcome::screen("WELCOME_SCREEN", json!({"welcome_message": WELCOME}))
+                    .with_error("Please enter a valid email address.")
+            }
+            _ => match self.0 {
+                Fault::OffModel => Outcome::screen("ELSEWHERE", json!({})),
+                _ => Outcome::screen("CONFIRMATION_SCREEN", json!({"user_email": email})),
+            },
+        })
+    }
+}
+
+impl Broken {
+    async fn pause(&self) {
+        if let Fault::Slow = self.0 {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+    }
+}
+
+/// Runs the walk through the real gateway in front of a service holding only the
+/// broken flow (not strict, so its answers leave).
+async fn report(fault: Fault) -> flowgate_conform::report::Report {
+    let flows = Flows::new().register("signup", Broken(fault));
+    let service = Service::serve("127.0.0.1:0".parse().unwrap(), flows).await;
+    let gateway = Gateway::start(GatewayOptions::new(service.url())).await;
+    let url = format!("{}/flows/signup", gateway.base);
+    endpoint(url, gateway.cert_pem.as_deref().unwrap(), "signup", false).await
+}
+
+#[tokio::test]
+async fn a_screen_outside_the_routing_model_is_named() {
+    let report = report(Fault::OffModel).await;
+    assert!(!report.success());
+    let reason = report
+        .failure("walk 1: data_exchange on WELCOME_SCREEN")
+        .expect("the move is a failure");
+    assert!(reason.contains("`ELSEWHERE`"), "{reason}");
+    assert!(reason.contains("invalid-screen-transition"), "{reason}");
+    // The next screen was never reached, and that is a failure too, not a skip.
+    let unreached = report
+        .failure("screen CONFIRMATION_SCREEN reached")
+        .unwrap();
+    assert!(unreached.contains("`WELCOME_SCREEN`"), "{unreached}");
+}
+
+#[tokio::test]
+async fn a_missing_declared_field_is_named() {
+    let report = report(Fault::MissingField).await;
+    let reason = report.failure("walk 1: INIT").expect("INIT fails");
+    assert!(reason.contains("screen `WELCOME_SCREEN`"), "{reason}");
+    assert!(
+        reason.contains("declared field `welcome_message` is missing"),
+        "{reason}"
+    );
+    assert!(reason.contains("payload-schema-error"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_wrong_type_is_named() {
+    let report = report(Fault::WrongType).await;
+    let reason = report.failure("walk 1: INIT").expect("INIT fails");
+    assert!(
+        reason.contains("`welcome_message` should be a string, found a number"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_answer_fails_the_p90() {
+    let report = report(Fault::Slow).await;
+    // Every answer is otherwise right.
+    assert!(report.failure("walk 1").is_none(), "{}", report.text());
+    let reason = report.failure("latency p90").expect("p90 fails");
+    assert!(
+        reason.contains("past WhatsApp's 1 s alert threshold"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_json_answer_on_an_encrypted_route_is_named() {
+    use axum::routing::post;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert_pem.clone().into_bytes(),
+        key_pem.into_bytes(),
+    )
+    .await
+    .unwrap();
+    // Answers every request in plain JSON, as an endpoint that forgot to encrypt.
+    let app = axum::Router::new().route(
+        "/flow",
+        post(|| async { axum::Json(json!({"data": {"status": "active"}})) }),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+    tokio::spawn(server.serve(app.into_make_service()));
+    let report = endpoint(
+        format!("https://localhost:{port}/flow"),
+        &cert_pem,
+        "signup",
+        true,
+    )
+    .await;
+    let reason = report.failure("ping").expect("ping fails");
+    assert!(
+        reason.contains("a plain JSON answer on an encrypted route"),
+        "{reason}"
+    );
+    let reason = report.failure("walk 1: INIT").expect("INIT fails");
+    assert!(
+        reason.contains("a plain JSON answer on an encrypted route"),
+        "{reason}"
+    );
+    assert!(report.failure("undecryptable body answers 421").is_some());
+}
