@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use flow_service::service::FlowServer;
-use flow_service::store::Store;
+use flow_service::store::MemoryStore;
 use flowgate_conform::Target;
 use flowgate_conform::grpc::GrpcOptions;
 use flowgate_proto::v1::flow_service_server::FlowServiceServer;
@@ -16,7 +16,7 @@ async fn grpc_mode_speaks_tls_with_the_given_ca() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     let flows = flow_service::flows::reference().strict(true);
-    let service = FlowServer::new(flows, Store::memory().await.unwrap());
+    let service = FlowServer::new(flows, std::sync::Arc::new(MemoryStore::default()));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
