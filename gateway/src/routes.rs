@@ -316,7 +316,11 @@ async fn handle(state: &RouteState, flow: &str, headers: &HeaderMap, body: Body)
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            context.set_flow_token_signature(state.route.envelope.check_token_signature(jwt, now));
+            context.set_flow_token_signature(state.route.envelope.check_token_signature(
+                jwt,
+                inbound.flow_token(),
+                now,
+            ));
         }
         let deadline = deadline - state.answer_margin();
         match exchange(state, flow, &inbound, context, deadline).await {
