@@ -10,7 +10,8 @@
 //! 2. The body is `{"encrypted_flow_data","encrypted_aes_key","initial_vector"}`, all
 //!    base64; the AES-128 key is RSA-OAEP (SHA-256, MGF1-SHA-256) under one of the
 //!    private keys; the payload is AES-128-GCM with the 16-byte IV, tag appended.
-//!    Any failure here → 421, so the client re-fetches the public key and retries.
+//!    Any failure here → 421, so the client re-fetches the public key and retries;
+//!    that includes an AES key of any length but 16 bytes.
 //! 3. Every answer is AES-128-GCM under the same key with the IV's bytes inverted,
 //!    tag appended, base64, sent as a `text/plain` body.
 
@@ -25,7 +26,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{MetaConfig, ModeConfig};
-use crate::crypto::gcm;
+use zeroize::Zeroizing;
+
+use crate::crypto::aead;
 use crate::crypto::keys::{KeyError, PrivateKey};
 use crate::crypto::signature::{AppSecrets, TokenSignature};
 use crate::error::GatewayError;
@@ -161,16 +164,18 @@ impl Envelope {
         })
     }
 
-    /// Checks a `flow_token_signature` with the route's app secrets.
+    /// Checks a `flow_token_signature` with the route's app secrets, for the
+    /// request's `flow_token` (a JWT whose claims name another token is invalid).
     pub fn check_token_signature(
         &self,
         jwt: &str,
+        flow_token: Option<&str>,
         now: u64,
     ) -> flowgate_proto::v1::FlowTokenSignature {
         use flowgate_proto::v1::FlowTokenSignature as S;
         match self {
             Envelope::Meta(meta) => match &meta.secrets {
-                Some(secrets) => match secrets.verify_jwt(jwt, now) {
+                Some(secrets) => match secrets.verify_jwt(jwt, flow_token, now) {
                     TokenSignature::Valid => S::Valid,
                     TokenSignature::Invalid => S::Invalid,
                 },
@@ -202,8 +207,11 @@ impl Meta {
             .keys
             .iter()
             .find_map(|key| key.decrypt(&encrypted_key))
+            .map(Zeroizing::new)
             .ok_or("encrypted_aes_key does not decrypt with any private key")?;
-        let key = gcm::Key::new(&aes_key).map_err(|_| "the AES key is not 16 or 32 bytes")?;
+        // The protocol is AES-128: a key of another length is refused like any key
+        // that does not decrypt, so the client starts over with the right public key.
+        let key = aead::Key::new(&aes_key).map_err(|_| "the AES key is not 16 bytes")?;
         let payload = key
             .open(&iv, &[], &sealed)
             .map_err(|_| "encrypted_flow_data fails authentication")?;
@@ -223,7 +231,7 @@ pub enum Sealer {
     Plain,
     /// The request's AES key and the inverted IV.
     Meta {
-        key: Box<gcm::Key>,
+        key: Box<aead::Key>,
         iv: [u8; 16],
     },
 }
@@ -237,7 +245,7 @@ impl Sealer {
                 let plaintext = serde_json::to_vec(answer).expect("JSON values serialise");
                 let sealed = key
                     .seal(iv, &[], &plaintext)
-                    .expect("a 16-byte IV is valid");
+                    .expect("an answer is far below AES-GCM's 64 GiB limit");
                 let mut response = (status, STANDARD.encode(sealed)).into_response();
                 response
                     .headers_mut()
@@ -273,29 +281,40 @@ mod tests {
     use super::*;
     use crate::crypto::keys;
 
+    /// RSA-OAEP-SHA256 of `aes_key` under the public key, as a WhatsApp client does.
+    fn wrap_key(public_key_der: &[u8], aes_key: &[u8]) -> Vec<u8> {
+        let public =
+            OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(public_key_der).unwrap())
+                .unwrap();
+        let mut out = vec![0u8; public.ciphertext_size()];
+        public
+            .encrypt(&OAEP_SHA256_MGF1SHA256, aes_key, &mut out, None)
+            .unwrap()
+            .to_vec()
+    }
+
+    fn body(encrypted_key: &[u8], iv: &[u8; 16], data: &[u8]) -> Vec<u8> {
+        serde_json::json!({
+            "encrypted_flow_data": STANDARD.encode(data),
+            "encrypted_aes_key": STANDARD.encode(encrypted_key),
+            "initial_vector": STANDARD.encode(iv),
+        })
+        .to_string()
+        .into_bytes()
+    }
+
     /// Seals a payload as a WhatsApp client does; returns the body and the AES key and IV.
     fn seal(public_key_der: &[u8], payload: &[u8]) -> (Vec<u8>, [u8; 16], [u8; 16]) {
         let rng = SystemRandom::new();
         let (mut aes_key, mut iv) = ([0u8; 16], [0u8; 16]);
         rng.fill(&mut aes_key).unwrap();
         rng.fill(&mut iv).unwrap();
-        let public =
-            OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(public_key_der).unwrap())
-                .unwrap();
-        let mut out = vec![0u8; public.ciphertext_size()];
-        let encrypted_key = public
-            .encrypt(&OAEP_SHA256_MGF1SHA256, &aes_key, &mut out, None)
-            .unwrap();
-        let data = gcm::Key::new(&aes_key)
+        let data = aead::Key::new(&aes_key)
             .unwrap()
             .seal(&iv, &[], payload)
             .unwrap();
-        let body = serde_json::json!({
-            "encrypted_flow_data": STANDARD.encode(data),
-            "encrypted_aes_key": STANDARD.encode(encrypted_key),
-            "initial_vector": STANDARD.encode(iv),
-        });
-        (body.to_string().into_bytes(), aes_key, iv)
+        let encrypted_key = wrap_key(public_key_der, &aes_key);
+        (body(&encrypted_key, &iv, &data), aes_key, iv)
     }
 
     fn meta(secrets: Option<AppSecrets>) -> (Envelope, Vec<u8>) {
@@ -336,7 +355,7 @@ mod tests {
             panic!("meta sealer")
         };
         assert_eq!(flipped, &iv.map(|b| b ^ 0xff));
-        let again = gcm::Key::new(&aes_key)
+        let again = aead::Key::new(&aes_key)
             .unwrap()
             .seal(flipped, &[], br#"{"data":{"status":"active"}}"#)
             .unwrap();
@@ -361,5 +380,33 @@ mod tests {
             let err = envelope.open(&HeaderMap::new(), body.into()).unwrap_err();
             assert_eq!((err.code(), err.status().as_u16()), (code, 421));
         }
+    }
+
+    /// Meta's protocol is AES-128. A payload sealed with AES-256-GCM under a 32-byte
+    /// key, itself properly wrapped with the route's public key, is refused with 421.
+    #[test]
+    fn a_32_byte_aes_key_is_refused() {
+        use aes_gcm::aead::consts::U16;
+        use aes_gcm::aead::{Aead, KeyInit};
+        use aes_gcm::aes::Aes256;
+
+        let (envelope, public) = meta(None);
+        let (aes_key, iv) = ([0x42u8; 32], [0x24u8; 16]);
+        let data = aes_gcm::AesGcm::<Aes256, U16>::new_from_slice(&aes_key)
+            .unwrap()
+            .encrypt(
+                aes_gcm::Nonce::<U16>::from_slice(&iv),
+                &br#"{"action":"ping"}"#[..],
+            )
+            .unwrap();
+        let request = body(&wrap_key(&public, &aes_key), &iv, &data);
+        let err = envelope
+            .open(&HeaderMap::new(), request.into())
+            .unwrap_err();
+        assert_eq!((err.code(), err.status().as_u16()), ("cannot_decrypt", 421));
+
+        // The same envelope opens a 16-byte key's request: only the key length differs.
+        let (request, _, _) = seal(&public, br#"{"action":"ping"}"#);
+        assert!(envelope.open(&HeaderMap::new(), request.into()).is_ok());
     }
 }

@@ -353,7 +353,11 @@ async fn exchange(
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        context.set_flow_token_signature(state.route.envelope.check_token_signature(jwt, now));
+        context.set_flow_token_signature(state.route.envelope.check_token_signature(
+            jwt,
+            inbound.flow_token(),
+            now,
+        ));
     }
     let deadline = deadline - state.answer_margin();
     match call(state, flow, &inbound, context, deadline).await {

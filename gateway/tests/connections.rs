@@ -111,7 +111,10 @@ impl Gateway {
             .await
             > 0.0
         {
-            assert!(Instant::now() < deadline, "a readiness connection stayed open");
+            assert!(
+                Instant::now() < deadline,
+                "a readiness connection stayed open"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         gateway

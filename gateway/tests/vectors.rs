@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use flowgate_gateway::config::{MetaConfig, ModeConfig, Secret};
-use flowgate_gateway::crypto::gcm;
+use flowgate_gateway::crypto::aead;
 use flowgate_gateway::crypto::keys::{KeyError, PrivateKey};
 use flowgate_gateway::crypto::signature::AppSecrets;
 use flowgate_gateway::envelope::{Envelope, SIGNATURE_HEADER};
@@ -66,9 +66,9 @@ fn encrypts_the_public_response_vector() {
         .unwrap();
     assert_eq!(aes_key.len(), 16);
     let iv = b64(&v, "/flow_request/request_body/initial_vector");
-    let flipped: Vec<u8> = iv.iter().map(|b| b ^ 0xff).collect();
+    let flipped: [u8; 16] = std::array::from_fn(|i| iv[i] ^ 0xff);
     let plaintext = text(&v, "/flow_request/response_plaintext_utf8");
-    let sealed = gcm::Key::new(&aes_key)
+    let sealed = aead::Key::new(&aes_key)
         .unwrap()
         .seal(&flipped, &[], plaintext.as_bytes())
         .unwrap();
@@ -87,7 +87,7 @@ fn encrypts_the_public_response_vector() {
     let answer: Value = serde_json::from_str(plaintext).unwrap();
     let response = opened.sealer.seal(StatusCode::OK, &answer);
     let bytes = futures_body(response);
-    let decrypted = gcm::Key::new(&aes_key)
+    let decrypted = aead::Key::new(&aes_key)
         .unwrap()
         .open(&flipped, &[], &STANDARD.decode(bytes).unwrap())
         .unwrap();

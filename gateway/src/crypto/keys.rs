@@ -1,40 +1,31 @@
 //! RSA private keys for Meta's encrypted endpoint: loading PEM (PKCS#1, PKCS#8,
 //! or PKCS#8 encrypted with PBES2), generating a key pair, and the OAEP decryption
-//! of the request's AES key. All cryptography is aws-lc-rs's.
+//! of the request's AES key.
+//!
+//! The RSA operations and key generation are aws-lc-rs's. The key file structures
+//! (PEM, PKCS#1, PKCS#8, and PBES2 with its PBKDF2 and block cipher) are RustCrypto's
+//! `pkcs1`, `pkcs8` and `pkcs5`, since aws-lc-rs reads only unencrypted PKCS#8.
 
-use std::num::NonZeroU32;
-
-use aws_lc_rs::cipher::{
-    AES_128, AES_192, AES_256, DecryptionContext, PaddedBlockDecryptingKey,
-    PaddedBlockEncryptingKey, UnboundCipherKey,
-};
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::iv::FixedLength;
-use aws_lc_rs::pbkdf2;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{
     KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey,
 };
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-
-use super::der::{self, DerError, Reader};
-
-// Object identifiers (DER contents).
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const OID_PBES2: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0d];
-const OID_PBKDF2: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0c];
-const OID_HMAC_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x07];
-const OID_HMAC_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x09];
-const OID_HMAC_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x0a];
-const OID_HMAC_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x0b];
-const OID_DES_EDE3_CBC: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x03, 0x07];
-const OID_AES128_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02];
-const OID_AES192_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x16];
-const OID_AES256_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a];
+use pkcs8::der::pem::{LineEnding, PemLabel};
+use pkcs8::der::{Decode, Encode};
+use pkcs8::pkcs5::{self, pbes2};
+use pkcs8::{EncryptedPrivateKeyInfo, PrivateKeyInfo};
+use zeroize::Zeroizing;
 
 /// PBKDF2 iterations for keys this crate encrypts (OWASP's 2023 figure for HMAC-SHA256).
 const KEYGEN_ITERATIONS: u32 = 600_000;
+
+/// The most PBKDF2 iterations a key file may ask for. The count is the file's to
+/// choose, and the derivation runs before anything else can be checked, so a
+/// damaged or hostile file could otherwise hold the start for hours (u32::MAX rounds
+/// of HMAC-SHA-512). Ten million is over ten times OWASP's 2023 advice for
+/// HMAC-SHA256 (600,000), and takes a few seconds at most on a server core.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
 /// Why a key could not be loaded. Messages never contain key material or passphrases.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,17 +47,20 @@ pub enum KeyError {
     LegacyEncryption,
     #[error("unsupported key encryption: {0}")]
     Unsupported(&'static str),
+    #[error(
+        "the key asks for {0} PBKDF2 iterations, more than the {MAX_PBKDF2_ITERATIONS} allowed; \
+         re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -iter 600000`"
+    )]
+    TooManyIterations(u32),
     #[error("the key is malformed")]
     Malformed,
     #[error("not a usable RSA key (2048 to 8192 bits): {0}")]
     Rejected(String),
 }
 
-impl From<DerError> for KeyError {
-    fn from(_: DerError) -> Self {
-        KeyError::Malformed
-    }
-}
+/// What `openssl pkcs8 -v2` and this crate write, and what is read.
+const SUPPORTED: &str =
+    "PBES2 with PBKDF2 (HMAC-SHA1/256/384/512) and AES-128/192/256-CBC or DES-EDE3-CBC";
 
 /// An RSA private key ready for RSA-OAEP (SHA-256, MGF1-SHA-256) decryption.
 pub struct PrivateKey {
@@ -84,19 +78,26 @@ impl PrivateKey {
     /// Reads the first private key in a PEM text. `passphrase` is needed for an
     /// `ENCRYPTED PRIVATE KEY` and ignored otherwise.
     pub fn from_pem(pem: &str, passphrase: Option<&[u8]>) -> Result<Self, KeyError> {
-        let (label, headers, der) = first_pem_block(pem)?;
-        if headers.contains("ENCRYPTED") {
+        let block = first_private_key_block(pem)?;
+        // RFC 7468 has no headers; OpenSSL's legacy encryption puts its parameters
+        // there. Name that case before the strict decoder refuses it as malformed.
+        if block.contains("Proc-Type:") && block.contains("ENCRYPTED") {
             return Err(KeyError::LegacyEncryption);
         }
-        let pkcs8 = match label {
-            "PRIVATE KEY" => der,
-            "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der),
-            "ENCRYPTED PRIVATE KEY" => {
-                decrypt_pkcs8(&der, passphrase.ok_or(KeyError::PassphraseMissing)?)?
-            }
-            _ => return Err(KeyError::NoPem),
-        };
-        Self::from_pkcs8(&pkcs8)
+        let (label, der) = pem_rfc7468::decode_vec(block.as_bytes()).map_err(|e| match e {
+            pem_rfc7468::Error::Base64(_) => KeyError::Base64,
+            _ => KeyError::Malformed,
+        })?;
+        let der = Zeroizing::new(der);
+        match label {
+            "PRIVATE KEY" => Self::from_pkcs8(&der),
+            "RSA PRIVATE KEY" => Self::from_pkcs8(&pkcs1_to_pkcs8(&der)?),
+            "ENCRYPTED PRIVATE KEY" => Self::from_pkcs8(&decrypt_pkcs8(
+                &der,
+                passphrase.ok_or(KeyError::PassphraseMissing)?,
+            )?),
+            _ => Err(KeyError::NoPem),
+        }
     }
 
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
@@ -110,7 +111,7 @@ impl PrivateKey {
 
     /// RSA-OAEP-SHA256 decryption; `None` when this key did not encrypt `ciphertext`.
     pub fn decrypt(&self, ciphertext: &[u8]) -> Option<Vec<u8>> {
-        let mut out = vec![0u8; self.oaep.min_output_size()];
+        let mut out = Zeroizing::new(vec![0u8; self.oaep.min_output_size()]);
         let plaintext = self
             .oaep
             .decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, &mut out, None)
@@ -135,215 +136,114 @@ pub fn generate(passphrase: Option<&[u8]>) -> Result<GeneratedKey, KeyError> {
     let pkcs8: Pkcs8V1Der = key.as_der().map_err(|_| KeyError::Malformed)?;
     let public: PublicKeyX509Der = key.public_key().as_der().map_err(|_| KeyError::Malformed)?;
     let private_pem = match passphrase {
-        None => pem("PRIVATE KEY", pkcs8.as_ref()),
-        Some(passphrase) => pem(
-            "ENCRYPTED PRIVATE KEY",
-            &encrypt_pkcs8(pkcs8.as_ref(), passphrase, KEYGEN_ITERATIONS)?,
-        ),
+        None => pem("PRIVATE KEY", pkcs8.as_ref())?,
+        Some(passphrase) => encrypt_pkcs8(pkcs8.as_ref(), passphrase, KEYGEN_ITERATIONS)?,
     };
     Ok(GeneratedKey {
-        private_pem,
-        public_pem: pem("PUBLIC KEY", public.as_ref()),
+        private_pem: private_pem.to_string(),
+        public_pem: pem("PUBLIC KEY", public.as_ref())?.to_string(),
     })
 }
 
-/// Encodes DER as a PEM block with 64-character lines.
-pub fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+/// Encodes DER as an RFC 7468 PEM block with 64-character lines.
+fn pem(label: &str, der: &[u8]) -> Result<Zeroizing<String>, KeyError> {
+    pem_rfc7468::encode_string(label, LineEnding::LF, der)
+        .map(Zeroizing::new)
+        .map_err(|_| KeyError::Malformed)
 }
 
-/// The label, the header lines (legacy encryption), and the decoded body of the first
-/// private-key PEM block.
-fn first_pem_block(pem: &str) -> Result<(&str, String, Vec<u8>), KeyError> {
-    let mut lines = pem.lines().map(str::trim);
-    while let Some(line) = lines.next() {
-        let Some(label) = line
+/// The text of the first private-key PEM block, from its BEGIN line to its END
+/// line: a file may hold other blocks (a certificate) or text around it.
+fn first_private_key_block(pem: &str) -> Result<&str, KeyError> {
+    let mut from = 0;
+    while let Some(found) = pem[from..].find("-----BEGIN ") {
+        let start = from + found;
+        let line_end = pem[start..].find('\n').map_or(pem.len(), |i| start + i);
+        let label = pem[start..line_end]
+            .trim_end()
             .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        else {
-            continue;
-        };
-        if !label.ends_with("PRIVATE KEY") {
-            continue;
-        }
-        let end = format!("-----END {label}-----");
-        let mut headers = String::new();
-        let mut body = String::new();
-        for line in lines.by_ref() {
-            if line == end {
-                let der = STANDARD
-                    .decode(body.as_bytes())
-                    .map_err(|_| KeyError::Base64)?;
-                return Ok((label, headers, der));
+            .and_then(|l| l.strip_suffix("-----"));
+        match label {
+            Some(label) if label.ends_with("PRIVATE KEY") => {
+                let end = format!("-----END {label}-----");
+                let stop = pem[line_end..].find(&end).ok_or(KeyError::Malformed)?;
+                return Ok(&pem[start..line_end + stop + end.len()]);
             }
-            if line.contains(':') {
-                headers.push_str(line);
-                headers.push('\n');
-            } else {
-                body.push_str(line);
-            }
+            _ => from = line_end,
         }
-        return Err(KeyError::Malformed);
     }
     Err(KeyError::NoPem)
 }
 
-/// Wraps a PKCS#1 `RSAPrivateKey` in a PKCS#8 `PrivateKeyInfo`.
-fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
-    let algorithm = der::sequence(&[
-        &der::tlv(der::OID, OID_RSA_ENCRYPTION),
-        &der::tlv(der::NULL, &[]),
-    ]);
-    der::sequence(&[
-        &der::uint(0),
-        &algorithm,
-        &der::tlv(der::OCTET_STRING, pkcs1),
-    ])
+/// Wraps a PKCS#1 `RSAPrivateKey` in a PKCS#8 `PrivateKeyInfo`, the form aws-lc-rs reads.
+fn pkcs1_to_pkcs8(pkcs1_der: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    pkcs1::RsaPrivateKey::from_der(pkcs1_der).map_err(|_| KeyError::Malformed)?;
+    PrivateKeyInfo::new(pkcs1::ALGORITHM_ID, pkcs1_der)
+        .to_der()
+        .map(Zeroizing::new)
+        .map_err(|_| KeyError::Malformed)
 }
 
-/// The block cipher of a PBES2 scheme.
-#[derive(Clone, Copy)]
-enum Cipher {
-    Aes(&'static aws_lc_rs::cipher::Algorithm, usize),
-    DesEde3,
-}
-
-/// Decrypts a PKCS#8 `EncryptedPrivateKeyInfo` protected with PBES2.
-fn decrypt_pkcs8(der: &[u8], passphrase: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let mut info = Reader::new(der).sequence()?;
-    let mut algorithm = info.sequence()?;
-    if algorithm.read(der::OID)? != OID_PBES2 {
-        return Err(KeyError::Unsupported(
-            "only PBES2 is supported (use openssl pkcs8 -v2)",
-        ));
-    }
-    let mut params = algorithm.sequence()?;
-    let mut kdf = params.sequence()?;
-    if kdf.read(der::OID)? != OID_PBKDF2 {
-        return Err(KeyError::Unsupported(
-            "only PBKDF2 is supported as the key derivation",
-        ));
-    }
-    let mut kdf_params = kdf.sequence()?;
-    let salt = kdf_params.read(der::OCTET_STRING)?;
-    let iterations = NonZeroU32::new(kdf_params.small_uint()?).ok_or(KeyError::Malformed)?;
-    let mut key_length = None;
-    if kdf_params.peek_tag() == Some(der::INTEGER) {
-        key_length = Some(kdf_params.small_uint()? as usize);
-    }
-    let prf = if kdf_params.is_empty() {
-        pbkdf2::PBKDF2_HMAC_SHA1
-    } else {
-        match kdf_params.sequence()?.read(der::OID)? {
-            OID_HMAC_SHA1 => pbkdf2::PBKDF2_HMAC_SHA1,
-            OID_HMAC_SHA256 => pbkdf2::PBKDF2_HMAC_SHA256,
-            OID_HMAC_SHA384 => pbkdf2::PBKDF2_HMAC_SHA384,
-            OID_HMAC_SHA512 => pbkdf2::PBKDF2_HMAC_SHA512,
-            _ => return Err(KeyError::Unsupported("unknown PBKDF2 hash")),
-        }
-    };
-    let mut scheme = params.sequence()?;
-    let cipher = match scheme.read(der::OID)? {
-        OID_AES128_CBC => Cipher::Aes(&AES_128, 16),
-        OID_AES192_CBC => Cipher::Aes(&AES_192, 24),
-        OID_AES256_CBC => Cipher::Aes(&AES_256, 32),
-        OID_DES_EDE3_CBC => Cipher::DesEde3,
+/// Decrypts a PKCS#8 `EncryptedPrivateKeyInfo` protected with PBES2, after checking
+/// that its scheme is one we read and that its iteration count is bounded.
+fn decrypt_pkcs8(der: &[u8], passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let info = EncryptedPrivateKeyInfo::from_der(der).map_err(|e| match e.kind() {
+        // An algorithm the crate does not know, in any position of the scheme.
+        pkcs8::der::ErrorKind::OidUnknown { .. } => KeyError::Unsupported(SUPPORTED),
+        _ => KeyError::Malformed,
+    })?;
+    let params = match &info.encryption_algorithm {
+        pkcs5::EncryptionScheme::Pbes2(params) => params,
         _ => {
             return Err(KeyError::Unsupported(
-                "cipher other than AES-CBC or DES-EDE3-CBC",
+                "only PBES2 is supported (use openssl pkcs8 -v2)",
             ));
         }
     };
-    let iv = scheme.read(der::OCTET_STRING)?;
-    let mut ciphertext = info.read(der::OCTET_STRING)?.to_vec();
-
-    let key_len = match cipher {
-        Cipher::Aes(_, len) => len,
-        Cipher::DesEde3 => 24,
-    };
-    if key_length.is_some_and(|l| l != key_len) {
-        return Err(KeyError::Malformed);
-    }
-    let mut key = vec![0u8; key_len];
-    pbkdf2::derive(prf, iterations, salt, passphrase, &mut key);
-    let (algorithm, context) = match cipher {
-        Cipher::Aes(algorithm, _) => {
-            let iv: [u8; 16] = iv.try_into().map_err(|_| KeyError::Malformed)?;
-            (algorithm, DecryptionContext::Iv128(FixedLength::from(iv)))
+    match &params.kdf {
+        pbes2::Kdf::Pbkdf2(pbkdf2) if pbkdf2.iteration_count > MAX_PBKDF2_ITERATIONS => {
+            return Err(KeyError::TooManyIterations(pbkdf2.iteration_count));
         }
-        Cipher::DesEde3 => {
-            let iv: [u8; 8] = iv.try_into().map_err(|_| KeyError::Malformed)?;
-            #[allow(deprecated)]
-            let algorithm = &aws_lc_rs::cipher::DES_EDE3_FOR_LEGACY_USE_ONLY;
-            (algorithm, DecryptionContext::Iv64(FixedLength::from(iv)))
+        pbes2::Kdf::Pbkdf2(_) => {}
+        _ => {
+            return Err(KeyError::Unsupported(
+                "only PBKDF2 is supported as the key derivation",
+            ));
         }
-    };
-    let unbound = UnboundCipherKey::new(algorithm, &key).map_err(|_| KeyError::Malformed)?;
-    let decrypting =
-        PaddedBlockDecryptingKey::cbc_pkcs7(unbound).map_err(|_| KeyError::Malformed)?;
-    // A wrong passphrase shows as bad padding or as a plaintext that is not a key.
-    let plaintext = decrypting
-        .decrypt(&mut ciphertext, context)
-        .map_err(|_| KeyError::PassphraseWrong)?;
-    let plaintext = plaintext.to_vec();
-    if Reader::new(&plaintext).sequence().is_err() {
-        return Err(KeyError::PassphraseWrong);
     }
+    let plaintext = info.decrypt(passphrase).map_err(|e| match e {
+        pkcs8::Error::EncryptedPrivateKey(pkcs5::Error::UnsupportedAlgorithm { .. }) => {
+            KeyError::Unsupported(SUPPORTED)
+        }
+        // A wrong passphrase shows as bad padding or as a plaintext that is not DER.
+        _ => KeyError::PassphraseWrong,
+    })?;
+    let plaintext = Zeroizing::new(plaintext.as_bytes().to_vec());
+    // The rare wrong passphrase whose output still looks like DER fails here.
+    PrivateKeyInfo::from_der(&plaintext).map_err(|_| KeyError::PassphraseWrong)?;
     Ok(plaintext)
 }
 
-/// Encrypts a PKCS#8 `PrivateKeyInfo` with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC).
-fn encrypt_pkcs8(pkcs8: &[u8], passphrase: &[u8], iterations: u32) -> Result<Vec<u8>, KeyError> {
+/// Encrypts a PKCS#8 `PrivateKeyInfo` with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC,
+/// random salt and IV) and returns it as an `ENCRYPTED PRIVATE KEY` PEM.
+fn encrypt_pkcs8(
+    pkcs8_der: &[u8],
+    passphrase: &[u8],
+    iterations: u32,
+) -> Result<Zeroizing<String>, KeyError> {
     let rng = SystemRandom::new();
-    let mut salt = [0u8; 16];
+    let (mut salt, mut iv) = ([0u8; 16], [0u8; 16]);
     rng.fill(&mut salt).map_err(|_| KeyError::Malformed)?;
-    let mut key = [0u8; 32];
-    let rounds = NonZeroU32::new(iterations).ok_or(KeyError::Malformed)?;
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        rounds,
-        &salt,
-        passphrase,
-        &mut key,
-    );
-    let unbound = UnboundCipherKey::new(&AES_256, &key).map_err(|_| KeyError::Malformed)?;
-    let encrypting =
-        PaddedBlockEncryptingKey::cbc_pkcs7(unbound).map_err(|_| KeyError::Malformed)?;
-    let mut ciphertext = pkcs8.to_vec();
-    let context = encrypting
-        .encrypt(&mut ciphertext)
+    rng.fill(&mut iv).map_err(|_| KeyError::Malformed)?;
+    let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
         .map_err(|_| KeyError::Malformed)?;
-    let iv: &[u8] = (&context).try_into().map_err(|_| KeyError::Malformed)?;
-
-    let prf = der::sequence(&[
-        &der::tlv(der::OID, OID_HMAC_SHA256),
-        &der::tlv(der::NULL, &[]),
-    ]);
-    let kdf_params = der::sequence(&[
-        &der::tlv(der::OCTET_STRING, &salt),
-        &der::uint(iterations),
-        &prf,
-    ]);
-    let kdf = der::sequence(&[&der::tlv(der::OID, OID_PBKDF2), &kdf_params]);
-    let scheme = der::sequence(&[
-        &der::tlv(der::OID, OID_AES256_CBC),
-        &der::tlv(der::OCTET_STRING, iv),
-    ]);
-    let algorithm = der::sequence(&[
-        &der::tlv(der::OID, OID_PBES2),
-        &der::sequence(&[&kdf, &scheme]),
-    ]);
-    Ok(der::sequence(&[
-        &algorithm,
-        &der::tlv(der::OCTET_STRING, &ciphertext),
-    ]))
+    let encrypted = PrivateKeyInfo::from_der(pkcs8_der)
+        .map_err(|_| KeyError::Malformed)?
+        .encrypt_with_params(params, passphrase)
+        .map_err(|_| KeyError::Malformed)?;
+    encrypted
+        .to_pem(EncryptedPrivateKeyInfo::PEM_LABEL, LineEnding::LF)
+        .map_err(|_| KeyError::Malformed)
 }
 
 #[cfg(test)]
@@ -357,13 +257,18 @@ mod tests {
     fn every_pem_form_loads_the_same_key() {
         let key = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
         let pkcs8: Pkcs8V1Der = key.as_der().unwrap();
-        let pkcs8_pem = pem("PRIVATE KEY", pkcs8.as_ref());
-        let encrypted = pem(
-            "ENCRYPTED PRIVATE KEY",
-            &encrypt_pkcs8(pkcs8.as_ref(), b"s3cret", TEST_ITERATIONS).unwrap(),
-        );
+        let pkcs8_pem = pem("PRIVATE KEY", pkcs8.as_ref()).unwrap();
+        let pkcs1 = PrivateKeyInfo::from_der(pkcs8.as_ref())
+            .unwrap()
+            .private_key;
+        let pkcs1_pem = pem("RSA PRIVATE KEY", pkcs1).unwrap();
+        let encrypted = encrypt_pkcs8(pkcs8.as_ref(), b"s3cret", TEST_ITERATIONS).unwrap();
 
-        for (text, passphrase) in [(&pkcs8_pem, None), (&encrypted, Some(&b"s3cret"[..]))] {
+        for (text, passphrase) in [
+            (&pkcs8_pem, None),
+            (&pkcs1_pem, None),
+            (&encrypted, Some(&b"s3cret"[..])),
+        ] {
             let loaded = PrivateKey::from_pem(text, passphrase).unwrap();
             assert_eq!(loaded.bits, 2048);
             assert_eq!(format!("{loaded:?}"), "PrivateKey(RSA-2048)");
@@ -410,5 +315,113 @@ mod tests {
             ),
             Err(KeyError::Rejected(_))
         ));
+    }
+
+    /// `EncryptedPrivateKeyInfo` PEM with the given scheme around `data`; nothing is
+    /// derived or encrypted, so a test can name any parameters cheaply.
+    fn encrypted_pem(scheme: pkcs5::EncryptionScheme<'_>, data: &[u8]) -> String {
+        let der = EncryptedPrivateKeyInfo {
+            encryption_algorithm: scheme,
+            encrypted_data: data,
+        }
+        .to_der()
+        .unwrap();
+        pem("ENCRYPTED PRIVATE KEY", &der).unwrap().to_string()
+    }
+
+    /// The iteration count is the file's to choose; beyond the cap the file is
+    /// refused before any derivation (u32::MAX rounds would take hours).
+    #[test]
+    fn pbkdf2_iterations_are_capped_before_deriving() {
+        let (salt, iv) = ([1u8; 16], [2u8; 16]);
+        for count in [MAX_PBKDF2_ITERATIONS + 1, u32::MAX] {
+            // Built field by field: the crate's constructor refuses such counts, its
+            // decoder does not.
+            let params = pbes2::Parameters {
+                kdf: pbes2::Kdf::Pbkdf2(pbes2::Pbkdf2Params {
+                    salt: &salt,
+                    iteration_count: count,
+                    key_length: None,
+                    prf: pbes2::Pbkdf2Prf::HmacWithSha256,
+                }),
+                encryption: pbes2::EncryptionScheme::Aes256Cbc { iv: &iv },
+            };
+            let text = encrypted_pem(params.into(), &[0u8; 32]);
+            let started = std::time::Instant::now();
+            let err = PrivateKey::from_pem(&text, Some(b"pass")).unwrap_err();
+            assert_eq!(err, KeyError::TooManyIterations(count));
+            assert!(err.to_string().contains("10000000"), "{err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+        // Below the cap the count is honoured: the file is derived and decrypted.
+        let key = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let pkcs8: Pkcs8V1Der = key.as_der().unwrap();
+        let text = encrypt_pkcs8(pkcs8.as_ref(), b"pass", TEST_ITERATIONS).unwrap();
+        assert!(PrivateKey::from_pem(&text, Some(b"pass")).is_ok());
+    }
+
+    #[test]
+    fn other_key_encryptions_are_named() {
+        let (salt, iv) = ([1u8; 16], [2u8; 16]);
+        let pbes1 = pkcs5::pbes1::Algorithm {
+            encryption: pkcs5::pbes1::EncryptionScheme::PbeWithSha1AndDesCbc,
+            parameters: pkcs5::pbes1::Parameters {
+                salt: [3u8; 8],
+                iteration_count: 2048,
+            },
+        };
+        let scrypt = pbes2::Parameters {
+            kdf: pbes2::Kdf::Scrypt(pbes2::ScryptParams {
+                salt: &salt,
+                cost_parameter: 1 << 14,
+                block_size: 8,
+                parallelization: 1,
+                key_length: None,
+            }),
+            encryption: pbes2::EncryptionScheme::Aes256Cbc { iv: &iv },
+        };
+        let cases = [(pbes1.into(), "only PBES2"), (scrypt.into(), "only PBKDF2")];
+        for (scheme, expected) in cases {
+            let err = PrivateKey::from_pem(&encrypted_pem(scheme, &[0u8; 32]), Some(b"pass"))
+                .unwrap_err();
+            assert!(
+                matches!(&err, KeyError::Unsupported(m) if m.contains(expected)),
+                "{err}"
+            );
+        }
+    }
+
+    /// What keygen writes is a standard PBES2 file: OpenSSL reads it with the
+    /// passphrase (when `openssl` is installed; the structure is the same at any
+    /// iteration count, so a small one keeps the test quick).
+    #[test]
+    fn openssl_reads_generated_encrypted_keys() {
+        let key = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let pkcs8: Pkcs8V1Der = key.as_der().unwrap();
+        let text = encrypt_pkcs8(pkcs8.as_ref(), b"correct horse", TEST_ITERATIONS).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, text.as_bytes()).unwrap();
+        let output = match std::process::Command::new("openssl")
+            .args(["pkcs8", "-passin", "env:FLOWGATE_TEST_PASS", "-in"])
+            .arg(&path)
+            .env("FLOWGATE_TEST_PASS", "correct horse")
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) => {
+                eprintln!("openssl not run ({e}); skipping the interoperability check");
+                return;
+            }
+        };
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            *pem("PRIVATE KEY", pkcs8.as_ref()).unwrap()
+        );
     }
 }

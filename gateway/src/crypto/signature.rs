@@ -1,15 +1,22 @@
 //! Request authentication with the app secret(s): the body's `X-Hub-Signature-256`
-//! and the payload's `flow_token_signature` (a JWT, HS256). Comparisons are
-//! constant-time (aws-lc-rs `hmac::verify`).
+//! (HMAC-SHA256, compared in constant time by aws-lc-rs `hmac::verify`) and the
+//! payload's `flow_token_signature` (a JWT, checked by `jsonwebtoken` on its aws-lc-rs
+//! backend, HS256 only).
 
 use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
 
 /// One or more app secrets; several during a rotation.
 #[derive(Clone)]
 pub struct AppSecrets {
+    /// For the body signature.
     keys: Vec<hmac::Key>,
+    /// The same secrets, for `flow_token_signature`.
+    jwt_keys: Vec<DecodingKey>,
+    /// HS256 only, nothing else checked by the crate: `exp` is compared with the
+    /// caller's clock below, so the check is exact (no leeway) and testable.
+    validation: Validation,
 }
 
 impl std::fmt::Debug for AppSecrets {
@@ -27,11 +34,24 @@ pub enum TokenSignature {
 
 impl AppSecrets {
     pub fn new<S: AsRef<[u8]>>(secrets: &[S]) -> Self {
+        // The allow-list is HS256 alone: a token naming any other algorithm (`none`,
+        // RS256 with the secret as a "public key", ...) is refused before any check.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.leeway = 0;
         Self {
             keys: secrets
                 .iter()
                 .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_ref()))
                 .collect(),
+            jwt_keys: secrets
+                .iter()
+                .map(|s| DecodingKey::from_secret(s.as_ref()))
+                .collect(),
+            validation,
         }
     }
 
@@ -48,33 +68,29 @@ impl AppSecrets {
             .any(|key| hmac::verify(key, body, &signature).is_ok())
     }
 
-    /// Checks a compact JWT signed with HS256 by any secret. `now` (Unix seconds)
-    /// is compared with `exp` when the claims carry one.
-    pub fn verify_jwt(&self, jwt: &str, now: u64) -> TokenSignature {
-        let valid = (|| {
-            let (signed, signature) = jwt.rsplit_once('.')?;
-            let (header, claims) = signed.split_once('.')?;
-            let header: serde_json::Value =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-            if header.get("alg")?.as_str()? != "HS256" {
-                return None;
-            }
-            let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-            if !self
-                .keys
-                .iter()
-                .any(|key| hmac::verify(key, signed.as_bytes(), &signature).is_ok())
-            {
-                return None;
-            }
-            let claims: serde_json::Value =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
-            match claims.get("exp") {
-                None => Some(()),
-                Some(exp) => (exp.as_f64()? > now as f64).then_some(()),
-            }
-        })();
-        if valid.is_some() {
+    /// Checks a compact JWT signed with HS256 by any secret.
+    ///
+    /// - `now` (Unix seconds) must be before `exp` when the claims carry one; a token
+    ///   without `exp` does not expire.
+    /// - When the claims carry a `flow_token`, it must equal the request's
+    ///   `flow_token`: a signature issued for another token proves nothing about this one.
+    pub fn verify_jwt(&self, jwt: &str, flow_token: Option<&str>, now: u64) -> TokenSignature {
+        let Some(claims) = self.jwt_keys.iter().find_map(|key| {
+            jsonwebtoken::decode::<Map<String, Value>>(jwt, key, &self.validation)
+                .ok()
+                .map(|data| data.claims)
+        }) else {
+            return TokenSignature::Invalid;
+        };
+        let unexpired = match claims.get("exp") {
+            None => true,
+            Some(exp) => exp.as_f64().is_some_and(|exp| exp > now as f64),
+        };
+        let same_token = match claims.get("flow_token") {
+            None => true,
+            Some(claimed) => flow_token.is_some_and(|token| claimed.as_str() == Some(token)),
+        };
+        if unexpired && same_token {
             TokenSignature::Valid
         } else {
             TokenSignature::Invalid
@@ -84,6 +100,9 @@ impl AppSecrets {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn jwt(secret: &[u8], header: &str, claims: &str) -> String {
@@ -129,9 +148,23 @@ mod tests {
                 jwt(b"s1", header, r#"{"flow_token":"t"}"#),
                 TokenSignature::Valid,
             ),
+            (jwt(b"s1", header, r#"{}"#), TokenSignature::Valid),
             (jwt(b"s1", header, r#"{"exp":2000}"#), TokenSignature::Valid),
             (
+                jwt(b"s1", header, r#"{"exp":1500.5}"#),
+                TokenSignature::Valid,
+            ),
+            // No leeway: expired at the second it names.
+            (
+                jwt(b"s1", header, r#"{"exp":1500}"#),
+                TokenSignature::Invalid,
+            ),
+            (
                 jwt(b"s1", header, r#"{"exp":1000}"#),
+                TokenSignature::Invalid,
+            ),
+            (
+                jwt(b"s1", header, r#"{"exp":"2000"}"#),
                 TokenSignature::Invalid,
             ),
             (jwt(b"s2", header, r#"{}"#), TokenSignature::Invalid),
@@ -139,11 +172,78 @@ mod tests {
                 jwt(b"s1", r#"{"alg":"none"}"#, r#"{}"#),
                 TokenSignature::Invalid,
             ),
+            // Signed with the right secret, but HS256 is the only algorithm allowed.
+            (
+                jwt(b"s1", r#"{"alg":"HS512","typ":"JWT"}"#, r#"{}"#),
+                TokenSignature::Invalid,
+            ),
             ("not.a.jwt".to_owned(), TokenSignature::Invalid),
             ("garbage".to_owned(), TokenSignature::Invalid),
+            (String::new(), TokenSignature::Invalid),
         ];
         for (token, expected) in cases {
-            assert_eq!(secrets.verify_jwt(&token, 1500), expected, "{token}");
+            assert_eq!(
+                secrets.verify_jwt(&token, Some("t"), 1500),
+                expected,
+                "{token}"
+            );
         }
+    }
+
+    /// A JWT whose claims name a flow token is valid only for that token.
+    #[test]
+    fn token_signatures_are_bound_to_their_flow_token() {
+        let secrets = AppSecrets::new(&["s1"]);
+        let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let issued_for_t = jwt(b"s1", header, r#"{"flow_token":"t"}"#);
+        let cases = [
+            (&issued_for_t, Some("t"), TokenSignature::Valid),
+            (&issued_for_t, Some("other"), TokenSignature::Invalid),
+            (&issued_for_t, Some("T"), TokenSignature::Invalid),
+            (&issued_for_t, None, TokenSignature::Invalid),
+            (
+                &jwt(b"s1", header, r#"{"flow_token":7}"#),
+                Some("7"),
+                TokenSignature::Invalid,
+            ),
+            (
+                &jwt(b"s1", header, r#"{"flow_token":null}"#),
+                Some("t"),
+                TokenSignature::Invalid,
+            ),
+            // Without the claim the token signature says nothing about the token: valid.
+            (
+                &jwt(b"s1", header, r#"{"sub":"x"}"#),
+                Some("other"),
+                TokenSignature::Valid,
+            ),
+        ];
+        for (token, flow_token, expected) in cases {
+            assert_eq!(
+                secrets.verify_jwt(token, flow_token, 1500),
+                expected,
+                "{token} for {flow_token:?}"
+            );
+        }
+    }
+
+    /// During a rotation a JWT signed with either secret is valid.
+    #[test]
+    fn token_signatures_accept_every_configured_secret() {
+        let secrets = AppSecrets::new(&["old-secret", "new-secret"]);
+        let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+        for secret in ["old-secret", "new-secret"] {
+            let token = jwt(secret.as_bytes(), header, r#"{"flow_token":"t"}"#);
+            assert_eq!(
+                secrets.verify_jwt(&token, Some("t"), 0),
+                TokenSignature::Valid,
+                "{secret}"
+            );
+        }
+        let token = jwt(b"retired-secret", header, r#"{"flow_token":"t"}"#);
+        assert_eq!(
+            secrets.verify_jwt(&token, Some("t"), 0),
+            TokenSignature::Invalid
+        );
     }
 }
