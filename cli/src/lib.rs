@@ -1,5 +1,6 @@
 //! What the two flowgate binaries (`flowgate-gateway`, `flow-service`) share on the
-//! command line. It is for binaries only: a flow author's crate never depends on it.
+//! command line. The `args` feature (on by default) is for binaries only; without it,
+//! `flowgate-server` takes the shutdown signal from here, with no CLI crate.
 //!
 //! Reading order:
 //! - [`ConfigError`] — a configuration value that cannot be used, as one line naming the
@@ -11,14 +12,18 @@
 //! - [`HealthcheckTimeout`] — the `--timeout` flag of both `healthcheck` subcommands.
 //! - [`shutdown_signal`] — completes on the first SIGTERM or SIGINT.
 
+#[cfg(feature = "args")]
 mod args;
+#[cfg(feature = "args")]
 mod duration;
 mod error;
 mod shutdown;
 
+#[cfg(feature = "args")]
 pub use args::{
     ArgsError, Checked, HEALTHCHECK, HealthcheckTimeout, checked, parse, try_parse_from,
 };
+#[cfg(feature = "args")]
 pub use duration::{parse_duration, positive_duration};
 pub use error::{ConfigError, Shown};
 pub use shutdown::shutdown_signal;

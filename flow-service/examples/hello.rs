@@ -2,8 +2,8 @@
 //! `cargo run -p flow-service --example hello`, then point a gateway at it
 //! (`FLOWGATE_BACKEND=http://127.0.0.1:50051`) and POST to `/flows/hello`.
 //!
-//! The flow itself is written against `flowgate_sdk` alone; only `main` uses the
-//! service crate, to serve it.
+//! The flow itself is written against `flowgate_sdk` alone; `main` serves it with one
+//! call into `flowgate_server`.
 
 use flowgate_sdk::{FlowError, FlowJson, FlowJsonError, Outcome, Request, Router};
 use serde_json::json;
@@ -37,13 +37,10 @@ fn hello() -> Result<Router, FlowJsonError> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let flows = flow_service::service::Flows::new()
+    let flows = flowgate_server::Flows::new()
         .register("hello", hello()?)
         .strict(true);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    flow_service::server::run(listener, flows, shutdown).await?;
+    // Until Ctrl-C or SIGTERM.
+    flowgate_server::serve("127.0.0.1:50051", flows).await?;
     Ok(())
 }

@@ -314,10 +314,10 @@ pub(crate) fn to_status(error: FlowError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::FlowJson;
-    use crate::router::Router;
     use crate::sdk::Request;
     use crate::store::MemoryStore;
+    use flowgate_sdk::FlowJson;
+    use flowgate_sdk::Router;
     use serde_json::json;
 
     /// A flow whose INIT answers whatever screen `data.answer` names, with no data.

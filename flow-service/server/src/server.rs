@@ -53,6 +53,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen: {0}")]
+    Io(std::io::Error),
 }
 
 /// How a server behaves under load and at shutdown.
@@ -72,6 +74,17 @@ impl Default for ServeOptions {
             max_in_flight: 512,
         }
     }
+}
+
+/// The one call a flow author needs: binds `addr` and serves `flows` with default
+/// options until SIGTERM or SIGINT (Ctrl-C), then drains as [`run_with`] does.
+pub async fn serve(addr: impl tokio::net::ToSocketAddrs, flows: Flows) -> Result<(), ServeError> {
+    let shutdown = flowgate_cli::shutdown_signal().map_err(ServeError::Io)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(ServeError::Io)?;
+    tracing::info!(address = ?listener.local_addr().ok(), "serving flows");
+    run(listener, flows, shutdown).await
 }
 
 /// [`run_with`] and default options.
@@ -390,7 +403,14 @@ mod tests {
         };
         let server = tokio::spawn(run_with(
             listener,
-            crate::flows::reference(),
+            // Any flow will do: the calls below never reach a handler.
+            Flows::new().register(
+                "hello",
+                flowgate_sdk::Router::new(
+                    flowgate_sdk::FlowJson::parse(include_str!("../../examples/hello.json"))
+                        .unwrap(),
+                ),
+            ),
             async {
                 let _ = stopped.await;
             },
