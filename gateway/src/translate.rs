@@ -12,14 +12,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::GatewayError;
 
-/// The data API versions this endpoint speaks.
-pub const SUPPORTED_VERSIONS: &[&str] = &["3.0"];
-
-/// The screen name WhatsApp reserves for completion.
-pub const SUCCESS_SCREEN: &str = "SUCCESS";
-
-/// HTTP 427: the flow token is no longer valid (WhatsApp's own status code).
-pub const TOKEN_INVALID_STATUS: u16 = 427;
+pub use flowgate_sdk::protocol::{
+    ERROR_MESSAGE, EXTENSION_MESSAGE_RESPONSE, SUCCESS, SUPPORTED_VERSIONS, TOKEN_INVALID_STATUS,
+};
 
 /// A request, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -386,7 +381,7 @@ pub fn answer(response: FlowResponse, flow_token: &str) -> Result<Answer, Gatewa
             if next.screen.is_empty() {
                 return Err(bad("NextScreen.screen is empty".into()));
             }
-            if next.screen == SUCCESS_SCREEN {
+            if next.screen == SUCCESS {
                 return Err(bad(
                     "NextScreen.screen is the reserved name SUCCESS; use Complete".into(),
                 ));
@@ -395,7 +390,7 @@ pub fn answer(response: FlowResponse, flow_token: &str) -> Result<Answer, Gatewa
                 .map_err(|e| bad(format!("NextScreen: {e}")))?;
             let kind = match next.error_message {
                 Some(message) => {
-                    data.insert("error_message".into(), Value::String(message));
+                    data.insert(ERROR_MESSAGE.into(), Value::String(message));
                     AnswerKind::ScreenWithError
                 }
                 None => AnswerKind::Screen,
@@ -412,8 +407,8 @@ pub fn answer(response: FlowResponse, flow_token: &str) -> Result<Answer, Gatewa
             Ok(Answer::ok(
                 AnswerKind::Complete,
                 json!({
-                    "screen": SUCCESS_SCREEN,
-                    "data": {"extension_message_response": {"params": params}},
+                    "screen": SUCCESS,
+                    "data": {EXTENSION_MESSAGE_RESPONSE: {"params": params}},
                 }),
             ))
         }

@@ -16,7 +16,7 @@
 //! Every other test needs the Rust service's internals (the [`Probe`] flow, its
 //! store, its options) and starts [`Service`] directly, which the switch does not
 //! change. Run the portable ones against Python with
-//! `FLOWGATE_E2E_FLOW_SERVICE=python cargo nextest run -p flowgate-e2e -E 'binary(portable)'`.
+//! `FLOWGATE_E2E_FLOW_SERVICE=python cargo nextest run -p flowgate-e2e -E 'binary(e2e) & test(/^portable::/)'`.
 
 pub mod backend;
 pub mod whatsapp;

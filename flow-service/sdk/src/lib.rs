@@ -2,8 +2,8 @@
 //!
 //! A flow answers each WhatsApp action (`INIT`, `data_exchange`, `BACK`, error
 //! notifications) with an [`Outcome`]; it never builds WhatsApp JSON, and it needs no
-//! database, server or gRPC crate to be written or tested. The `flow-service` crate
-//! serves flows written against this one.
+//! database, server or gRPC crate to be written or tested. `flowgate-server` serves
+//! flows written against this one.
 //!
 //! Reading order:
 //! - [`flow`] — the [`Flow`] trait, [`Request`] and its [`Context`], [`Session`],
@@ -14,6 +14,7 @@
 //! - [`claims`] — [`Claims`]: what a signed flow token says (signing and verifying
 //!   stay with the service, which holds the secret).
 //! - [`media`] — decrypting PhotoPicker / DocumentPicker files.
+//! - [`protocol`] — the endpoint protocol's reserved names and numbers (`SUCCESS`, 427, …).
 //!
 //! [`router`] opens with a first flow.
 
@@ -21,6 +22,7 @@ pub mod claims;
 pub mod contract;
 pub mod flow;
 pub mod media;
+pub mod protocol;
 pub mod router;
 
 pub use claims::Claims;

@@ -8,12 +8,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-/// The data field WhatsApp shows as a validation error; the gateway fills it from
-/// an outcome's error message.
-pub const ERROR_MESSAGE: &str = "error_message";
-
-/// The screen name WhatsApp reserves for completion.
-pub const SUCCESS: &str = "SUCCESS";
+pub use crate::protocol::{ERROR_MESSAGE, SUCCESS};
 
 /// A JSON type a Flow JSON data model can declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,9 +2,7 @@
 //! Rust flow service, the Rust service straight over gRPC, and the Python reference
 //! service over gRPC — both reference flows where the implementation has them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use flowgate_e2e::{Gateway, GatewayOptions, Probe, Service};
 use flowgate_gateway::config::{MetaConfig, ModeConfig, Secret};
 use flowgate_gateway::envelope::Envelope;

@@ -1,11 +1,9 @@
 //! The binary itself: its output lines, `--json`, secrets from the environment, and
 //! its exit status.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use flowgate_e2e::{Gateway, GatewayOptions, Probe, Service};
 use serde_json::Value;
 

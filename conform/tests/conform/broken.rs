@@ -3,11 +3,9 @@
 //! answer (behind the real gateway, served without strict mode so the answers
 //! leave), and a plain JSON answer on an encrypted route (a tiny HTTPS endpoint).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use flow_service::sdk::{Flow, FlowError, Outcome, Request};
 use flow_service::service::Flows;
 use flowgate_e2e::{Gateway, GatewayOptions, Service};

@@ -1,9 +1,7 @@
 //! gRPC mode over TLS: the Rust flow service's handler behind a tonic server with a
 //! certificate the run trusts through `--ca`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use flow_service::service::FlowServer;
 use flow_service::store::MemoryStore;
 use flowgate_conform::Target;

@@ -1,0 +1,9 @@
+//! The gateway's integration tests: the binary's CLI, connections, the layer stack, observability, the public vectors.
+//!
+//! One test binary with a module per concern: one link instead of one per file.
+
+mod cli;
+mod connections;
+mod observability;
+mod stack;
+mod vectors;
