@@ -1,0 +1,111 @@
+//! The no-hop baseline: a minimal axum + rustls handler answering the sign-up step in
+//! process — HTTPS and JSON, no gRPC, no store — measured under the same load
+//! generator. It runs on a runtime of its own whose threads are named
+//! [`THREAD_NAME`], so its CPU can be told apart from the load generator's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::routing::post;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+
+use crate::cert::Cert;
+use crate::workload::WELCOME_MESSAGE;
+
+/// The name prefix of the baseline server's threads.
+pub const THREAD_NAME: &str = "bench-baseline";
+
+/// A running baseline server; dropping it stops the server.
+#[derive(Debug)]
+pub struct Baseline {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Starts the server on 127.0.0.1, with as many worker threads as the machine has cores
+/// (what the gateway's runtime uses too).
+pub fn start(cert: &Cert) -> anyhow::Result<Baseline> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())?,
+        )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(THREAD_NAME)
+        .enable_all()
+        .build()?;
+    let app = axum::Router::new().route("/flow-endpoint", post(signup));
+    let server = {
+        let _entered = runtime.enter();
+        axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+        )
+        .context("serving the baseline")?
+    };
+    runtime.spawn(async move { server.serve(app.into_make_service()).await });
+    Ok(Baseline {
+        addr,
+        runtime: Some(runtime),
+    })
+}
+
+/// The sign-up flow's first two screens, as the flow service answers them.
+async fn signup(Json(request): Json<Value>) -> Result<Json<Value>, StatusCode> {
+    let action = request["action"].as_str();
+    let screen = request["screen"].as_str();
+    let email = request["data"]["email"].as_str();
+    match (action, screen) {
+        (Some("INIT"), _) => Ok(Json(welcome())),
+        (Some("data_exchange"), Some("WELCOME_SCREEN")) => Ok(Json(match email {
+            Some(email) if is_valid_email(email) => {
+                json!({"screen": "CONFIRMATION_SCREEN", "data": {"user_email": email}})
+            }
+            _ => {
+                let mut answer = welcome();
+                answer["data"]["error_message"] = "Please enter a valid email address.".into();
+                answer
+            }
+        })),
+        _ => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+fn welcome() -> Value {
+    json!({"screen": "WELCOME_SCREEN", "data": {"welcome_message": WELCOME_MESSAGE}})
+}
+
+/// The flow service's check (`flow_service::flows::signup::is_valid_email`), restated
+/// so the baseline depends on nothing of flowgate.
+fn is_valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    email.len() <= 254
+        && !local.is_empty()
+        && !domain.contains('@')
+        && !email.chars().any(char::is_whitespace)
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|label| !label.is_empty())
+}
