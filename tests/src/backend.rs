@@ -1,4 +1,4 @@
-//! The flow service behind the portable tests (`tests/tests/portable.rs`): the
+//! The flow service behind the portable tests (`tests/tests/e2e/portable.rs`): the
 //! in-process Rust service, or the Python reference service
 //! (`examples/python/flow_service.py`) as a real child process, chosen by
 //! `FLOWGATE_E2E_FLOW_SERVICE` (see the crate doc).

@@ -4,7 +4,7 @@
 //!
 //! # Which flow service: `FLOWGATE_E2E_FLOW_SERVICE`
 //!
-//! The portable tests (`tests/portable.rs`) need only what the `flowgate.v1`
+//! The portable tests (`tests/e2e/portable.rs`) need only what the `flowgate.v1`
 //! contract promises and the reference `signup` flow, so they run against any
 //! implementation through [`backend::Backend`]:
 //!
