@@ -36,6 +36,9 @@ pub enum GatewayError {
     },
     #[error(transparent)]
     NumberOutOfRange(JsonError),
+    /// A field nested deeper than [`crate::translate::MAX_DEPTH`] objects and arrays.
+    #[error("`{field}` is nested deeper than {limit} levels")]
+    TooDeep { field: &'static str, limit: usize },
     #[error("the body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the body did not arrive in time")]
@@ -89,6 +92,7 @@ impl GatewayError {
             | MissingScreen
             | InvalidField { .. }
             | NumberOutOfRange(_)
+            | TooDeep { .. }
             | Rejected(_)
             | BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -117,6 +121,7 @@ impl GatewayError {
             MissingScreen => "missing_screen",
             InvalidField { .. } => "invalid_field",
             NumberOutOfRange(_) => "number_out_of_range",
+            TooDeep { .. } => "too_deep",
             PayloadTooLarge { .. } => "payload_too_large",
             BodyTimeout => "body_timeout",
             CannotDecrypt(_) => "cannot_decrypt",

@@ -7,6 +7,7 @@
 //! [`translate::parse`] → calls the flow service over [`Upstream`] →
 //! [`translate::answer`] → seals the envelope. Every step's failure is a [`GatewayError`].
 
+use flowgate_sdk::excerpt::{LOG_EXCERPT_CHARS, excerpt};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -339,6 +340,14 @@ async fn exchange(
     }
     if let Inbound::ErrorNotification(notification) = &inbound {
         telemetry::error_notification(&notification.error_key);
+        // The client's text, escaped and cut: raw, a newline would forge a log line.
+        let quote = |text: &str| excerpt(text, LOG_EXCERPT_CHARS);
+        tracing::info!(
+            error_key = %quote(&notification.error_key),
+            screen = %quote(&notification.screen),
+            error_message = %quote(&notification.error_message),
+            "the WhatsApp client reported an error",
+        );
     }
     let mut context = RequestContext {
         flow: flow.to_owned(),

@@ -61,19 +61,25 @@ pub fn request(
     }
 }
 
-/// Counts an error notification by its key; keys that are not plain words are grouped,
-/// so a client cannot create series at will.
+/// The error keys WhatsApp documents for error notifications. Only these become
+/// `error_key` label values: the key is the client's text, so any open rule (such as
+/// "short lowercase words") would still let a client create series at will.
+pub const KNOWN_ERROR_KEYS: &[&str] = &["invalid-screen-transition", "payload-schema-error"];
+
+/// The `error_key` label for a notification's key: the key itself when WhatsApp
+/// documents it, else `other`.
+pub fn error_key_label(error_key: &str) -> &'static str {
+    KNOWN_ERROR_KEYS
+        .iter()
+        .find(|known| **known == error_key)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Counts an error notification by its key, bounded by [`error_key_label`].
 pub fn error_notification(error_key: &str) {
-    let plain = (1..=64).contains(&error_key.len())
-        && error_key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    let key = if plain {
-        error_key.to_owned()
-    } else {
-        "other".to_owned()
-    };
-    metrics::counter!("flowgate_error_notifications_total", "error_key" => key).increment(1);
+    metrics::counter!("flowgate_error_notifications_total", "error_key" => error_key_label(error_key))
+        .increment(1);
 }
 
 /// Counts a request refused because the gateway was at `FLOWGATE_MAX_IN_FLIGHT`.
@@ -126,4 +132,26 @@ pub fn connection_refused(listener: &'static str, reason: &'static str) {
 pub fn connection_closed(listener: &'static str, reason: &'static str) {
     metrics::counter!("flowgate_connections_closed_total", "listener" => listener, "reason" => reason)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_documented_error_keys_become_labels() {
+        for key in KNOWN_ERROR_KEYS {
+            assert_eq!(error_key_label(key), *key);
+        }
+        // Made-up keys, plain-looking or not, all share one label.
+        for key in [
+            "made-up-key-1",
+            "payload",
+            "",
+            "Payload-Schema-Error",
+            "a\nb",
+        ] {
+            assert_eq!(error_key_label(key), "other", "{key:?}");
+        }
+    }
 }

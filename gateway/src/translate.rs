@@ -16,6 +16,16 @@ pub use flowgate_sdk::protocol::{
     ERROR_MESSAGE, EXTENSION_MESSAGE_RESPONSE, SUCCESS, SUPPORTED_VERSIONS, TOKEN_INVALID_STATUS,
 };
 
+/// The deepest nesting of objects and arrays `data` may have (the top-level object is
+/// level 1). The flow service decodes `data` as a protobuf `Struct`, where each level
+/// costs three levels of message nesting, and prost refuses messages nested deeper than
+/// 100: deeper data would fail there, as a 5xx, instead of here as a 400.
+pub const MAX_DEPTH: usize = 32;
+
+/// The longest `screen` and `action`, in bytes. Real ones are short identifiers; the
+/// limit keeps them out of trouble downstream (they are quoted in logs and traces).
+pub const MAX_NAME_BYTES: usize = 256;
+
 /// A request, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
@@ -118,6 +128,7 @@ pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
     let action = optional_string(&object, "action")?
         .ok_or(GatewayError::MissingAction)?
         .to_owned();
+    check_length("action", &action)?;
     let action = action.as_str();
     let version = optional_string(&object, "version")?;
     if let Some(version) = version {
@@ -137,6 +148,13 @@ pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
     let screen = optional_string(&object, "screen")?
         .unwrap_or_default()
         .to_owned();
+    check_length("screen", &screen)?;
+    if data.values().any(|value| depth(value) + 1 > MAX_DEPTH) {
+        return Err(GatewayError::TooDeep {
+            field: "data",
+            limit: MAX_DEPTH,
+        });
+    }
     let flow_token_signature = optional_string(&object, "flow_token_signature")?.map(str::to_owned);
 
     if data.contains_key("error") || data.contains_key("error_key") {
@@ -195,6 +213,23 @@ fn optional_string<'a>(
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(invalid(field, "a string")),
+    }
+}
+
+fn check_length(field: &'static str, value: &str) -> Result<(), GatewayError> {
+    if value.len() > MAX_NAME_BYTES {
+        return Err(invalid(field, "at most 256 bytes long"));
+    }
+    Ok(())
+}
+
+/// How deeply `value` nests objects and arrays: 0 for a scalar, 1 for a flat object.
+/// `serde_json` refuses input nested beyond 128 levels, which bounds the recursion.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -730,5 +765,46 @@ mod tests {
             .map_err(|e| e.code());
             assert_eq!(got, expected, "outcome: {outcome:?}");
         }
+    }
+
+    fn exchange_with(screen: &str, data: Value) -> Vec<u8> {
+        json!({"action": "data_exchange", "version": "3.0", "flow_token": "t", "screen": screen, "data": data})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |inner, _| json!({"a": inner}))
+    }
+
+    #[test]
+    fn data_nested_beyond_the_limit_is_refused() {
+        // `data` itself is level 1.
+        assert!(parse(&exchange_with("S", nested(MAX_DEPTH))).is_ok());
+        let err = parse(&exchange_with("S", nested(MAX_DEPTH + 1))).unwrap_err();
+        assert_eq!(err.code(), "too_deep");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(err.to_string().contains("`data`"), "{err}");
+        let arrays = (0..MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));
+        let err = parse(&exchange_with("S", json!({"a": arrays}))).unwrap_err();
+        assert_eq!(err.code(), "too_deep");
+    }
+
+    #[test]
+    fn long_screens_and_actions_are_refused() {
+        let limit = "S".repeat(MAX_NAME_BYTES);
+        assert!(parse(&exchange_with(&limit, json!({}))).is_ok());
+        let err = parse(&exchange_with(&format!("{limit}S"), json!({}))).unwrap_err();
+        assert_eq!(err.code(), "invalid_field");
+        assert_eq!(
+            err.to_string(),
+            format!("`screen` must be at most {MAX_NAME_BYTES} bytes long")
+        );
+        let body = json!({"action": "x".repeat(MAX_NAME_BYTES + 1), "version": "3.0"});
+        let err = parse(body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("`action` must be at most {MAX_NAME_BYTES} bytes long")
+        );
     }
 }

@@ -286,7 +286,12 @@ impl Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     /// The request names a screen this flow does not handle (`INVALID_ARGUMENT`, HTTP 400).
-    #[error("unknown screen `{0}`")]
+    /// Its message quotes the screen as a short [`excerpt`](crate::excerpt::excerpt):
+    /// it travels in a gRPC status, an HTTP/2 header of bounded size.
+    #[error(
+        "unknown screen {}",
+        crate::excerpt::excerpt(.0, crate::excerpt::STATUS_EXCERPT_CHARS)
+    )]
     UnknownScreen(String),
     /// The request cannot be handled as sent (`INVALID_ARGUMENT`, HTTP 400); the message
     /// is shown to the caller.
@@ -322,14 +327,15 @@ pub trait Flow: Send + Sync + 'static {
     }
 
     /// The WhatsApp client reports a problem with an earlier answer. By default it is
-    /// logged (with the token hashed) and acknowledged.
+    /// logged (with the token hashed, the client's text escaped and cut) and acknowledged.
     async fn on_error(&self, notice: ErrorNotice) -> Result<(), FlowError> {
+        use crate::excerpt::{LOG_EXCERPT_CHARS, excerpt};
         tracing::warn!(
             flow = %notice.context.flow,
             token = %crate::token_hash(&notice.flow_token),
-            screen = %notice.screen,
-            error_key = %notice.error_key,
-            error_message = %notice.error_message,
+            screen = %excerpt(&notice.screen, LOG_EXCERPT_CHARS),
+            error_key = %excerpt(&notice.error_key, LOG_EXCERPT_CHARS),
+            error_message = %excerpt(&notice.error_message, LOG_EXCERPT_CHARS),
             "the WhatsApp client reported an error",
         );
         Ok(())

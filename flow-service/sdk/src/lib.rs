@@ -14,12 +14,14 @@
 //! - [`claims`] — [`Claims`]: what a signed flow token says (signing and verifying
 //!   stay with the service, which holds the secret).
 //! - [`media`] — decrypting PhotoPicker / DocumentPicker files.
+//! - [`excerpt`] — client-sent text quoted short and escaped, for logs and errors.
 //! - [`protocol`] — the endpoint protocol's reserved names and numbers (`SUCCESS`, 427, …).
 //!
 //! [`router`] opens with a first flow.
 
 pub mod claims;
 pub mod contract;
+pub mod excerpt;
 pub mod flow;
 pub mod media;
 pub mod protocol;

@@ -19,6 +19,7 @@ use crate::pipeline::{self, Incoming};
 use crate::sdk::{Action, Context, ErrorNotice, Flow, FlowError, Outcome};
 use crate::store::Store;
 use crate::tokens::TokenPolicy;
+use flowgate_sdk::excerpt::{STATUS_EXCERPT_CHARS, excerpt};
 
 /// What WhatsApp shows the user when a flow token is refused: already completed,
 /// unsigned, tampered with, expired or for another flow.
@@ -148,7 +149,13 @@ impl Flows {
         self.by_name
             .get_key_value(name)
             .map(|(name, flow)| (name.as_str(), flow))
-            .ok_or_else(|| Status::not_found(format!("no flow named `{name}`")))
+            .ok_or_else(|| {
+                // The name is the caller's; the status quotes it short and escaped.
+                Status::not_found(format!(
+                    "no flow named {}",
+                    excerpt(name, STATUS_EXCERPT_CHARS)
+                ))
+            })
     }
 }
 

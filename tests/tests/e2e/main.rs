@@ -7,6 +7,7 @@ mod contract;
 mod durability;
 mod endpoint;
 mod grpc;
+mod hostile_input;
 mod meta;
 mod meta_properties;
 mod meta_rules;
