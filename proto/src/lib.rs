@@ -26,54 +26,9 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(&digest.as_ref()[..8])
 }
 
-/// Reads durations like `10s`, `1500ms`, `15m`, `2h`, `7d`: a whole number and a unit.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    const EXPECTED: &str = "expected a duration like 10s, 1500ms, 15m, 24h or 7d";
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| EXPECTED.to_owned())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| EXPECTED.to_owned())?;
-    let millis = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        "d" => n.checked_mul(86_400_000),
-        _ => return Err(EXPECTED.to_owned()),
-    };
-    millis
-        .map(std::time::Duration::from_millis)
-        .ok_or_else(|| "duration too long".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        let cases = [
-            ("10s", Ok(Duration::from_secs(10))),
-            ("1500ms", Ok(Duration::from_millis(1500))),
-            ("15m", Ok(Duration::from_secs(900))),
-            ("2h", Ok(Duration::from_secs(7200))),
-            ("0s", Ok(Duration::ZERO)),
-            ("10", Err(())),
-            ("s", Err(())),
-            ("1.5s", Err(())),
-            ("-1s", Err(())),
-            ("10 s", Err(())),
-            ("7d", Ok(Duration::from_secs(7 * 86_400))),
-            ("10w", Err(())),
-            ("", Err(())),
-            ("99999999999999999999h", Err(())),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(parse_duration(text).map_err(|_| ()), expected, "{text}");
-        }
-    }
 
     #[test]
     fn token_hash_is_stable_and_hides_the_token() {
