@@ -580,6 +580,34 @@ mod tests {
         assert!(err.to_string().contains("--ttl"), "{err}");
     }
 
+    /// The start-up warning: beyond loopback, with neither a token nor client
+    /// certificates.
+    #[test]
+    fn exposure_needs_an_address_beyond_loopback_and_no_credentials() {
+        let serve = |token: bool| crate::server::ServeOptions {
+            auth: token.then(|| AuthToken::new("0123456789abcdef")),
+            ..Default::default()
+        };
+        for (listen, token, exposed) in [
+            ("0.0.0.0:50051", false, true),
+            ("[::]:50051", false, true),
+            ("10.0.0.7:50051", false, true),
+            ("0.0.0.0:50051", true, false),
+            ("127.0.0.1:50051", false, false),
+            ("127.0.0.2:50051", false, false),
+            ("[::1]:50051", false, false),
+        ] {
+            assert_eq!(
+                super::exposed(listen.parse().unwrap(), &serve(token)),
+                exposed,
+                "{listen} token={token}"
+            );
+        }
+        let parse = |argv: &[&str]| Config::from_args(Args::try_parse_from(argv).unwrap());
+        assert!(!parse(&["flow-service"]).unwrap().exposed(), "the default is loopback");
+        assert!(parse(&["flow-service", "--listen", "0.0.0.0:50051"]).unwrap().exposed());
+    }
+
     #[test]
     fn healthchecks_ask_on_loopback() {
         for (listen, expected) in [
