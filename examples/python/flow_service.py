@@ -13,6 +13,10 @@ Environment:
                               RESOURCE_EXHAUSTED, which the gateway turns into 503
                               `overloaded` (default 64)
     FLOW_SERVICE_LOG          log level (default INFO)
+    FLOW_SERVICE_AUTH_TOKEN   when set (or FLOW_SERVICE_AUTH_TOKEN_FILE, a file
+                              holding it), every call but gRPC health must carry
+                              `authorization: Bearer <token>` (the gateway's
+                              FLOWGATE_BACKEND_AUTH_TOKEN); others get UNAUTHENTICATED
 
 Parts, in reading order: `contract.py` (stubs generated from proto/ at first run),
 `sdk.py` (what a flow sees), `signup.py` (the flow), `service.py` (the servicer
@@ -21,6 +25,7 @@ and the contract's rules), and this file (server, health, shutdown).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -58,12 +63,57 @@ def reference_flows() -> Flows:
     return Flows(default="signup").register("signup", Signup())
 
 
-def serve(listen: str, drain: float, max_in_flight: int) -> None:
+REFUSED = (
+    "this flow service requires `authorization: Bearer <token>` with its token "
+    "(FLOW_SERVICE_AUTH_TOKEN); the call had none or another"
+)
+
+
+class BearerToken(grpc.ServerInterceptor):
+    """Refuses every call but gRPC health that lacks `authorization: Bearer <token>`
+    with UNAUTHENTICATED, before any handler runs (see the service comment in
+    proto/flowgate/v1/flow.proto). The comparison takes constant time."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+        def refuse(_request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return continuation(handler_call_details)
+        header = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(header.encode(), self._expected):
+            return continuation(handler_call_details)
+        return self._refusal
+
+
+def auth_token() -> str | None:
+    """FLOW_SERVICE_AUTH_TOKEN, or the trimmed contents of FLOW_SERVICE_AUTH_TOKEN_FILE."""
+    value = os.environ.get("FLOW_SERVICE_AUTH_TOKEN", "").strip()
+    path = os.environ.get("FLOW_SERVICE_AUTH_TOKEN_FILE", "")
+    if value and path:
+        raise SystemExit("set FLOW_SERVICE_AUTH_TOKEN or FLOW_SERVICE_AUTH_TOKEN_FILE, not both")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as e:
+            raise SystemExit(f"invalid FLOW_SERVICE_AUTH_TOKEN_FILE {path!r}: {e}")
+        if not value:
+            raise SystemExit(f"invalid FLOW_SERVICE_AUTH_TOKEN_FILE {path!r}: the token file is empty")
+    return value or None
+
+
+def serve(listen: str, drain: float, max_in_flight: int, token: str | None = None) -> None:
     # Health watches hold a worker each while open, so the pool is larger than
     # the number of flow calls admitted at once.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_in_flight + 16),
         maximum_concurrent_rpcs=max_in_flight + 16,
+        interceptors=[BearerToken(token)] if token else [],
     )
     flows = reference_flows()
     pb_grpc.add_FlowServiceServicer_to_server(FlowService(flows), server)
@@ -112,6 +162,7 @@ def main() -> None:
         listen=os.environ.get("FLOW_SERVICE_LISTEN", "127.0.0.1:50051"),
         drain=parse_duration(os.environ.get("FLOW_SERVICE_DRAIN_DELAY", "2s")),
         max_in_flight=int(os.environ.get("FLOW_SERVICE_MAX_IN_FLIGHT", "64")),
+        token=auth_token(),
     )
 
 

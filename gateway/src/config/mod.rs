@@ -192,7 +192,7 @@ mod tests {
             ),
             (
                 &["--backend", "flows:50051"],
-                "expected http://host:port, comma-separated",
+                "expected http://host:port or https://host:port, comma-separated",
             ),
             (
                 &["--app-secret", " , "],

@@ -3,6 +3,7 @@
 //! One test binary with a module per concern: one link instead of one per file.
 
 mod cli;
+mod hop;
 mod connections;
 mod observability;
 mod stack;
