@@ -118,18 +118,41 @@ mod tests {
         let missing = dir.path().join("missing");
         let cases: [(Option<&str>, Option<&Path>, &str, &str); 6] = [
             (Some("short-token"), None, "X_TOKEN", "has 11 bytes"),
-            (Some("with a space in it!"), None, "X_TOKEN", "printable ASCII"),
+            (
+                Some("with a space in it!"),
+                None,
+                "X_TOKEN",
+                "printable ASCII",
+            ),
             (Some("   "), None, "X_TOKEN", "empty"),
-            (Some("0123456789abcdef"), Some(&empty), "X_TOKEN", "not both"),
-            (None, Some(&empty), "X_TOKEN_FILE", "the token file is empty"),
-            (None, Some(&missing), "X_TOKEN_FILE", "cannot read the token file"),
+            (
+                Some("0123456789abcdef"),
+                Some(&empty),
+                "X_TOKEN",
+                "not both",
+            ),
+            (
+                None,
+                Some(&empty),
+                "X_TOKEN_FILE",
+                "the token file is empty",
+            ),
+            (
+                None,
+                Some(&missing),
+                "X_TOKEN_FILE",
+                "cannot read the token file",
+            ),
         ];
         for (value, file, var, reason) in cases {
             let err = bearer_token(value, file, VARS).unwrap_err();
             assert_eq!(err.var, var, "{err}");
             let line = err.to_string();
             assert!(line.contains(reason), "{line}");
-            assert!(!line.contains("short-token") && !line.contains("in it!"), "{line}");
+            assert!(
+                !line.contains("short-token") && !line.contains("in it!"),
+                "{line}"
+            );
         }
     }
 }

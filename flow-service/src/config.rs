@@ -604,8 +604,15 @@ mod tests {
             );
         }
         let parse = |argv: &[&str]| Config::from_args(Args::try_parse_from(argv).unwrap());
-        assert!(!parse(&["flow-service"]).unwrap().exposed(), "the default is loopback");
-        assert!(parse(&["flow-service", "--listen", "0.0.0.0:50051"]).unwrap().exposed());
+        assert!(
+            !parse(&["flow-service"]).unwrap().exposed(),
+            "the default is loopback"
+        );
+        assert!(
+            parse(&["flow-service", "--listen", "0.0.0.0:50051"])
+                .unwrap()
+                .exposed()
+        );
     }
 
     #[test]

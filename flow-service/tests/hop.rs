@@ -157,21 +157,31 @@ async fn without_the_token_a_forged_call_is_refused_and_completes_nothing() {
             .unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated, "{header:?}");
         assert!(
-            refused.message().contains("requires `authorization: Bearer <token>`"),
+            refused
+                .message()
+                .contains("requires `authorization: Bearer <token>`"),
             "{refused:?}"
         );
     }
     // With the token the call runs, and completes the flow now: so none of the
     // refused calls did.
     let bearer = format!("Bearer {TOKEN}");
-    let outcome = exchange(&endpoint, forged_completion("tok-forged", "k-2"), Some(&bearer))
-        .await
-        .unwrap();
+    let outcome = exchange(
+        &endpoint,
+        forged_completion("tok-forged", "k-2"),
+        Some(&bearer),
+    )
+    .await
+    .unwrap();
     assert!(matches!(outcome, Outcome::Complete(_)), "{outcome:?}");
     // And it is completed: another key is refused as a used token.
-    let again = exchange(&endpoint, forged_completion("tok-forged", "k-3"), Some(&bearer))
-        .await
-        .unwrap();
+    let again = exchange(
+        &endpoint,
+        forged_completion("tok-forged", "k-3"),
+        Some(&bearer),
+    )
+    .await
+    .unwrap();
     assert!(matches!(again, Outcome::TokenInvalid(_)), "{again:?}");
 
     // The healthcheck subcommand works with the token set (it needs none).
@@ -181,7 +191,10 @@ async fn without_the_token_a_forged_call_is_refused_and_completes_nothing() {
     // Listening on loopback, with a token: no warning.
     let log = service.log.lock().unwrap().join("\n");
     assert!(!log.contains("beyond loopback"), "{log}");
-    assert!(log.contains("auth=\"token\"") || log.contains("auth=token"), "{log}");
+    assert!(
+        log.contains("auth=\"token\"") || log.contains("auth=token"),
+        "{log}"
+    );
     assert!(!log.contains(TOKEN), "the token is never logged: {log}");
 }
 
@@ -199,7 +212,9 @@ async fn the_refused_calls_are_counted_under_their_method() {
     assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
     let metrics = reqwest_free_get(admin_addr, "/metrics");
     assert!(
-        metrics.contains(r#"flow_service_calls_total{method="DataExchange",code="Unauthenticated"} 1"#),
+        metrics.contains(
+            r#"flow_service_calls_total{method="DataExchange",code="Unauthenticated"} 1"#
+        ),
         "{metrics}"
     );
     let _ = service.child.kill();
@@ -299,7 +314,10 @@ async fn with_client_certificates_only_health_is_open() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
-    assert!(refused.message().contains("client certificate"), "{refused:?}");
+    assert!(
+        refused.message().contains("client certificate"),
+        "{refused:?}"
+    );
     let outcome = exchange(&with_certificate, forged_completion("tok-tls", "k-2"), None)
         .await
         .unwrap();
@@ -317,7 +335,10 @@ async fn with_client_certificates_only_health_is_open() {
     let (code, out) = healthcheck(service.port, &[]);
     assert_eq!(code, Some(1), "{out}");
     let log = service.log.lock().unwrap().join("\n");
-    assert!(log.contains("tls=\"mutual\"") || log.contains("tls=mutual"), "{log}");
+    assert!(
+        log.contains("tls=\"mutual\"") || log.contains("tls=mutual"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -354,7 +375,10 @@ fn hop_settings_that_cannot_work_stop_the_start_naming_the_variable() {
             "invalid FLOW_SERVICE_TLS_CLIENT_CA",
         ),
         (
-            &[("FLOW_SERVICE_TLS_CERT", empty), ("FLOW_SERVICE_TLS_KEY", empty)],
+            &[
+                ("FLOW_SERVICE_TLS_CERT", empty),
+                ("FLOW_SERVICE_TLS_KEY", empty),
+            ],
             "not a PEM file",
         ),
     ];
@@ -381,5 +405,8 @@ fn no_warning_on_loopback_without_credentials() {
     // The warning would come before the "listening" line.
     let log = service.log.lock().unwrap().join("\n");
     assert!(!log.contains("beyond loopback"), "{log}");
-    assert!(log.contains("auth=\"none\"") || log.contains("auth=none"), "{log}");
+    assert!(
+        log.contains("auth=\"none\"") || log.contains("auth=none"),
+        "{log}"
+    );
 }

@@ -36,7 +36,11 @@ async fn main() -> ExitCode {
     if let Some(Command::GenToken { path }) = &args.command {
         return match gen_token(path) {
             Ok(wrote) => {
-                let what = if wrote { "wrote a new token to" } else { "kept the token in" };
+                let what = if wrote {
+                    "wrote a new token to"
+                } else {
+                    "kept the token in"
+                };
                 eprintln!("flowgate-gateway gen-token: {what} {}", path.display());
                 ExitCode::SUCCESS
             }

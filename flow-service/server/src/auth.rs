@@ -26,8 +26,7 @@ pub const METADATA_KEY: &str = "authorization";
 pub const REFUSED_TOKEN: &str = "this flow service requires `authorization: Bearer <token>` with its token (FLOW_SERVICE_AUTH_TOKEN); the call had none or another";
 
 /// The answer to a call over a connection without a client certificate.
-pub const REFUSED_CERTIFICATE: &str =
-    "this flow service requires a client certificate (FLOW_SERVICE_TLS_CLIENT_CA); the connection presented none";
+pub const REFUSED_CERTIFICATE: &str = "this flow service requires a client certificate (FLOW_SERVICE_TLS_CLIENT_CA); the connection presented none";
 
 /// Calls to this prefix need no credentials.
 const OPEN_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -185,14 +184,21 @@ mod tests {
             }
             request.body(()).unwrap()
         };
-        assert_eq!(check.refusal(&request("/grpc.health.v1.Health/Check", None)), None);
+        assert_eq!(
+            check.refusal(&request("/grpc.health.v1.Health/Check", None)),
+            None
+        );
         for path in [
             "/flowgate.v1.FlowService/DataExchange",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             "/made.up.Service/Method",
             "/grpc.health.v1.HealthX/Check",
         ] {
-            assert_eq!(check.refusal(&request(path, None)), Some(REFUSED_TOKEN), "{path}");
+            assert_eq!(
+                check.refusal(&request(path, None)),
+                Some(REFUSED_TOKEN),
+                "{path}"
+            );
             assert_eq!(
                 check.refusal(&request(path, Some("Bearer wrong-token-wrong"))),
                 Some(REFUSED_TOKEN),
@@ -210,6 +216,9 @@ mod tests {
             certs.refusal(&request("/flowgate.v1.FlowService/Init", None)),
             Some(REFUSED_CERTIFICATE)
         );
-        assert_eq!(certs.refusal(&request("/grpc.health.v1.Health/Watch", None)), None);
+        assert_eq!(
+            certs.refusal(&request("/grpc.health.v1.Health/Watch", None)),
+            None
+        );
     }
 }

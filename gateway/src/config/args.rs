@@ -51,11 +51,7 @@ pub struct Args {
     pub backend: Backend,
     /// The bearer token sent on every flowgate.v1 call (`authorization: Bearer
     /// <token>`): the flow service's FLOW_SERVICE_AUTH_TOKEN.
-    #[arg(
-        long,
-        env = "FLOWGATE_BACKEND_AUTH_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "FLOWGATE_BACKEND_AUTH_TOKEN", hide_env_values = true)]
     pub backend_auth_token: Option<String>,
     /// A file holding that token (trimmed), instead of FLOWGATE_BACKEND_AUTH_TOKEN.
     #[arg(long, env = "FLOWGATE_BACKEND_AUTH_TOKEN_FILE")]

@@ -128,9 +128,9 @@ fn hop(args: &Args, routes: &[RouteConfig]) -> Result<Hop, ConfigError> {
             ));
         }
     };
-    let any_tls = routes.iter().any(|route| {
-        crate::upstream::parse_backend(&route.backend).is_ok_and(|parsed| parsed.tls)
-    });
+    let any_tls = routes
+        .iter()
+        .any(|route| crate::upstream::parse_backend(&route.backend).is_ok_and(|parsed| parsed.tls));
     if !any_tls {
         for (var, flag, set) in [
             ("FLOWGATE_BACKEND_CA", "backend-ca", ca.is_some()),

@@ -87,7 +87,11 @@ impl Auth {
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Auth(***)" } else { "Auth(none)" })
+        f.write_str(if self.0.is_some() {
+            "Auth(***)"
+        } else {
+            "Auth(none)"
+        })
     }
 }
 

@@ -347,7 +347,10 @@ mod tests {
         assert_eq!(parsed.targets.len(), 2);
         assert!(!parse_backend("http://a:1").unwrap().tls);
         let mixed = parse_backend("http://a:1,https://b:2").unwrap_err();
-        assert!(mixed.to_string().contains("mixes http:// and https://"), "{mixed}");
+        assert!(
+            mixed.to_string().contains("mixes http:// and https://"),
+            "{mixed}"
+        );
     }
 
     /// A flow service on 127.0.0.1 that records each INIT's key, attempt and

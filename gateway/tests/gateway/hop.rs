@@ -143,11 +143,19 @@ async fn post(port: u16, body: Value) -> (u16, Value) {
 async fn journey(port: u16, token: &str) {
     let init = json!({"version": "3.0", "action": "INIT", "flow_token": token});
     let (status, answer) = post(port, init).await;
-    assert_eq!((status, &answer["screen"]), (200, &json!("WELCOME_SCREEN")), "{answer}");
+    assert_eq!(
+        (status, &answer["screen"]),
+        (200, &json!("WELCOME_SCREEN")),
+        "{answer}"
+    );
     let submit = json!({"version": "3.0", "action": "data_exchange", "flow_token": token,
                         "screen": "CONFIRMATION_SCREEN", "data": {"email": "ada@example.com"}});
     let (status, answer) = post(port, submit).await;
-    assert_eq!((status, &answer["screen"]), (200, &json!("SUCCESS")), "{answer}");
+    assert_eq!(
+        (status, &answer["screen"]),
+        (200, &json!("SUCCESS")),
+        "{answer}"
+    );
 }
 
 /// What the endpoint answers when the flow service refuses the gateway.
@@ -155,7 +163,10 @@ async fn assert_refused(port: u16, gateway: &Proc) {
     let init = json!({"version": "3.0", "action": "INIT", "flow_token": "tok-refused"});
     let (status, answer) = post(port, init).await;
     assert_eq!(status, 500, "{answer}");
-    assert_eq!(answer["error"]["code"], "backend_unauthenticated", "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "backend_unauthenticated",
+        "{answer}"
+    );
     // Logged once, at error level, as a configuration problem; not retried.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !gateway.log().contains("configuration problem") {
@@ -209,10 +220,7 @@ fn gen_token_writes_once_and_keeps() {
     let again = gen_token(&path);
     assert!(again.status.success(), "{again:?}");
     assert!(String::from_utf8_lossy(&again.stderr).contains("kept"));
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap().trim_end(),
-        token
-    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim_end(), token);
     // Another path gets another token, and no temporary file is left behind.
     let other = dir.path().join("a/b/other");
     assert!(gen_token(&other).status.success());
@@ -245,7 +253,11 @@ async fn with_the_token_the_journey_succeeds_and_without_it_the_endpoint_says_wh
     .await;
     journey(public, "tok-hop-1").await;
     let token = std::fs::read_to_string(token_file).unwrap();
-    assert!(!gateway_ok.log().contains(token.trim()), "{}", gateway_ok.log());
+    assert!(
+        !gateway_ok.log().contains(token.trim()),
+        "{}",
+        gateway_ok.log()
+    );
     // The gateway's healthcheck still asks its admin listener, with the token set.
     let output = Command::new(BIN)
         .env("FLOWGATE_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
@@ -281,7 +293,10 @@ fn pki(dir: &Path) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(names).unwrap();
         params.extended_key_usages = vec![usage];
-        (params.signed_by(&key, &ca).unwrap().pem(), key.serialize_pem())
+        (
+            params.signed_by(&key, &ca).unwrap().pem(),
+            key.serialize_pem(),
+        )
     };
     let (server_cert, server_key) = leaf(
         vec!["127.0.0.1".into()],
@@ -328,8 +343,12 @@ async fn over_mutual_tls_the_journey_succeeds_and_a_gateway_without_a_certificat
     journey(public, "tok-mtls-1").await;
 
     // Trusting the CA but presenting no certificate: ready (health is open), refused.
-    let (anonymous, public, _) =
-        gateway(&backend, &[("FLOWGATE_BACKEND_CA", &path("ca.pem"))], &service).await;
+    let (anonymous, public, _) = gateway(
+        &backend,
+        &[("FLOWGATE_BACKEND_CA", &path("ca.pem"))],
+        &service,
+    )
+    .await;
     assert_refused(public, &anonymous).await;
 
     // The service's own healthcheck talks TLS to it.
@@ -368,10 +387,7 @@ fn half_given_hop_settings_stop_the_start() {
             "applies to https:// backends only",
         ),
         (
-            vec![(
-                "FLOWGATE_BACKEND_AUTH_TOKEN_FILE",
-                path("missing-token"),
-            )],
+            vec![("FLOWGATE_BACKEND_AUTH_TOKEN_FILE", path("missing-token"))],
             "invalid FLOWGATE_BACKEND_AUTH_TOKEN_FILE",
         ),
         (
@@ -386,7 +402,9 @@ fn half_given_hop_settings_stop_the_start() {
                 command.env_remove(key);
             }
         }
-        command.env("FLOWGATE_LISTEN", "127.0.0.1:0").env("FLOWGATE_ADMIN_LISTEN", "off");
+        command
+            .env("FLOWGATE_LISTEN", "127.0.0.1:0")
+            .env("FLOWGATE_ADMIN_LISTEN", "off");
         for (name, value) in &env {
             command.env(name, value);
         }

@@ -3,8 +3,8 @@
 //! One test binary with a module per concern: one link instead of one per file.
 
 mod cli;
-mod hop;
 mod connections;
+mod hop;
 mod observability;
 mod stack;
 mod vectors;

@@ -326,6 +326,7 @@ async fn the_flow_service_sheds_load_too() {
     let options = flow_service::server::ServeOptions {
         drain_delay: Duration::ZERO,
         max_in_flight: 2,
+        ..Default::default()
     };
     let service = Service::serve_with("127.0.0.1:0".parse().unwrap(), flows, None, options).await;
     let gateway = Arc::new(Gateway::start(GatewayOptions::new(service.url())).await);
