@@ -488,7 +488,10 @@ mod tests {
         };
         assert_eq!(
             listed,
-            [summary("bare", true, false), summary("wayward", false, false)]
+            [
+                summary("bare", true, false),
+                summary("wayward", false, false)
+            ]
         );
 
         let secret = crate::tokens::Secret::new(&[7; 32]).unwrap();
@@ -523,7 +526,10 @@ mod tests {
 
         // A flow without a Flow JSON: known, with nothing to show.
         let answer = client.get_flow(get("bare")).await.unwrap().into_inner();
-        assert_eq!((answer.name.as_str(), answer.flow_json.as_str()), ("bare", ""));
+        assert_eq!(
+            (answer.name.as_str(), answer.flow_json.as_str()),
+            ("bare", "")
+        );
 
         let status = client.get_flow(get("nope")).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound);

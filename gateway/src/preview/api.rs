@@ -356,17 +356,19 @@ fn bad_body(rejection: JsonRejection) -> ApiError {
 /// `POST /preview/api/check`.
 async fn check(body: Result<Json<CheckBody>, JsonRejection>) -> Result<Json<Value>, ApiError> {
     let Json(body) = body.map_err(bad_body)?;
-    Ok(Json(match FlowJson::parse_any(&body.flow_json.to_string()) {
-        Ok(flow) => json!({
-            "ok": true,
-            "flow": {
-                "screens": flow.screens().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-                "has_endpoint": flow.has_endpoint(),
-            },
-            "violations": [],
-        }),
-        Err(e) => json!({"ok": false, "flow": null, "violations": [file_violation(&e)]}),
-    }))
+    Ok(Json(
+        match FlowJson::parse_any(&body.flow_json.to_string()) {
+            Ok(flow) => json!({
+                "ok": true,
+                "flow": {
+                    "screens": flow.screens().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+                    "has_endpoint": flow.has_endpoint(),
+                },
+                "violations": [],
+            }),
+            Err(e) => json!({"ok": false, "flow": null, "violations": [file_violation(&e)]}),
+        },
+    ))
 }
 
 /// Why a Flow JSON file cannot be used, where the SDK says.

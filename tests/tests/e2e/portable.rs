@@ -413,7 +413,11 @@ async fn the_preview_lists_shows_and_runs_the_signup_flow() {
     ] {
         let (status, flow) = gateway.admin(&format!("/preview/api/flow?{query}")).await;
         assert_eq!(status, 200, "{query}: {flow}");
-        assert_eq!(flow, json!({"name": "signup", "flow_json": file}), "{query}");
+        assert_eq!(
+            flow,
+            json!({"name": "signup", "flow_json": file}),
+            "{query}"
+        );
     }
 
     let token = format!("preview-{}", flowgate_e2e::unique());
@@ -447,6 +451,9 @@ async fn the_preview_lists_shows_and_runs_the_signup_flow() {
         assert_eq!(exchanged["answer"], answer);
         assert_eq!(exchanged["violations"], json!([]));
         assert_eq!(exchanged["checked_against"], "service");
-        assert!(exchanged["latency_ms"].as_f64().unwrap() > 0.0, "{exchanged}");
+        assert!(
+            exchanged["latency_ms"].as_f64().unwrap() > 0.0,
+            "{exchanged}"
+        );
     }
 }

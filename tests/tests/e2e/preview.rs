@@ -70,7 +70,11 @@ async fn the_endpoints_refusals_are_answers_too() {
     let service = Service::start(Probe::default()).await;
     let gateway = preview(service.url()).await;
     for (request, status, code) in [
-        (json!({"action": "INIT", "version": "3.0"}), 400, "missing_flow_token"),
+        (
+            json!({"action": "INIT", "version": "3.0"}),
+            400,
+            "missing_flow_token",
+        ),
         (
             whatsapp("data_exchange", &unique(), "NO_SUCH_SCREEN", json!({})),
             400,
@@ -183,15 +187,27 @@ async fn flows_and_routes_that_are_not_there() {
     let gateway = preview(service.url()).await;
     for (query, status, code) in [
         // The probe flow is registered without a Flow JSON.
-        ("route=%2Fflows%2F%7Bflow%7D&flow=probe", 501, "no_flow_json"),
+        (
+            "route=%2Fflows%2F%7Bflow%7D&flow=probe",
+            501,
+            "no_flow_json",
+        ),
         ("route=%2Fflows%2F%7Bflow%7D&flow=nope", 404, "unknown_flow"),
-        ("route=%2Fflows%2F%7Bflow%7D&flow=a%2Fb", 404, "unknown_flow"),
+        (
+            "route=%2Fflows%2F%7Bflow%7D&flow=a%2Fb",
+            404,
+            "unknown_flow",
+        ),
         ("route=%2Fnowhere", 404, "unknown_route"),
         ("route=%2Fflows%2F%7Bflow%7D", 400, "bad_request"),
         ("flow=signup", 400, "bad_request"),
     ] {
         let (http, body) = gateway.admin(&format!("/preview/api/flow?{query}")).await;
-        assert_eq!((http, &body["error"]["code"]), (status, &json!(code)), "{query}: {body}");
+        assert_eq!(
+            (http, &body["error"]["code"]),
+            (status, &json!(code)),
+            "{query}: {body}"
+        );
     }
 }
 
@@ -201,7 +217,10 @@ async fn malformed_calls_are_400() {
     let gateway = preview(service.url()).await;
     for (path, body) in [
         ("/preview/api/exchange", json!({"route": "/flow-endpoint"})),
-        ("/preview/api/exchange", json!({"route": "/flow-endpoint", "request": "INIT"})),
+        (
+            "/preview/api/exchange",
+            json!({"route": "/flow-endpoint", "request": "INIT"}),
+        ),
         ("/preview/api/exchange", json!([])),
         (
             "/preview/api/exchange",
@@ -223,7 +242,10 @@ async fn malformed_calls_are_400() {
             &json!({"route": "/nowhere", "request": {}}),
         )
         .await;
-    assert_eq!((status, &answer["error"]["code"]), (404, &json!("unknown_route")));
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("unknown_route"))
+    );
 }
 
 #[tokio::test]
@@ -240,9 +262,7 @@ async fn a_flow_json_file_is_checked_by_the_sdk() {
             answer
         }
     };
-    let screen = |id: &str| {
-        json!({"id": id, "terminal": true, "layout": {"type": "SingleColumnLayout", "children": []}})
-    };
+    let screen = |id: &str| json!({"id": id, "terminal": true, "layout": {"type": "SingleColumnLayout", "children": []}});
 
     let answer = check(serde_json::from_str(SIGNUP).unwrap()).await;
     assert_eq!(answer["ok"], true, "{answer}");
@@ -271,12 +291,23 @@ async fn a_flow_json_file_is_checked_by_the_sdk() {
 async fn the_preview_is_off_unless_turned_on() {
     let service = Service::start(Probe::default()).await;
     let gateway = Gateway::start(GatewayOptions::new(service.url())).await;
-    for path in ["/preview/", "/preview/api/routes", "/preview/api/flow?route=%2Fflow-endpoint"] {
+    for path in [
+        "/preview/",
+        "/preview/api/routes",
+        "/preview/api/flow?route=%2Fflow-endpoint",
+    ] {
         let (status, body) = gateway.admin(path).await;
-        assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")), "{path}");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &json!("not_found")),
+            "{path}"
+        );
     }
     let (status, _) = gateway
-        .admin_post("/preview/api/exchange", &json!({"route": "/flow-endpoint", "request": {}}))
+        .admin_post(
+            "/preview/api/exchange",
+            &json!({"route": "/flow-endpoint", "request": {}}),
+        )
         .await;
     assert_eq!(status, 404);
     // The rest of the admin listener is as before.
