@@ -210,6 +210,8 @@ pub struct GatewayOptions {
     pub max_in_flight: usize,
     /// Resolves backend names; the system's unless set.
     pub resolver: Option<flowgate_gateway::upstream::pool::Resolver>,
+    /// Serves the flow preview on the admin listener (`FLOWGATE_PREVIEW`); off unless set.
+    pub preview: bool,
 }
 
 impl std::fmt::Debug for GatewayOptions {
@@ -233,6 +235,7 @@ impl GatewayOptions {
             envelope: Envelope::Plain,
             max_in_flight: flowgate_gateway::routes::DEFAULT_MAX_IN_FLIGHT,
             resolver: None,
+            preview: false,
         }
     }
 }
@@ -281,7 +284,8 @@ impl Gateway {
             upstream.clone(),
             options.request_timeout,
         )
-        .with_max_in_flight(options.max_in_flight);
+        .with_max_in_flight(options.max_in_flight)
+        .with_preview(options.preview);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(flowgate_gateway::run(
             Listeners {
@@ -370,6 +374,19 @@ impl Gateway {
     pub async fn admin(&self, path: &str) -> (u16, Value) {
         read(
             reqwest::get(format!("{}{path}", self.admin_base))
+                .await
+                .expect("admin answers"),
+        )
+        .await
+    }
+
+    /// POSTs a JSON body to the admin listener.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        read(
+            reqwest::Client::new()
+                .post(format!("{}{path}", self.admin_base))
+                .json(body)
+                .send()
                 .await
                 .expect("admin answers"),
         )
