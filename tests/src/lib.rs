@@ -210,6 +210,8 @@ pub struct GatewayOptions {
     pub max_in_flight: usize,
     /// Resolves backend names; the system's unless set.
     pub resolver: Option<flowgate_gateway::upstream::pool::Resolver>,
+    /// Serve the flow preview at `/preview/` on the admin listener (`FLOWGATE_PREVIEW=on`).
+    pub preview: bool,
 }
 
 impl std::fmt::Debug for GatewayOptions {
@@ -219,6 +221,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("request_timeout", &self.request_timeout)
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
+            .field("preview", &self.preview)
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +236,7 @@ impl GatewayOptions {
             envelope: Envelope::Plain,
             max_in_flight: flowgate_gateway::routes::DEFAULT_MAX_IN_FLIGHT,
             resolver: None,
+            preview: false,
         }
     }
 }

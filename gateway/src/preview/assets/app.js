@@ -1062,6 +1062,14 @@
           f.signed_tokens ? el('span', { class: 'badge warn', text: 'signed tokens' }) : null))) : null,
         route.flows_error ? el('p', { class: 'error', 'data-testid': 'flows-error', text: `Cannot list flows: ${errorText({ error: route.flows_error })}. Load a Flow JSON file below.` }) : null));
     }
+    // A link to `#route=/flow-endpoint&flow=signup` starts that flow at once.
+    const wanted = new URLSearchParams(location.hash.slice(1));
+    const name = wanted.get('flow');
+    if (name) {
+      const route = json.routes.find((r) => (!wanted.get('route') || r.route === wanted.get('route')) &&
+        Array.isArray(r.flows) && r.flows.some((f) => f.name === name));
+      if (route) pick(route, route.flows.find((f) => f.name === name));
+    }
   }
 
   function markSelected() {
@@ -1075,6 +1083,7 @@
   async function pick(route, flow) {
     state.selected = { route: route.route, flow: flow.name, signed: Boolean(flow.signed_tokens) };
     markSelected();
+    history.replaceState(null, '', `#${new URLSearchParams({ route: route.route, flow: flow.name })}`);
     const token = $('token');
     const hint = $('token-hint');
     const { status, json } = await api('GET', `api/flow?route=${encodeURIComponent(route.route)}&flow=${encodeURIComponent(flow.name)}`);
