@@ -11,9 +11,9 @@
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::{OriginalUri, Path};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 /// One embedded file.
@@ -49,20 +49,17 @@ const FILES: &[Asset] = &[
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The router of the page's files, to be nested at `/preview`.
+/// The router of the page's files, to be nested at `/preview/` (with the slash: the
+/// page's links are relative to it).
 pub fn assets() -> Router {
     Router::new()
         .route("/", get(index))
         .route("/assets/{file}", get(file))
 }
 
-/// `index.html`. Its links are relative (`assets/app.js`, `api/routes`), so it must be
-/// served from a path ending in `/`: `/preview` redirects to `/preview/`.
-async fn index(OriginalUri(uri): OriginalUri, headers: HeaderMap) -> Response {
-    let path = uri.path();
-    if !path.ends_with('/') {
-        return Redirect::permanent(&format!("{path}/")).into_response();
-    }
+/// `index.html`. Its links are relative (`assets/app.js`, `api/routes`), so it is
+/// served from a path ending in `/`: nested at `/preview/`, this is `/preview/`.
+async fn index(headers: HeaderMap) -> Response {
     serve(&INDEX, &headers)
 }
 
@@ -160,7 +157,7 @@ mod tests {
     use super::*;
 
     fn app() -> Router {
-        Router::new().nest("/preview", assets())
+        Router::new().nest("/preview/", assets())
     }
 
     async fn get(path: &str, if_none_match: Option<&str>) -> Response {
@@ -232,10 +229,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_page_without_a_slash_redirects_and_unknown_files_are_404() {
-        let response = get("/preview", None).await;
-        assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
-        assert_eq!(header(&response, header::LOCATION), "/preview/");
+    async fn unknown_files_are_404() {
         for path in [
             "/preview/assets/nope.js",
             "/preview/assets/..%2Fassets.rs",

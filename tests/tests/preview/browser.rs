@@ -104,7 +104,10 @@ impl Browser {
             "--disable-dev-shm-usage".to_owned(),
             "--no-first-run".to_owned(),
             "--hide-scrollbars".to_owned(),
-            format!("--user-data-dir={}", profile.path().join("chromium").display()),
+            format!(
+                "--user-data-dir={}",
+                profile.path().join("chromium").display()
+            ),
         ];
         if is_root() {
             args.push("--no-sandbox".to_owned());
@@ -117,9 +120,8 @@ impl Browser {
             unreachable!()
         };
         let url = format!("http://127.0.0.1:{port}");
-        let mut builder = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        );
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
         builder.capabilities(capabilities);
         // chromedriver needs a moment to listen: retry the session until it does.
         let deadline = tokio::time::Instant::now() + PATIENCE;

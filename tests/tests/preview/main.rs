@@ -47,7 +47,9 @@ fn screenshot_path(flow: &str) -> PathBuf {
         Some(dir) => workspace.join(dir),
         None => workspace.join("target"),
     };
-    target.join("preview-screenshots").join(format!("{flow}.png"))
+    target
+        .join("preview-screenshots")
+        .join(format!("{flow}.png"))
 }
 
 /// The `kind` of every entry in the side panel, in order.
@@ -90,7 +92,10 @@ async fn signup_journey_with_errors_back_and_completion() {
         .await
         .unwrap()
         .unwrap();
-    assert!(token.starts_with("preview-"), "a fresh random token: {token}");
+    assert!(
+        token.starts_with("preview-"),
+        "a fresh random token: {token}"
+    );
     assert_eq!(log_kinds(&browser).await, ["INIT"]);
     browser.screenshot(&screenshot_path("signup")).await;
 
@@ -100,7 +105,9 @@ async fn signup_journey_with_errors_back_and_completion() {
     assert_eq!(browser.log_entries().await, 1, "nothing sent");
 
     // An invalid email: the service answers the same screen with `error_message`.
-    browser.fill("[data-testid=field-email]", "not-an-email").await;
+    browser
+        .fill("[data-testid=field-email]", "not-an-email")
+        .await;
     browser.click("[data-testid=footer]").await;
     let banner = browser
         .until(
@@ -116,10 +123,17 @@ async fn signup_journey_with_errors_back_and_completion() {
     assert_eq!(request["flow_token"], token.as_str());
 
     // A valid one: the confirmation screen, bound to the answer's data.
-    browser.fill("[data-testid=field-email]", "ada@example.com").await;
+    browser
+        .fill("[data-testid=field-email]", "ada@example.com")
+        .await;
     browser.click("[data-testid=footer]").await;
     browser.screen("CONFIRMATION_SCREEN").await;
-    assert!(browser.text("[data-testid=screen]").await.contains("ada@example.com"));
+    assert!(
+        browser
+            .text("[data-testid=screen]")
+            .await
+            .contains("ada@example.com")
+    );
     assert!(
         browser
             .js("return document.querySelector('[data-testid=error-banner]').hidden;")
@@ -155,14 +169,23 @@ async fn signup_journey_with_errors_back_and_completion() {
     browser.click("[data-testid=footer]").await;
     browser.screen("SUCCESS").await;
     assert_eq!(
-        browser.find("[data-testid=complete]").await.attr("data-via").await.unwrap().as_deref(),
+        browser
+            .find("[data-testid=complete]")
+            .await
+            .attr("data-via")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("SUCCESS")
     );
     assert_eq!(
-        browser.text("[data-testid=complete-params] dd[data-param=email]").await,
+        browser
+            .text("[data-testid=complete-params] dd[data-param=email]")
+            .await,
         "ada@example.com"
     );
-    let params: Value = serde_json::from_str(&browser.text("[data-testid=complete-json]").await).unwrap();
+    let params: Value =
+        serde_json::from_str(&browser.text("[data-testid=complete-json]").await).unwrap();
     assert_eq!(params["email"], "ada@example.com", "{params}");
     assert_eq!(
         browser
@@ -198,7 +221,9 @@ async fn booking_dropdowns_get_their_options_from_the_service() {
     assert_eq!(browser.js(&options("location")).await, Value::Null);
 
     // Each choice is a data_exchange; the answer enables the next list with its options.
-    browser.select("[data-testid=field-department]", "cardiology").await;
+    browser
+        .select("[data-testid=field-department]", "cardiology")
+        .await;
     let locations = browser.until("locations", &options("location")).await;
     assert_eq!(locations, json!(["central", "north"]));
     let request = last_request(&browser).await;
@@ -208,14 +233,20 @@ async fn booking_dropdowns_get_their_options_from_the_service() {
         json!({"trigger": "department_selected", "department": "cardiology"})
     );
 
-    browser.select("[data-testid=field-location]", "central").await;
+    browser
+        .select("[data-testid=field-location]", "central")
+        .await;
     let dates = browser.until("dates", &options("date")).await;
     assert_eq!(dates, json!(["2026-03-02", "2026-03-04"]));
-    browser.select("[data-testid=field-date]", "2026-03-02").await;
+    browser
+        .select("[data-testid=field-date]", "2026-03-02")
+        .await;
     let times = browser.until("times", &options("time")).await;
     assert_eq!(times, json!(["09:00", "09:30", "10:00"]));
     assert_eq!(
-        browser.js("return document.querySelector('[data-testid=field-department]').value;").await,
+        browser
+            .js("return document.querySelector('[data-testid=field-department]').value;")
+            .await,
         "cardiology",
         "earlier choices survive the redraw"
     );
@@ -271,7 +302,11 @@ async fn violations_show_in_red_in_the_panel() {
         )
         .await;
     let kinds = log_kinds(&browser).await;
-    assert_eq!(kinds, ["INIT", "check", "INIT"], "the file is checked before it starts");
+    assert_eq!(
+        kinds,
+        ["INIT", "check", "INIT"],
+        "the file is checked before it starts"
+    );
     let check_violations = browser
         .js("const e = document.querySelectorAll('[data-testid=log-entry]')[1]; return e.querySelectorAll('[data-testid=violation]').length;")
         .await;
@@ -285,7 +320,10 @@ async fn violations_show_in_red_in_the_panel() {
         )
         .await;
     assert!(
-        violation["text"].as_str().unwrap().contains("WELCOME_SCREEN"),
+        violation["text"]
+            .as_str()
+            .unwrap()
+            .contains("WELCOME_SCREEN"),
         "{violation}"
     );
     assert_eq!(violation["color"], "rgb(198, 40, 40)", "in red");
@@ -316,7 +354,10 @@ async fn violations_show_in_red_in_the_panel() {
              return v && {text: v.textContent, color: getComputedStyle(v).color};",
         )
         .await;
-    assert!(violation["text"].as_str().unwrap().contains("NOWHERE"), "{violation}");
+    assert!(
+        violation["text"].as_str().unwrap().contains("NOWHERE"),
+        "{violation}"
+    );
     assert_eq!(violation["color"], "rgb(198, 40, 40)", "in red");
     browser.close().await;
 }

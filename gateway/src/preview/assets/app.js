@@ -86,7 +86,7 @@
       el('span', { class: 'log-kind', 'data-testid': 'log-kind', text: kind }),
       title ? el('span', { class: 'log-title', text: title }) : null,
       status !== undefined ? el('span', { class: ok ? 'log-status' : 'log-status bad', 'data-testid': 'log-status', text: String(status) }) : null,
-      latency !== undefined && latency !== null ? el('span', { class: 'log-latency', 'data-testid': 'log-latency', text: `${latency} ms` }) : null);
+      latency !== undefined && latency !== null ? el('span', { class: 'log-latency', 'data-testid': 'log-latency', text: `${Number(latency).toFixed(1)} ms` }) : null);
     const entry = el('article', { class: 'log-entry', 'data-testid': 'log-entry', 'data-kind': kind }, head);
     if (note) entry.append(el('p', { class: 'log-note', text: note }));
     if (request !== undefined) {
@@ -484,12 +484,12 @@
     if (status === 200 && json && typeof json === 'object' && 'status' in json) {
       logEntry({
         kind: action, title, status: json.status,
-        latency: json.latency_ms !== undefined ? json.latency_ms : Math.round(performance.now() - started),
+        latency: typeof json.latency_ms === 'number' ? json.latency_ms : performance.now() - started,
         request, answer: json.answer, violations: json.violations,
       });
       return { ok: true, status: json.status, answer: json.answer };
     }
-    logEntry({ kind: action, title, status, latency: Math.round(performance.now() - started), request, answer: json, note: 'The preview API refused the exchange.', violations: json && json.violations });
+    logEntry({ kind: action, title, status, latency: performance.now() - started, request, answer: json, note: 'The preview API refused the exchange.', violations: json && json.violations });
     return { ok: false, status, answer: json };
   }
 
@@ -816,6 +816,26 @@
     if (action) runAction(action, false);
   }
 
+  /** Whether a screen's drawing (not its action payloads) depends on `form` values. */
+  function drawnFromForm(screen) {
+    const layout = JSON.stringify(screen && screen.layout, (key, value) => (key === 'payload' ? undefined : value)) || '';
+    return /\bform\./.test(layout);
+  }
+
+  /** Text fields are not redrawn while typed in (that would lose the caret); when the
+   *  screen's drawing depends on the form, leaving one redraws the screen, unless the
+   *  focus moves to a button, whose own action redraws it. */
+  function redrawOnLeave(control, scope) {
+    const screen = scope.session.screens.get(scope.session.cur.id);
+    if (!drawnFromForm(screen)) return;
+    const drawnWith = control.value;
+    control.addEventListener('focusout', (event) => {
+      const next = event.relatedTarget;
+      if (control.value === drawnWith || (next && next.tagName === 'BUTTON')) return;
+      render();
+    });
+  }
+
   const INPUT_TYPES = { text: 'text', number: 'number', email: 'email', password: 'password', passcode: 'password', phone: 'tel' };
 
   function dateValue(iso, version) {
@@ -868,6 +888,7 @@
         autocomplete: 'off',
       });
       input.addEventListener('input', () => setValue(scope, c.name, input.value));
+      redrawOnLeave(input, scope);
       return fieldShell(c, scope, id, input);
     },
 
@@ -884,6 +905,7 @@
       });
       area.value = value === undefined ? '' : display(value);
       area.addEventListener('input', () => setValue(scope, c.name, area.value));
+      redrawOnLeave(area, scope);
       return fieldShell(c, scope, id, area);
     },
 
