@@ -3,6 +3,7 @@
 # embedded defaults and a self-signed certificate generated at start.
 # Stops both on Ctrl-C. Ports: FLOWGATE_PORT (8443), FLOW_SERVICE_PORT (50051),
 # FLOWGATE_ADMIN_PORT (9464). PROFILE=release builds optimised binaries.
+# The flow preview is on (FLOWGATE_PREVIEW=on), on the admin listener on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,7 @@ FLOW_SERVICE_LISTEN="127.0.0.1:$service_port" "$bin_dir/flow-service" &
 pids+=($!)
 FLOWGATE_LISTEN="0.0.0.0:$gateway_port" \
 FLOWGATE_ADMIN_LISTEN="127.0.0.1:$admin_port" \
+FLOWGATE_PREVIEW=on \
 FLOWGATE_BACKEND="http://127.0.0.1:$service_port" \
   "$bin_dir/flowgate-gateway" &
 pids+=($!)
@@ -37,6 +39,7 @@ for _ in $(seq 1 100); do
     cat <<MSG
 
 flowgate is up: https://localhost:$gateway_port/flow-endpoint (self-signed certificate, hence -k)
+preview: http://127.0.0.1:$admin_port/preview/
 
   curl -k https://localhost:$gateway_port/flow-endpoint -H 'content-type: application/json' -d '{"action":"ping"}'
   curl -k https://localhost:$gateway_port/flow-endpoint -H 'content-type: application/json' \\

@@ -21,6 +21,7 @@ answered `TokenInvalid` on every later call except a resend of its completion.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -156,9 +157,9 @@ def _token_invalid(message: str = TOKEN_NO_LONGER_VALID):
 class FlowService(pb_grpc.FlowServiceServicer):
     """One RPC per action; each goes through `_exchange` or `NotifyError`.
 
-    Extension point: when the contract gains the optional `GetFlow` / `ListFlows`
-    RPCs, they belong here and answer from `self.flows.names()` and each flow's
-    `flow_json`; nothing else needs to change.
+    Beside them, the contract's optional `ListFlows` / `GetFlow`, for tools such as
+    the gateway's preview: they answer from `self.flows.names()` and each flow's
+    `flow_json`.
     """
 
     def __init__(self, flows: Flows, calls: Calls | None = None):
@@ -197,6 +198,21 @@ class FlowService(pb_grpc.FlowServiceServicer):
         except FlowError as error:
             self._abort(error, name, "error_notification", context)
         return pb.NotifyErrorResponse()
+
+    def ListFlows(self, request, context):
+        # This service accepts any non-empty flow token: none is signed.
+        return pb.ListFlowsResponse(
+            flows=[
+                pb.FlowSummary(name=name, is_default=name == self.flows.default, signed_tokens=False)
+                for name in self.flows.names()
+            ]
+        )
+
+    def GetFlow(self, request, context):
+        name, flow = self._flow(request.flow, context)
+        # The Flow JSON as loaded (equal as JSON to the file); empty when the flow has none.
+        text = json.dumps(flow.flow_json) if flow.flow_json is not None else ""
+        return pb.GetFlowResponse(name=name, flow_json=text)
 
     def _flow(self, name: str, context) -> tuple[str, Flow]:
         found = self.flows.get(name)

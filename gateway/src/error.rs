@@ -70,6 +70,10 @@ pub enum GatewayError {
     /// Unreachable, failing or not serving. `detail` is logged, not sent.
     #[error("the flow service is unavailable")]
     Unavailable { detail: String },
+    /// The flow service does not offer the method (`UNIMPLEMENTED`): a 503 like
+    /// [`GatewayError::Unavailable`] on the endpoint; the preview tells it apart (501).
+    #[error("the flow service does not offer this")]
+    Unimplemented { detail: String },
     #[error("the flow service did not answer in time")]
     Timeout,
     /// The flow service answered something the gateway cannot turn into a WhatsApp answer.
@@ -101,7 +105,9 @@ impl GatewayError {
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound | UnknownFlow(_) => StatusCode::NOT_FOUND,
-            Overloaded | GatewayBusy | Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | GatewayBusy | Unavailable { .. } | Unimplemented { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Timeout => StatusCode::GATEWAY_TIMEOUT,
             BadUpstreamResponse { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -132,7 +138,7 @@ impl GatewayError {
             UnknownFlow(_) => "unknown_flow",
             Rejected(_) => "rejected",
             Overloaded | GatewayBusy => "overloaded",
-            Unavailable { .. } => "service_unavailable",
+            Unavailable { .. } | Unimplemented { .. } => "service_unavailable",
             Timeout => "upstream_timeout",
             BadUpstreamResponse { .. } => "bad_upstream_response",
         }
@@ -149,7 +155,9 @@ impl GatewayError {
     /// the caller does not get; caller mistakes quietly.
     pub fn log(&self) {
         match self {
-            GatewayError::Unavailable { detail } | GatewayError::BadUpstreamResponse { detail } => {
+            GatewayError::Unavailable { detail }
+            | GatewayError::Unimplemented { detail }
+            | GatewayError::BadUpstreamResponse { detail } => {
                 tracing::warn!(code = self.code(), %detail, "request failed upstream");
             }
             GatewayError::Timeout | GatewayError::Overloaded | GatewayError::GatewayBusy => {

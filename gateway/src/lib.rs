@@ -15,6 +15,7 @@
 //! - [`translate`] — WhatsApp JSON ⇄ `flowgate.v1` messages (pure).
 //! - [`upstream`] — the gRPC client: deadlines, health, status mapping.
 //! - [`error`] — [`GatewayError`](error::GatewayError), mapped once to HTTP.
+//! - [`preview`] — the flow preview on the admin listener (`FLOWGATE_PREVIEW`).
 //! - [`tls`] — rustls configuration, from files or generated.
 //! - [`telemetry`] — the `flowgate_*` metrics (logs and traces: `flowgate-telemetry`).
 //! - [`server`] — connections: caps, timeouts, graceful shutdown.
@@ -25,6 +26,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod layers;
+pub mod preview;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
@@ -35,7 +37,7 @@ pub mod upstream;
 use std::future::Future;
 use std::time::Duration;
 
-pub use routes::{AppState, admin_app, app};
+pub use routes::{AppState, admin, admin_app, app};
 
 /// The listeners the gateway serves; the caller binds them, so tests can use port 0.
 #[derive(Debug)]
@@ -64,7 +66,7 @@ pub async fn run(
         endpoints.push(server::Endpoint {
             name: "admin",
             listener,
-            router: admin_app(state.upstreams()),
+            router: admin(&state),
             tls: None,
             max_connections: limits.max_admin_connections,
             max_connections_per_address: 0,

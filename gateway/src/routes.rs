@@ -1,11 +1,13 @@
 //! The HTTP surface: the Flows endpoint routes and the admin routes
-//! (`GET /healthz`, `GET /readyz`, `GET /metrics`).
+//! (`GET /healthz`, `GET /readyz`, `GET /metrics`, and the [`preview`](crate::preview)
+//! when on).
 //!
 //! [`app`] builds each endpoint route as one middleware stack around the `endpoint` handler:
 //! every cross-cutting concern (budget, request id, span, metrics, body, signature,
 //! admission) is a layer there, in order. The handler itself only opens the envelope →
 //! [`translate::parse`] → calls the flow service over [`Upstream`] →
 //! [`translate::answer`] → seals the envelope. Every step's failure is a [`GatewayError`].
+//! The steps between the envelopes are [`respond`], which the preview shares.
 
 use flowgate_sdk::excerpt::{LOG_EXCERPT_CHARS, excerpt};
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub struct AppState {
     /// Admission: a request that finds no permit is refused at once (503, `Retry-After`)
     /// instead of queueing towards the platform's deadline. Shared by every route.
     pub in_flight: Arc<Semaphore>,
+    /// Serve the flow preview on the admin listener (`FLOWGATE_PREVIEW`).
+    pub preview: bool,
 }
 
 impl AppState {
@@ -92,7 +96,14 @@ impl AppState {
             ],
             request_timeout,
             in_flight: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            preview: false,
         }
+    }
+
+    /// Serves the flow preview at `/preview/` on the admin listener when `on`.
+    pub fn with_preview(mut self, on: bool) -> Self {
+        self.preview = on;
+        self
     }
 
     /// Admits at most `n` requests at once.
@@ -140,10 +151,19 @@ impl AppState {
                 upstream,
             });
         }
+        if config.preview {
+            if let Some(admin) = config.admin_listen.filter(|a| !a.ip().is_loopback()) {
+                tracing::warn!(
+                    %admin,
+                    "the flow preview (FLOWGATE_PREVIEW=on) is served on an admin listener that is not on loopback: anyone who reaches it can run flows without Meta's signature"
+                );
+            }
+        }
         Ok(Self {
             routes,
             request_timeout: config.request_timeout,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            preview: config.preview,
         })
     }
 
@@ -172,14 +192,6 @@ pub struct StartError {
 struct RouteState {
     route: Route,
     request_timeout: Duration,
-}
-
-impl RouteState {
-    /// Time kept back from the gRPC deadline to write the answer: a tenth of the
-    /// budget, at most 500 ms.
-    fn answer_margin(&self) -> Duration {
-        (self.request_timeout / 10).min(Duration::from_millis(500))
-    }
 }
 
 /// The flow a request is for, resolved from its route before the span is made.
@@ -257,8 +269,24 @@ async fn resolve_flow(
     Ok(request)
 }
 
+/// The admin router of a gateway: [`admin_app`], and the flow preview under
+/// `/preview/` when [`AppState::preview`] is on.
+pub fn admin(state: &AppState) -> Router {
+    let router = admin_routes(state.upstreams());
+    let router = if state.preview {
+        router.merge(crate::preview::router(state))
+    } else {
+        router
+    };
+    router.fallback(|| async { GatewayError::NotFound })
+}
+
 /// The admin router: liveness, and readiness (every flow service serving).
 pub fn admin_app(upstreams: Vec<Upstream>) -> Router {
+    admin_routes(upstreams).fallback(|| async { GatewayError::NotFound })
+}
+
+fn admin_routes(upstreams: Vec<Upstream>) -> Router {
     let upstreams = Arc::new(upstreams);
     Router::new()
         .route(
@@ -289,7 +317,6 @@ pub fn admin_app(upstreams: Vec<Upstream>) -> Router {
                 (StatusCode::OK, axum::Json(json!({"status": "ready"})))
             }),
         )
-        .fallback(|| async { GatewayError::NotFound })
 }
 
 /// The endpoint: open the envelope → parse → call the flow service → answer → seal.
@@ -324,9 +351,47 @@ async fn exchange(
         Err(e) => return (labels("", e.code()), e.into_response()),
     };
     let sealer = opened.sealer;
-    let inbound = match translate::parse(&opened.payload) {
+    let deadline = call_deadline(deadline, state.request_timeout);
+    let (action, result) = respond(
+        &state.route,
+        flow,
+        request_id,
+        deadline,
+        opened.signature_verified,
+        &opened.payload,
+    )
+    .await;
+    match result {
+        Ok(answer) => (
+            labels(action, answer.kind.label()),
+            sealer.seal(answer.status, &answer.json),
+        ),
+        Err(e) => (labels(action, e.code()), sealer.seal_error(e)),
+    }
+}
+
+/// When the flow service's answer is due, for a request whose budget of
+/// `request_timeout` ends at `deadline`: time is kept back to write the answer, a
+/// tenth of the budget, at most 500 ms.
+pub(crate) fn call_deadline(deadline: Instant, request_timeout: Duration) -> Instant {
+    deadline - (request_timeout / 10).min(Duration::from_millis(500))
+}
+
+/// What the endpoint answers to an opened request: parse → call the flow service by
+/// `deadline` → answer, with the request's action (empty when it did not parse).
+/// The one path from WhatsApp JSON to WhatsApp JSON, shared by the endpoint and the
+/// preview (which has no envelope).
+pub(crate) async fn respond(
+    route: &Route,
+    flow: &str,
+    request_id: &str,
+    deadline: Instant,
+    signature_verified: bool,
+    payload: &[u8],
+) -> (&'static str, Result<Answer, GatewayError>) {
+    let inbound = match translate::parse(payload) {
         Ok(inbound) => inbound,
-        Err(e) => return (labels("", e.code()), sealer.seal_error(e)),
+        Err(e) => return ("", Err(e)),
     };
     let action = inbound.action();
     // The span is the server span of the stack; these fields are known only now.
@@ -355,38 +420,31 @@ async fn exchange(
         attempt: 1,
         idempotency_key: translate::idempotency_key(flow, &inbound),
         version: inbound.version().to_owned(),
-        signature_verified: opened.signature_verified,
+        signature_verified,
         flow_token_signature: 0,
     };
     if let Some(jwt) = inbound.flow_token_signature() {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        context.set_flow_token_signature(state.route.envelope.check_token_signature(
+        context.set_flow_token_signature(route.envelope.check_token_signature(
             jwt,
             inbound.flow_token(),
             now,
         ));
     }
-    let deadline = deadline - state.answer_margin();
-    match call(state, flow, &inbound, context, deadline).await {
-        Ok(answer) => (
-            labels(action, answer.kind.label()),
-            sealer.seal(answer.status, &answer.json),
-        ),
-        Err(e) => (labels(action, e.code()), sealer.seal_error(e)),
-    }
+    (action, call(route, flow, &inbound, context, deadline).await)
 }
 
 /// Answers one validated request.
 async fn call(
-    state: &RouteState,
+    route: &Route,
     flow: &str,
     inbound: &Inbound,
     context: RequestContext,
     deadline: Instant,
 ) -> Result<Answer, GatewayError> {
-    let upstream = &state.route.upstream;
+    let upstream = &route.upstream;
     let Some(call) = translate::to_call(inbound, context)? else {
         // A ping: WhatsApp asks whether the endpoint can serve, so ask the flow service.
         // Bounded by the request's deadline: at start, health may still be unknown.
@@ -407,6 +465,9 @@ async fn call(
         Reply::Flow(response) => {
             translate::answer(response, inbound.flow_token().unwrap_or_default())
         }
+        Reply::Flows(_) | Reply::FlowJson(_) => Err(GatewayError::BadUpstreamResponse {
+            detail: "a flow call was answered as a preview call".into(),
+        }),
     }
 }
 

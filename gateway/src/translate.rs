@@ -249,6 +249,9 @@ pub enum Call {
     DataExchange(v1::DataExchangeRequest),
     Back(v1::BackRequest),
     NotifyError(v1::NotifyErrorRequest),
+    /// The preview's questions (optional RPCs; no WhatsApp request makes them).
+    ListFlows(v1::ListFlowsRequest),
+    GetFlow(v1::GetFlowRequest),
 }
 
 impl Call {
@@ -259,6 +262,8 @@ impl Call {
             Call::DataExchange(_) => "DataExchange",
             Call::Back(_) => "Back",
             Call::NotifyError(_) => "NotifyError",
+            Call::ListFlows(_) => "ListFlows",
+            Call::GetFlow(_) => "GetFlow",
         }
     }
 
@@ -270,6 +275,8 @@ impl Call {
             Call::DataExchange(r) => &mut r.context,
             Call::Back(r) => &mut r.context,
             Call::NotifyError(r) => &mut r.context,
+            // No context: nothing to number.
+            Call::ListFlows(_) | Call::GetFlow(_) => return call,
         };
         if let Some(context) = context {
             context.attempt = attempt;

@@ -210,7 +210,7 @@ pub struct GatewayOptions {
     pub max_in_flight: usize,
     /// Resolves backend names; the system's unless set.
     pub resolver: Option<flowgate_gateway::upstream::pool::Resolver>,
-    /// Serve the flow preview at `/preview/` on the admin listener (`FLOWGATE_PREVIEW=on`).
+    /// Serves the flow preview on the admin listener (`FLOWGATE_PREVIEW`); off unless set.
     pub preview: bool,
 }
 
@@ -285,7 +285,8 @@ impl Gateway {
             upstream.clone(),
             options.request_timeout,
         )
-        .with_max_in_flight(options.max_in_flight);
+        .with_max_in_flight(options.max_in_flight)
+        .with_preview(options.preview);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(flowgate_gateway::run(
             Listeners {
@@ -374,6 +375,19 @@ impl Gateway {
     pub async fn admin(&self, path: &str) -> (u16, Value) {
         read(
             reqwest::get(format!("{}{path}", self.admin_base))
+                .await
+                .expect("admin answers"),
+        )
+        .await
+    }
+
+    /// POSTs a JSON body to the admin listener.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        read(
+            reqwest::Client::new()
+                .post(format!("{}{path}", self.admin_base))
+                .json(body)
+                .send()
                 .await
                 .expect("admin answers"),
         )

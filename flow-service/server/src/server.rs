@@ -246,6 +246,14 @@ const METHODS: &[KnownMethod] = &[
         label: "NotifyError",
     },
     KnownMethod {
+        path: "/flowgate.v1.FlowService/ListFlows",
+        label: "ListFlows",
+    },
+    KnownMethod {
+        path: "/flowgate.v1.FlowService/GetFlow",
+        label: "GetFlow",
+    },
+    KnownMethod {
         path: "/grpc.health.v1.Health/Check",
         label: "grpc.health.v1.Health/Check",
     },

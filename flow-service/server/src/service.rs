@@ -139,6 +139,19 @@ impl Flows {
         self.violations.load(Ordering::Relaxed)
     }
 
+    /// What `ListFlows` answers: every flow, sorted by name.
+    pub fn summaries(&self) -> Vec<v1::FlowSummary> {
+        let signed_tokens = matches!(self.tokens, TokenPolicy::Signed(_));
+        self.names()
+            .into_iter()
+            .map(|name| v1::FlowSummary {
+                name: name.to_owned(),
+                is_default: self.default.as_deref() == Some(name),
+                signed_tokens,
+            })
+            .collect()
+    }
+
     /// The flow for a context's flow name; empty means the default flow.
     pub(crate) fn get(&self, name: &str) -> Result<(&str, &Arc<dyn Flow>), Status> {
         let name = if name.is_empty() {
@@ -252,6 +265,31 @@ impl FlowService for FlowServer {
         };
         flow.on_error(notice).await.map_err(to_status)?;
         Ok(Response::new(v1::NotifyErrorResponse {}))
+    }
+
+    async fn list_flows(
+        &self,
+        _: GrpcRequest<v1::ListFlowsRequest>,
+    ) -> Result<Response<v1::ListFlowsResponse>, Status> {
+        Ok(Response::new(v1::ListFlowsResponse {
+            flows: self.flows.summaries(),
+        }))
+    }
+
+    /// The Flow JSON text as registered; empty for a flow registered without one
+    /// ([`Flow::flow_json`] is optional), which the contract allows.
+    async fn get_flow(
+        &self,
+        request: GrpcRequest<v1::GetFlowRequest>,
+    ) -> Result<Response<v1::GetFlowResponse>, Status> {
+        let (name, flow) = self.flows.get(&request.get_ref().flow)?;
+        Ok(Response::new(v1::GetFlowResponse {
+            name: name.to_owned(),
+            flow_json: flow
+                .flow_json()
+                .map(|json| json.source().to_owned())
+                .unwrap_or_default(),
+        }))
     }
 }
 
@@ -386,6 +424,116 @@ mod tests {
             assert!(status.message().contains(message), "{status:?}");
         }
         assert_eq!(flows.violations(), 2);
+    }
+
+    /// A flow registered without a Flow JSON, which [`Flow::flow_json`] allows.
+    struct Bare;
+
+    #[async_trait::async_trait]
+    impl Flow for Bare {
+        async fn init(&self, _: Request) -> Result<Outcome, FlowError> {
+            Ok(Outcome::screen("START", json!({})))
+        }
+        async fn data_exchange(&self, _: Request) -> Result<Outcome, FlowError> {
+            Ok(Outcome::screen("START", json!({})))
+        }
+    }
+
+    /// Serves `flows` on 127.0.0.1:0 and returns a client of it; the server stops
+    /// when the returned sender is dropped.
+    async fn grpc(
+        flows: Flows,
+    ) -> (
+        v1::flow_service_client::FlowServiceClient<tonic::transport::Channel>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = crate::server::ServeOptions {
+            drain_delay: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        tokio::spawn(crate::server::run_with(
+            listener,
+            flows,
+            async {
+                let _ = stopped.await;
+            },
+            options,
+        ));
+        let client = v1::flow_service_client::FlowServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        (client, stop)
+    }
+
+    #[tokio::test]
+    async fn list_flows_names_each_flow_its_default_and_the_token_policy() {
+        let flows = Flows::new()
+            .register("wayward", wayward())
+            .register("bare", Bare)
+            .default_flow("bare");
+        let (mut client, _stop) = grpc(flows.clone()).await;
+        let listed = client
+            .list_flows(v1::ListFlowsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .flows;
+        let summary = |name: &str, is_default, signed_tokens| v1::FlowSummary {
+            name: name.into(),
+            is_default,
+            signed_tokens,
+        };
+        assert_eq!(
+            listed,
+            [
+                summary("bare", true, false),
+                summary("wayward", false, false)
+            ]
+        );
+
+        let secret = crate::tokens::Secret::new(&[7; 32]).unwrap();
+        let (mut client, _stop) = grpc(flows.tokens(TokenPolicy::Signed(secret))).await;
+        let listed = client
+            .list_flows(v1::ListFlowsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .flows;
+        assert!(listed.iter().all(|f| f.signed_tokens), "{listed:?}");
+    }
+
+    #[tokio::test]
+    async fn get_flow_answers_the_flow_json_text_as_registered() {
+        let flows = Flows::new()
+            .register("wayward", wayward())
+            .register("bare", Bare);
+        let (mut client, _stop) = grpc(flows).await;
+        let get = |flow: &str| v1::GetFlowRequest { flow: flow.into() };
+
+        // The default flow, by its empty name, answers with its own name.
+        let answer = client.get_flow(get("")).await.unwrap().into_inner();
+        assert_eq!(answer.name, "wayward");
+        assert_eq!(answer.flow_json, wayward().flow_json().unwrap().source());
+        let parsed: Value = serde_json::from_str(&answer.flow_json).unwrap();
+        assert_eq!(parsed["routing_model"]["START"], json!(["END"]));
+
+        let answer = client.get_flow(get("wayward")).await.unwrap().into_inner();
+        assert_eq!(answer.name, "wayward");
+        assert!(!answer.flow_json.is_empty());
+
+        // A flow without a Flow JSON: known, with nothing to show.
+        let answer = client.get_flow(get("bare")).await.unwrap().into_inner();
+        assert_eq!(
+            (answer.name.as_str(), answer.flow_json.as_str()),
+            ("bare", "")
+        );
+
+        let status = client.get_flow(get("nope")).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().contains("nope"), "{status:?}");
     }
 
     #[tokio::test]

@@ -40,6 +40,16 @@ pub struct Args {
         value_parser = checked(AdminListen::parse)
     )]
     pub admin_listen: AdminListen,
+    /// `on` serves the flow preview at `/preview/` on the admin listener: a page that
+    /// runs flows through the routes without Meta's envelope or signature.
+    #[arg(
+        long,
+        env = "FLOWGATE_PREVIEW",
+        default_value = "off",
+        value_parser = checked(on_off),
+        action = clap::ArgAction::Set
+    )]
+    pub preview: bool,
     /// The flow service: comma-separated `http://host:port` URLs; names are re-resolved so
     /// every replica behind them is used (the default for FLOWGATE_CONFIG routes too).
     #[arg(

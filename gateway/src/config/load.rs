@@ -51,9 +51,18 @@ impl Config {
                 ));
             }
         };
+        if args.preview && args.admin_listen.addr().is_none() {
+            return Err(ConfigError::new(
+                "FLOWGATE_PREVIEW",
+                "preview",
+                "on",
+                "the preview is served on the admin listener, which FLOWGATE_ADMIN_LISTEN turns off",
+            ));
+        }
         Ok(Config {
             listen: args.listen,
             admin_listen: args.admin_listen.addr(),
+            preview: args.preview,
             routes,
             request_timeout: args.request_timeout,
             shutdown_grace: args.shutdown_grace,

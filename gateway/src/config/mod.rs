@@ -219,4 +219,19 @@ mod tests {
         );
         assert_eq!(load(&["--admin-listen", "off"]).unwrap().admin_listen, None);
     }
+
+    #[test]
+    fn the_preview_is_off_unless_asked_for_and_needs_the_admin_listener() {
+        assert!(!load(&[]).unwrap().preview);
+        assert!(load(&["--preview", "on"]).unwrap().preview);
+        let line = load(&["--preview", "yes"]).unwrap_err().to_string();
+        assert!(line.contains("FLOWGATE_PREVIEW"), "{line}");
+        let line = load(&["--preview", "on", "--admin-listen", "off"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            line.contains("FLOWGATE_PREVIEW") && line.contains("admin listener"),
+            "{line}"
+        );
+    }
 }

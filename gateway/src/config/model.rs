@@ -185,6 +185,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `None` when the admin listener is off.
     pub admin_listen: Option<SocketAddr>,
+    /// The flow preview at `/preview/` on the admin listener (`FLOWGATE_PREVIEW`).
+    pub preview: bool,
     pub routes: Vec<RouteConfig>,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,

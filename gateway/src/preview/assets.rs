@@ -81,7 +81,10 @@ static ETAGS: LazyLock<Vec<(&'static str, HeaderValue)>> = LazyLock::new(|| {
         .chain(FILES)
         .map(|asset| {
             let tag = format!("\"{:016x}\"", fnv1a(asset.body));
-            (asset.name, HeaderValue::from_str(&tag).expect("hex is a valid header"))
+            (
+                asset.name,
+                HeaderValue::from_str(&tag).expect("hex is a valid header"),
+            )
         })
         .collect()
 });
@@ -212,8 +215,14 @@ mod tests {
         assert!(csp.contains("script-src 'self'"), "{csp}");
         assert!(csp.contains("img-src data:"), "{csp}");
         let page = text(response).await;
-        assert!(page.contains(r#"src="assets/app.js""#), "relative script link");
-        assert!(!page.contains("http://") && !page.contains("https://"), "{page}");
+        assert!(
+            page.contains(r#"src="assets/app.js""#),
+            "relative script link"
+        );
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "{page}"
+        );
     }
 
     #[tokio::test]
@@ -235,7 +244,11 @@ mod tests {
             "/preview/assets/..%2Fassets.rs",
             "/preview/assets/index.html",
         ] {
-            assert_eq!(get(path, None).await.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(
+                get(path, None).await.status(),
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
         }
     }
 }

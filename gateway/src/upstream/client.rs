@@ -222,6 +222,26 @@ impl Service<Attempt> for Grpc {
                         .map_err(failed)
                 })
             }
+            Call::ListFlows(r) => {
+                let request = build(r, timeout, &span);
+                Box::pin(async move {
+                    client
+                        .list_flows(request)
+                        .await
+                        .map(|r| Reply::Flows(r.into_inner()))
+                        .map_err(failed)
+                })
+            }
+            Call::GetFlow(r) => {
+                let request = build(r, timeout, &span);
+                Box::pin(async move {
+                    client
+                        .get_flow(request)
+                        .await
+                        .map(|r| Reply::FlowJson(r.into_inner()))
+                        .map_err(failed)
+                })
+            }
         }
     }
 }

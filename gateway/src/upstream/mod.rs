@@ -65,6 +65,10 @@ const HEALTH_WAIT: Duration = Duration::from_secs(1);
 pub enum Reply {
     Flow(FlowResponse),
     Acknowledged,
+    /// `ListFlows`, for the preview.
+    Flows(flowgate_proto::v1::ListFlowsResponse),
+    /// `GetFlow`, for the preview.
+    FlowJson(flowgate_proto::v1::GetFlowResponse),
 }
 
 /// One attempt at a call, as it travels down the stack.
@@ -240,6 +244,10 @@ fn from_status(status: Status) -> GatewayError {
         Code::InvalidArgument => GatewayError::Rejected(status.message().to_owned()),
         Code::ResourceExhausted => GatewayError::Overloaded,
         Code::DeadlineExceeded => GatewayError::Timeout,
+        // An optional RPC the service does not offer: told apart for the preview only.
+        Code::Unimplemented => GatewayError::Unimplemented {
+            detail: status.message().to_owned(),
+        },
         code => GatewayError::Unavailable {
             detail: format!("{code:?}: {}", status.message()),
         },

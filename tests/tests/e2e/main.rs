@@ -12,6 +12,7 @@ mod meta;
 mod meta_properties;
 mod meta_rules;
 mod portable;
+mod preview;
 mod resilience;
 mod store;
 mod tracing;

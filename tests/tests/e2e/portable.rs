@@ -377,3 +377,83 @@ async fn a_stopping_service_turns_unavailable_then_comes_back() {
     eventually(|| async { gateway.post("/flow-endpoint", &ping).await.0 == 200 }).await;
     eventually(|| async { gateway.admin("/readyz").await.0 == 200 }).await;
 }
+
+/// The preview (`FLOWGATE_PREVIEW=on`) through the contract's optional `ListFlows`
+/// and `GetFlow`: the routes with the signup flow, its Flow JSON, and the journey's
+/// first steps run as the endpoint runs them, each answer checked against that Flow
+/// JSON.
+#[tokio::test]
+async fn the_preview_lists_shows_and_runs_the_signup_flow() {
+    let service = Backend::start().await;
+    let gateway = Gateway::start(GatewayOptions {
+        preview: true,
+        ..GatewayOptions::new(service.url())
+    })
+    .await;
+    let signup = json!({"name": "signup", "is_default": true, "signed_tokens": false});
+
+    let (status, listed) = gateway.admin("/preview/api/routes").await;
+    assert_eq!(status, 200, "{listed}");
+    let routes = listed["routes"].as_array().unwrap();
+    assert_eq!(
+        routes[0],
+        json!({"route": "/flow-endpoint", "mode": "plain", "flows": [signup], "flows_error": null})
+    );
+    assert_eq!(routes[1]["route"], "/flows/{flow}");
+    assert!(
+        routes[1]["flows"].as_array().unwrap().contains(&signup),
+        "{listed}"
+    );
+
+    let file: Value =
+        serde_json::from_str(include_str!("../../../flow-service/flows/signup.json")).unwrap();
+    for query in [
+        "route=%2Fflow-endpoint",
+        "route=%2Fflows%2F%7Bflow%7D&flow=signup",
+    ] {
+        let (status, flow) = gateway.admin(&format!("/preview/api/flow?{query}")).await;
+        assert_eq!(status, 200, "{query}: {flow}");
+        assert_eq!(
+            flow,
+            json!({"name": "signup", "flow_json": file}),
+            "{query}"
+        );
+    }
+
+    let token = format!("preview-{}", flowgate_e2e::unique());
+    let welcome = "Welcome! Enter your email address to sign up.";
+    for (request, answer) in [
+        (
+            whatsapp("INIT", &token, "", json!({})),
+            json!({"screen": "WELCOME_SCREEN", "data": {"welcome_message": welcome}}),
+        ),
+        (
+            whatsapp(
+                "data_exchange",
+                &token,
+                "WELCOME_SCREEN",
+                json!({"email": "not-an-email"}),
+            ),
+            json!({"screen": "WELCOME_SCREEN", "data": {
+                "welcome_message": welcome,
+                "error_message": "Please enter a valid email address.",
+            }}),
+        ),
+    ] {
+        let (status, exchanged) = gateway
+            .admin_post(
+                "/preview/api/exchange",
+                &json!({"route": "/flow-endpoint", "flow": "signup", "flow_json": null, "request": request}),
+            )
+            .await;
+        assert_eq!(status, 200, "{exchanged}");
+        assert_eq!(exchanged["status"], 200, "{exchanged}");
+        assert_eq!(exchanged["answer"], answer);
+        assert_eq!(exchanged["violations"], json!([]));
+        assert_eq!(exchanged["checked_against"], "service");
+        assert!(
+            exchanged["latency_ms"].as_f64().unwrap() > 0.0,
+            "{exchanged}"
+        );
+    }
+}

@@ -151,12 +151,16 @@ impl Browser {
 
     /// The first element matching `css`, once there is one.
     pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
+        match self
+            .client
             .wait()
             .at_most(PATIENCE)
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no element `{css}`: {e}\n{}", self.dump().await))
+        {
+            Ok(element) => element,
+            Err(e) => panic!("no element `{css}`: {e}\n{}", self.dump().await),
+        }
     }
 
     /// Clicks the element matching `css`, found afresh (the page redraws a screen

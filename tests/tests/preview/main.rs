@@ -26,8 +26,9 @@ async fn stack() -> (Service, Gateway) {
     (service, gateway)
 }
 
-/// Opens the page and starts `flow` on the default route.
-async fn open(browser: &Browser, gateway: &Gateway, flow: &str) {
+/// Opens the page and starts `flow` on `route` (`/flow-endpoint` reaches the default
+/// flow, `signup`; `/flows/{flow}` any flow by name).
+async fn open(browser: &Browser, gateway: &Gateway, route: &str, flow: &str) {
     browser
         .client
         .goto(&format!("{}/preview/", gateway.admin_base))
@@ -35,7 +36,7 @@ async fn open(browser: &Browser, gateway: &Gateway, flow: &str) {
         .expect("the preview page loads");
     browser
         .click(&format!(
-            "button[data-testid=flow][data-route='/flow-endpoint'][data-flow='{flow}']"
+            "button[data-testid=flow][data-route='{route}'][data-flow='{flow}']"
         ))
         .await;
 }
@@ -74,7 +75,7 @@ async fn signup_journey_with_errors_back_and_completion() {
         return;
     };
     let (_service, gateway) = stack().await;
-    open(&browser, &gateway, "signup").await;
+    open(&browser, &gateway, "/flow-endpoint", "signup").await;
 
     // INIT: the welcome screen, drawn from the Flow JSON with the answer's data.
     browser.screen("WELCOME_SCREEN").await;
@@ -203,7 +204,7 @@ async fn booking_dropdowns_get_their_options_from_the_service() {
         return;
     };
     let (_service, gateway) = stack().await;
-    open(&browser, &gateway, "booking").await;
+    open(&browser, &gateway, "/flows/{flow}", "booking").await;
     browser.screen("APPOINTMENT").await;
     browser.screenshot(&screenshot_path("booking")).await;
 
@@ -277,7 +278,7 @@ async fn violations_show_in_red_in_the_panel() {
         return;
     };
     let (_service, gateway) = stack().await;
-    open(&browser, &gateway, "signup").await;
+    open(&browser, &gateway, "/flow-endpoint", "signup").await;
     browser.screen("WELCOME_SCREEN").await;
 
     // A Flow JSON file whose first screen is named differently from what the service
@@ -368,12 +369,17 @@ async fn a_flow_without_endpoint_draws_every_component_and_runs_locally() {
         return;
     };
     let (_service, gateway) = stack().await;
+    // Without the slash: redirected to the page.
     browser
         .client
-        .goto(&format!("{}/preview/", gateway.admin_base))
+        .goto(&format!("{}/preview", gateway.admin_base))
         .await
         .unwrap();
     browser.find("button[data-testid=flow]").await;
+    assert_eq!(
+        browser.client.current_url().await.unwrap().path(),
+        "/preview/"
+    );
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/preview-gallery.json");
     browser
         .find("[data-testid=flow-file]")

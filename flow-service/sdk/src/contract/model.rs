@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -164,6 +165,8 @@ pub struct FlowJson {
     entry: Vec<String>,
     /// Screen → every screen from which the routing model leads to it.
     ancestors: BTreeMap<String, BTreeSet<String>>,
+    /// The text it was parsed from, for tools that show the flow (a preview).
+    source: Arc<str>,
 }
 
 impl FlowJson {
@@ -174,6 +177,7 @@ impl FlowJson {
         data_api_version: Option<String>,
         screens: Vec<Screen>,
         routes: BTreeMap<String, Vec<String>>,
+        source: &str,
     ) -> Self {
         let entry = screens
             .iter()
@@ -192,7 +196,13 @@ impl FlowJson {
             routes,
             entry,
             ancestors,
+            source: source.into(),
         }
+    }
+
+    /// The Flow JSON text this was parsed from, unchanged.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Whether the flow has an endpoint (`data_api_version` and a routing model). A flow

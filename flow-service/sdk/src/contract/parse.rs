@@ -112,7 +112,7 @@ fn read(text: &str, mode: Mode) -> Result<FlowJson, FlowJsonError> {
             ));
         }
     };
-    let flow = FlowJson::new(version, data_api_version, parsed, routes);
+    let flow = FlowJson::new(version, data_api_version, parsed, routes, text);
     layout::check(&flow, &layouts)?;
     Ok(flow)
 }
