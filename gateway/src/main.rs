@@ -114,6 +114,9 @@ async fn serve(config: Config, limits: ConnectionLimits) -> anyhow::Result<()> {
         admin = ?admin.as_ref().map(|a| a.local_addr()).transpose()?,
         "flowgate gateway listening",
     );
+    if let (true, Some(admin)) = (config.preview, &admin) {
+        tracing::info!(url = %format!("http://{}/preview/", admin.local_addr()?), "flow preview");
+    }
     run(
         Listeners { public, admin },
         state,

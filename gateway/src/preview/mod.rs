@@ -25,14 +25,45 @@ use crate::routes::AppState;
 
 /// `/preview/…`: the page and its API, for the routes of `state`.
 ///
-/// The page's links are relative to `/preview/`, so its files are nested there, with
-/// the slash (axum then matches `/preview/` and not `/preview`), and `/preview`
-/// redirects to it.
+/// The page's router is nested at `/preview/` (its `/` is `/preview/`, its
+/// `/assets/{file}` is `/preview/assets/{file}`); `/preview` itself redirects there,
+/// so that the page's relative links resolve under `/preview/`.
 pub fn router(state: &AppState) -> Router {
     api::router(state)
-        .nest("/preview/", assets::assets())
         .route(
             "/preview",
             get(|| async { Redirect::permanent("/preview/") }),
         )
+        .nest("/preview/", assets::assets())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    use crate::envelope::Envelope;
+    use crate::routes::AppState;
+    use crate::upstream::Upstream;
+
+    #[tokio::test]
+    async fn the_page_is_under_a_trailing_slash() {
+        let upstream = Upstream::new("http://127.0.0.1:9", Duration::from_secs(60)).unwrap();
+        let state = AppState::single(
+            "/flow-endpoint",
+            Envelope::Plain,
+            upstream,
+            Duration::from_secs(1),
+        )
+        .with_preview(true);
+        let response = crate::routes::admin(&state)
+            .oneshot(Request::get("/preview").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(response.headers()[header::LOCATION], "/preview/");
+    }
 }
