@@ -363,22 +363,48 @@ async fn violations_show_in_red_in_the_panel() {
     browser.close().await;
 }
 
+/// A flow service with none of the optional RPCs: the preview cannot list its flows
+/// nor fetch their Flow JSON (every generated default answers UNIMPLEMENTED).
+struct Bare;
+
+#[tonic::async_trait]
+impl flowgate_proto::v1::flow_service_server::FlowService for Bare {}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_without_endpoint_draws_every_component_and_runs_locally() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let (_service, gateway) = stack().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(flowgate_proto::v1::flow_service_server::FlowServiceServer::new(Bare))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let gateway = Gateway::start(GatewayOptions {
+        preview: true,
+        ..GatewayOptions::new(format!("http://{addr}"))
+    })
+    .await;
     // Without the slash: redirected to the page.
     browser
         .client
         .goto(&format!("{}/preview", gateway.admin_base))
         .await
         .unwrap();
-    browser.find("button[data-testid=flow]").await;
+    // The service lists no flows: each route says why, and a file is the way in.
+    let error = browser.text("[data-testid=flows-error]").await;
+    assert!(error.contains("unimplemented"), "{error}");
     assert_eq!(
         browser.client.current_url().await.unwrap().path(),
         "/preview/"
+    );
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('button[data-testid=flow]').length;")
+            .await,
+        0
     );
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/preview-gallery.json");
     browser

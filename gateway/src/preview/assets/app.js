@@ -474,13 +474,13 @@
     const request = { version: '3.0', action, flow_token: session.token };
     if (screen !== undefined) request.screen = screen;
     if (data !== undefined) request.data = data;
-    const body = { route: session.route, flow: session.flow, flow_json: session.uploaded ? session.flowJson : null, request };
+    const body = { route: session.route, flow: session.flow || null, flow_json: session.uploaded ? session.flowJson : null, request };
     session.busy = true;
     render();
     const started = performance.now();
     const { status, json } = await api('POST', 'api/exchange', body);
     session.busy = false;
-    const title = `${session.flow}${screen ? ' · ' + screen : ''}`;
+    const title = `${session.flow || session.route}${screen ? ' · ' + screen : ''}`;
     if (status === 200 && json && typeof json === 'object' && 'status' in json) {
       logEntry({
         kind: action, title, status: json.status,
@@ -667,7 +667,7 @@
       return;
     }
     if (session.done) {
-      $('title').textContent = session.flow;
+      $('title').textContent = session.flow || session.route;
       body.setAttribute('data-screen', 'SUCCESS');
       setBanner(null);
       $('back').disabled = true;
@@ -676,7 +676,7 @@
     }
     const cur = session.cur;
     if (!cur) {
-      $('title').textContent = session.flow;
+      $('title').textContent = session.flow || session.route;
       body.removeAttribute('data-screen');
       setBanner(session.message);
       body.append(el('p', { class: 'empty', text: session.busy ? 'Starting…' : 'No screen.' }));
@@ -1069,6 +1069,7 @@
       return;
     }
     state.routes = json.routes;
+    $('file-route').replaceChildren(...json.routes.map((r) => el('option', { value: r.route, text: r.route })));
     if (!json.routes.length) box.append(el('p', { class: 'muted', text: 'The gateway has no routes.' }));
     for (const route of json.routes) {
       const flows = Array.isArray(route.flows) ? route.flows : [];
@@ -1106,6 +1107,8 @@
     state.selected = { route: route.route, flow: flow.name, signed: Boolean(flow.signed_tokens) };
     markSelected();
     history.replaceState(null, '', `#${new URLSearchParams({ route: route.route, flow: flow.name })}`);
+    $('file-route').value = route.route;
+    $('file-flow').value = flow.name;
     const token = $('token');
     const hint = $('token-hint');
     const { status, json } = await api('GET', `api/flow?route=${encodeURIComponent(route.route)}&flow=${encodeURIComponent(flow.name)}`);
@@ -1167,8 +1170,12 @@
       note: ok ? (json.ok ? 'The Flow JSON is valid.' : 'The Flow JSON has violations.') : 'The check failed.',
     });
     if (!flowJson || typeof flowJson !== 'object' || !Array.isArray(flowJson.screens)) return;
-    const target = state.selected || (state.routes[0] && { route: state.routes[0].route, flow: file.name.replace(/\.json$/i, '') });
-    if (!target) return;
+    const route = $('file-route').value;
+    if (!route) {
+      logEntry({ kind: 'check', title: file.name, note: 'The gateway has no route to run this file on.' });
+      return;
+    }
+    const target = { route, flow: $('file-flow').value.trim() };
     const hasEndpoint = ok && json.flow && typeof json.flow.has_endpoint === 'boolean' ? json.flow.has_endpoint : Boolean(flowJson.data_api_version);
     const token = $('token').value.trim() || randomToken();
     $('token').value = token;
