@@ -221,6 +221,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("request_timeout", &self.request_timeout)
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
+            .field("preview", &self.preview)
             .finish_non_exhaustive()
     }
 }
