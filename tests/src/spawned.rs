@@ -69,16 +69,16 @@ impl Logs {
         self.lines().join("\n")
     }
 
-    /// Waits up to five seconds for a line containing `needle`, and returns it.
+    /// Waits up to ten seconds for a line containing `needle`, and returns it.
     pub async fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
                 return line;
             }
             assert!(
                 Instant::now() < deadline,
-                "no log line with {needle:?} within 5 s:\n{}",
+                "no log line with {needle:?} within 10 s:\n{}",
                 self.text()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -339,6 +339,13 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the gateway");
+        // Read as it comes, so that a full pipe never blocks the child.
+        let mut pipe = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            stderr
+        });
         let deadline = Instant::now() + START_LIMIT;
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -351,8 +358,7 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let stderr = reader.join().unwrap();
         (status, stderr)
     }
 
@@ -467,13 +473,11 @@ pub fn metric_value(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The sum of every series of `name` (any labels) in Prometheus text.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
+/// The sum of the values of the lines starting with `prefix` (a name and the start of
+/// its labels, like `calls_total{method="Init",`).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
     text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
+        .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -2,7 +2,7 @@
 //! name, and control characters meant to forge log lines. None reaches the flow
 //! service where it is refused, and neither binary writes what the client wrote raw.
 
-use flowgate_e2e::spawned::{FlowService, Gateway, GatewayOptions, Logs};
+use flowgate_e2e::spawned::{FlowService, Gateway, GatewayOptions, Logs, metric_sum};
 use flowgate_e2e::{read, whatsapp};
 use serde_json::{Value, json};
 
@@ -14,11 +14,10 @@ async fn flow_calls(service: &FlowService) -> f64 {
     ["Init", "DataExchange", "Back", "NotifyError", "other"]
         .iter()
         .map(|method| {
-            let prefix = format!("flow_service_calls_total{{method=\"{method}\",");
-            text.lines()
-                .filter(|l| l.starts_with(&prefix))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
+            metric_sum(
+                &text,
+                &format!("flow_service_calls_total{{method=\"{method}\","),
+            )
         })
         .sum()
 }

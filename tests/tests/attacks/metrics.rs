@@ -5,11 +5,17 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use flowgate_e2e::spawned::{FlowService, Gateway, GatewayOptions, series};
+use flowgate_e2e::spawned::{
+    FlowService, Gateway, GatewayOptions, metric_sum, metric_value, series,
+};
 use flowgate_e2e::{read, unique, whatsapp};
 use serde_json::json;
 
 use super::{client, real_init};
+
+/// Made-up `error_key`s sent to the gateway, made-up method paths to the flow service.
+const ERROR_KEYS: usize = 5_000;
+const METHODS: usize = 2_000;
 
 /// Sends error notifications with the keys `{prefix}-{i}` for `i` in `range`, sixteen
 /// at a time; each must be acknowledged (200).
@@ -66,7 +72,7 @@ async fn made_up_error_keys_add_no_gateway_series() {
 
     let flood = tokio::spawn({
         let (gateway, prefix) = (gateway.clone(), prefix.clone());
-        async move { notify(&gateway, &prefix, 16..5_000).await }
+        async move { notify(&gateway, &prefix, 16..ERROR_KEYS).await }
     });
     real_init(&gateway, &client(&gateway)).await;
     assert!(
@@ -78,11 +84,11 @@ async fn made_up_error_keys_add_no_gateway_series() {
     let after = gateway.metrics().await;
     assert_same_series(&before, &after, &prefix);
     assert_eq!(
-        flowgate_e2e::spawned::metric_value(
+        metric_value(
             &after,
             r#"flowgate_error_notifications_total{error_key="other"}"#
         ),
-        5_000.0
+        ERROR_KEYS as f64
     );
 }
 
@@ -138,7 +144,7 @@ async fn made_up_grpc_methods_add_no_flow_service_series() {
             for worker in 0..16 {
                 let call = call.clone();
                 workers.push(tokio::spawn(async move {
-                    for i in (16..2_000).skip(worker).step_by(16) {
+                    for i in (16..METHODS).skip(worker).step_by(16) {
                         call(i).await;
                     }
                 }));
@@ -157,10 +163,6 @@ async fn made_up_grpc_methods_add_no_flow_service_series() {
 
     let after = service.metrics().await;
     assert_same_series(&before, &after, &prefix);
-    let other = after
-        .lines()
-        .filter(|l| l.starts_with(r#"flow_service_calls_total{method="other","#))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    assert_eq!(other, 2_000.0, "{after}");
+    let other = metric_sum(&after, r#"flow_service_calls_total{method="other","#);
+    assert_eq!(other, METHODS as f64, "{after}");
 }
