@@ -86,6 +86,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on FLOW_SERVICE_ADMIN_LISTEN {addr}"))?;
+        // The bound address: with port 0 the configured one does not say where.
+        let addr = admin.local_addr()?;
         tracing::info!(%addr, "admin listening (GET /metrics)");
         let router = flow_service::server::admin_router(flows.clone());
         tokio::spawn(async move { axum::serve(admin, router).await });

@@ -19,6 +19,7 @@
 //! `FLOWGATE_E2E_FLOW_SERVICE=python cargo nextest run -p flowgate-e2e -E 'binary(e2e) & test(/^portable::/)'`.
 
 pub mod backend;
+pub mod spawned;
 pub mod whatsapp;
 
 use std::net::SocketAddr;
