@@ -1,6 +1,6 @@
 //! The call pipeline: what happens around the handler of every `INIT`,
-//! `data_exchange` and `BACK` call, for every flow, as named steps that [`run`] reads
-//! top to bottom.
+//! `data_exchange` and `BACK` call, for every flow, as named steps that [`run`] and
+//! [`Call::execute`] read top to bottom.
 //!
 //! 1. [`Call::route`] — the flow by name; a flow token is required. The call's fields
 //!    (flow, action, screen, token_hash, request_id, attempt) are recorded once, on the
@@ -9,37 +9,47 @@
 //! 2. [`Call::token_policy`] — under `signed`, a token that is not valid for this flow
 //!    is refused ("token no longer valid") without touching the store;
 //! 3. [`Call::read_data`] — the screen data, as JSON;
-//! 4. [`Call::claim`] — the idempotency key: a call seen before gets its stored outcome
-//!    and the handler does not run again (a call still in progress elsewhere:
-//!    `UNAVAILABLE`) — except that once the token is completed only the completion
-//!    itself is answered again;
-//! 5. [`Call::single_use`] — a completed token is refused;
-//! 6. [`Call::load_session`] — the token's session, for the handler;
-//! 7. [`Call::handler`] — the flow's handler, in a span of its own;
-//! 8. [`Call::check_flow_json`] — the answer against the flow's Flow JSON: counted and
+//! 4. single flight ([`Calls`]) — a call with an idempotency key that is already
+//!    running in this process waits for that call's answer and shares it; one that
+//!    finished here recently gets its outcome from memory. A new call runs the steps
+//!    below as a task of its own, so that it finishes (and its answer is kept for the
+//!    resend) even when its caller goes away;
+//! 5. [`Call::open`] — where the store claims calls ([`Store::claims_calls`]:
+//!    PostgreSQL, memory), the idempotency key is claimed first (a call still in
+//!    progress on another replica: `UNAVAILABLE`); then one read gives the token's
+//!    completion, the key's stored outcome and the session. A call seen before gets
+//!    its stored outcome and the handler does not run again — except that once the
+//!    token is completed only the completion itself is answered again; a completed
+//!    token is refused;
+//! 6. [`Call::handler`] — the flow's handler, in a span of its own;
+//! 7. [`Call::check_flow_json`] — the answer against the flow's Flow JSON: counted and
 //!    logged, and refused in strict mode;
-//! 9. [`Call::commit`] — the outcome, and for a completion the completion record, in
-//!    one atomic write before the answer leaves. Of two calls racing to complete one
-//!    token, the store lets one win; the other is refused.
+//! 8. [`Call::commit`] — a completion, with its outcome, in one durable transaction
+//!    before the answer leaves (of two calls racing to complete one token, the store
+//!    lets one win; the other is refused, unless it was the same call); any other
+//!    outcome is kept ([`Store::keep`]): the session's changes, and the outcome where
+//!    the store shares it between replicas, without waiting for the disk.
 //!
 //! A step either lets the call go on or ends it with an [`Early`] answer; [`Call::answer`]
 //! turns either into the reply, records the outcome on the span and logs the call
 //! once. A call that fails after claiming its key releases it, so a retry runs again.
 //! Any store failure is `UNAVAILABLE` (HTTP 503), and nothing half-written remains.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use flowgate_proto::json::struct_to_json;
 use flowgate_proto::token_hash;
-use flowgate_proto::v1::{self, FlowResponse};
+use flowgate_proto::v1::{self, FlowResponse, flow_response};
+use tokio::sync::watch;
 use tonic::Status;
 use tracing::{Instrument, Span};
 
 use crate::sdk::{Action, Flow, Outcome, Request, Session};
 use crate::service::{Flows, TOKEN_NO_LONGER_VALID, context_from_proto, outcome_to_proto};
-use crate::store::{Claim, Finished, Store, StoreError};
+use crate::store::{CLAIM_LEASE, Claim, Finished, Store, StoreError};
 use crate::tokens::{self, TokenPolicy};
 
 /// The proto fields of an `INIT`, `data_exchange` or `BACK` call.
@@ -51,29 +61,69 @@ pub(crate) struct Incoming {
     pub data: Option<prost_types::Struct>,
 }
 
+/// What a call answers: what [`run`] returns, shared with the same call's waiters.
+type Answer = Result<FlowResponse, Status>;
+
 /// Runs one call through every step, in order.
 pub(crate) async fn run(
-    flows: &Flows,
-    store: &dyn Store,
+    flows: &Arc<Flows>,
+    store: &Arc<dyn Store>,
+    calls: &Arc<Calls>,
     mut incoming: Incoming,
-) -> Result<FlowResponse, Status> {
+) -> Answer {
     let data = incoming.data.take();
     let mut call = Call::route(flows, store, incoming)?;
-    let ended = async {
-        call.token_policy()?;
-        call.read_data(data)?;
-        call.claim().await?;
-        call.single_use().await?;
-        call.load_session().await?;
-        let outcome = call.handler().await?;
-        call.check_flow_json(&outcome)?;
-        // Unusable data is refused before anything is recorded.
-        let response = outcome_to_proto(outcome.clone()).map_err(Early::Failed)?;
-        call.commit(&outcome).await?;
-        Ok((outcome, response))
+    if let Err(early) = call.token_policy().and_then(|()| call.read_data(data)) {
+        return call.answer(Err(early)).await.0;
     }
-    .await;
-    call.answer(ended).await
+    let Some(id) = call.id() else {
+        // Without a key there is nothing to recognise a resend by.
+        return call.execute().await.0;
+    };
+    match calls.join(id) {
+        Joined::Lead(lead) => {
+            let answer = lead.subscribe();
+            tokio::spawn(
+                async move {
+                    let (answer, outcome) = call.execute().await;
+                    lead.finish(answer, outcome);
+                }
+                .instrument(Span::current()),
+            );
+            wait(answer).await
+        }
+        Joined::Wait(answer) => {
+            let answer = match tokio::time::timeout(CLAIM_LEASE, wait(answer)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(still_in_progress()),
+            };
+            if let Ok(response) = &answer {
+                Span::current().record("outcome", response_kind(response));
+            }
+            tracing::info!("the same call, in flight at once, answered this one too");
+            answer
+        }
+        Joined::Recent(outcome) => {
+            call.recent = Some(outcome);
+            call.execute().await.0
+        }
+    }
+}
+
+/// The answer the leading call of an id sends; `INTERNAL` if it ended without one (a
+/// panic).
+async fn wait(mut answer: watch::Receiver<Option<Answer>>) -> Answer {
+    match answer.wait_for(Option::is_some).await {
+        Ok(answer) => answer.clone().expect("waited for an answer"),
+        Err(_) => Err(Status::internal(
+            "the call failed; see the flow service's log",
+        )),
+    }
+}
+
+fn still_in_progress() -> Status {
+    tracing::info!("the same call is still in progress");
+    Status::unavailable("the same call is still in progress; retry shortly")
 }
 
 /// How a step ends a call before a new outcome is committed.
@@ -87,24 +137,31 @@ enum Early {
     Failed(Status),
 }
 
-/// One call on its way through the pipeline.
-struct Call<'a> {
-    flows: &'a Flows,
-    store: &'a dyn Store,
+/// One call on its way through the pipeline. It owns what it needs, so that it can
+/// run as a task of its own.
+struct Call {
+    flows: Arc<Flows>,
+    store: Arc<dyn Store>,
     /// The flow's registered name (the default flow's, for an empty name).
-    name: &'a str,
-    flow: &'a Arc<dyn Flow>,
+    name: String,
+    flow: Arc<dyn Flow>,
     action: Action,
     request: Request,
     /// The idempotency key, when the call has one.
     key: Option<String>,
+    /// The outcome this process kept for the same call, when it finished here before.
+    recent: Option<Outcome>,
     /// Whether this call holds its key's claim, to release it if the call fails.
     claimed: bool,
 }
 
-impl<'a> Call<'a> {
+impl Call {
     /// Step 1: the flow by name, and the call's fields on the span.
-    fn route(flows: &'a Flows, store: &'a dyn Store, incoming: Incoming) -> Result<Self, Status> {
+    fn route(
+        flows: &Arc<Flows>,
+        store: &Arc<dyn Store>,
+        incoming: Incoming,
+    ) -> Result<Self, Status> {
         let context = context_from_proto(incoming.context);
         let (name, flow) = flows.get(&context.flow)?;
         if incoming.flow_token.is_empty() {
@@ -119,10 +176,10 @@ impl<'a> Call<'a> {
         span.record("attempt", context.attempt);
         let key = Some(context.idempotency_key.clone()).filter(|k| !k.is_empty());
         Ok(Call {
-            flows,
-            store,
-            name,
-            flow,
+            flows: flows.clone(),
+            store: store.clone(),
+            name: name.to_owned(),
+            flow: flow.clone(),
             action: incoming.action,
             request: Request {
                 context,
@@ -131,6 +188,7 @@ impl<'a> Call<'a> {
                 ..Request::default()
             },
             key,
+            recent: None,
             claimed: false,
         })
     }
@@ -142,7 +200,7 @@ impl<'a> Call<'a> {
             let claims = tokens::verify(
                 secret,
                 &self.request.flow_token,
-                self.name,
+                &self.name,
                 SystemTime::now(),
             )
             .map_err(|reason| Early::Refused(reason.to_string()))?;
@@ -158,63 +216,101 @@ impl<'a> Call<'a> {
         Ok(())
     }
 
-    /// Step 4: claims the idempotency key, or answers the call it already names.
-    async fn claim(&mut self) -> Result<(), Early> {
-        let Some(key) = &self.key else {
-            return Ok(());
-        };
-        match self
-            .store
-            .claim(&self.request.flow_token, key)
-            .await
-            .map_err(unavailable)?
-        {
-            Claim::Claimed => {
-                self.claimed = true;
-                Ok(())
-            }
-            // A completion is answered again as it was; any other stored answer gives
-            // way once the token is completed (the user reopening a finished flow sends
-            // the same INIT as the first time).
-            Claim::Done(outcome @ Outcome::Complete { .. }) => Err(Early::Stored(outcome)),
-            Claim::Done(outcome) => {
-                self.single_use().await?;
-                Err(Early::Stored(outcome))
-            }
-            Claim::InProgress => {
-                tracing::info!("the same call is still in progress");
-                Err(Early::Failed(Status::unavailable(
-                    "the same call is still in progress; retry shortly",
-                )))
-            }
-        }
+    /// What tells this call apart from others, for step 4: the token's SHA-256 and
+    /// the idempotency key.
+    fn id(&self) -> Option<CallId> {
+        let key = self.key.as_ref()?;
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            self.request.flow_token.as_bytes(),
+        );
+        let mut token = [0; 32];
+        token.copy_from_slice(digest.as_ref());
+        Some(CallId {
+            token,
+            key: key.clone(),
+        })
     }
 
-    /// Step 5: a completed token is refused.
-    async fn single_use(&self) -> Result<(), Early> {
-        if self
-            .store
-            .is_completed(&self.request.flow_token)
-            .await
-            .map_err(unavailable)?
-        {
-            return Err(Early::Refused("the token was already completed".into()));
+    /// Steps 5 to 8, and the answer; with the outcome to keep for a resend, when the
+    /// call has one.
+    async fn execute(mut self) -> (Answer, Option<Outcome>) {
+        let ended = async {
+            self.open().await?;
+            let outcome = self.handler().await?;
+            self.check_flow_json(&outcome)?;
+            // Unusable data is refused before anything is recorded.
+            let response = outcome_to_proto(outcome.clone()).map_err(Early::Failed)?;
+            self.commit(&outcome).await?;
+            Ok((outcome, response))
         }
-        Ok(())
+        .await;
+        self.answer(ended).await
     }
 
-    /// Step 6: the token's session, loaded for the handler.
-    async fn load_session(&mut self) -> Result<(), Early> {
-        let values = self
+    /// Step 5: claims the idempotency key where the store claims calls, and reads the
+    /// token's completion, the key's stored outcome and the session. A call seen
+    /// before is answered with its stored outcome; a completed token is refused.
+    async fn open(&mut self) -> Result<(), Early> {
+        if let Some(outcome) = self.recent.take() {
+            return self.again(outcome, None).await;
+        }
+        let mut look_up = self.key.as_deref();
+        if let Some(key) = look_up
+            && self.store.claims_calls()
+        {
+            match self
+                .store
+                .claim(&self.request.flow_token, key)
+                .await
+                .map_err(unavailable)?
+            {
+                Claim::Claimed => {
+                    self.claimed = true;
+                    // Just claimed: there is no outcome to find.
+                    look_up = None;
+                }
+                Claim::Done(outcome) => return self.again(outcome, None).await,
+                Claim::InProgress => return Err(Early::Failed(still_in_progress())),
+            }
+        }
+        let opened = self
             .store
-            .session(&self.request.flow_token)
+            .open_call(&self.request.flow_token, look_up)
             .await
             .map_err(unavailable)?;
-        self.request.session = Session::new(values);
+        if let Some(outcome) = opened.stored {
+            return self.again(outcome, Some(opened.completed)).await;
+        }
+        if opened.completed {
+            return Err(Early::Refused("the token was already completed".into()));
+        }
+        self.request.session = Session::new(opened.session);
         Ok(())
     }
 
-    /// Step 7: the flow's handler for the action, in its own span (a child of the
+    /// A repeated call: a completion is answered again as it was; any other stored
+    /// answer gives way once the token is completed (the user reopening a finished
+    /// flow sends the same INIT as the first time). `completed`, when the caller read
+    /// it already.
+    async fn again(&self, outcome: Outcome, completed: Option<bool>) -> Result<(), Early> {
+        if !matches!(outcome, Outcome::Complete { .. }) {
+            let completed = match completed {
+                Some(completed) => completed,
+                None => self
+                    .store
+                    .is_completed(&self.request.flow_token)
+                    .await
+                    .map_err(unavailable)?,
+            };
+            if completed {
+                return Err(Early::Refused("the token was already completed".into()));
+            }
+        }
+        Err(Early::Stored(outcome))
+    }
+
+    /// Step 6: the flow's handler for the action, in its own span (a child of the
     /// server span).
     async fn handler(&self) -> Result<Outcome, Early> {
         let span = tracing::info_span!(
@@ -232,7 +328,7 @@ impl<'a> Call<'a> {
         outcome.map_err(|e| Early::Failed(crate::service::to_status(e)))
     }
 
-    /// Step 8: the answer against the flow's Flow JSON — always counted and logged,
+    /// Step 7: the answer against the flow's Flow JSON — always counted and logged,
     /// refused in strict mode.
     fn check_flow_json(&self, outcome: &Outcome) -> Result<(), Early> {
         let violation = self.flow.flow_json().and_then(|flow_json| {
@@ -264,50 +360,78 @@ impl<'a> Call<'a> {
         Ok(())
     }
 
-    /// Step 9: the outcome, the completion and the session's changes, in one atomic write.
+    /// Step 8: a completion, its outcome and the session's end in one durable
+    /// transaction; any other outcome kept with the session's changes.
     async fn commit(&self, outcome: &Outcome) -> Result<(), Early> {
+        let token = &self.request.flow_token;
+        let session = self.request.session.changes();
+        if !matches!(outcome, Outcome::Complete { .. }) {
+            return self
+                .store
+                .keep(
+                    &self.name,
+                    token,
+                    self.key.as_deref(),
+                    outcome,
+                    session.as_ref(),
+                )
+                .await
+                .map_err(unavailable);
+        }
         let finished = self
             .store
             .finish(
-                self.name,
-                &self.request.flow_token,
+                &self.name,
+                token,
                 self.key.as_deref(),
                 outcome,
-                self.request.session.changes().as_ref(),
+                session.as_ref(),
             )
             .await
             .map_err(unavailable)?;
         match finished {
             Finished::Recorded => Ok(()),
-            Finished::AlreadyCompleted => Err(Early::Refused(
-                "another call completed the token first".into(),
-            )),
+            Finished::AlreadyCompleted => {
+                // The same call, run at once by another process on the database
+                // without a claim (SQLite), completed it: its answer is this one's.
+                if let Some(key) = self.key.as_deref() {
+                    let opened = self
+                        .store
+                        .open_call(token, Some(key))
+                        .await
+                        .map_err(unavailable)?;
+                    if let Some(stored @ Outcome::Complete { .. }) = opened.stored {
+                        return Err(Early::Stored(stored));
+                    }
+                }
+                Err(Early::Refused(
+                    "another call completed the token first".into(),
+                ))
+            }
         }
     }
 
     /// The reply, however the call ended: the outcome recorded on the span and the
-    /// call logged once; a failed call's claim released.
-    async fn answer(
-        self,
-        ended: Result<(Outcome, FlowResponse), Early>,
-    ) -> Result<FlowResponse, Status> {
+    /// call logged once; a failed call's claim released. With the reply, the outcome
+    /// to keep for a resend, when the call has one.
+    async fn answer(self, ended: Result<(Outcome, FlowResponse), Early>) -> (Answer, Option<Outcome>) {
         let span = Span::current();
         match ended {
             Ok((outcome, response)) => {
                 span.record("outcome", outcome_kind(&outcome));
                 tracing::info!("flow call");
-                Ok(response)
+                (Ok(response), Some(outcome))
             }
             Err(Early::Stored(outcome)) => {
                 span.record("outcome", outcome_kind(&outcome));
                 tracing::info!("repeated call answered with its stored outcome");
-                outcome_to_proto(outcome)
+                (outcome_to_proto(outcome.clone()), Some(outcome))
             }
             Err(Early::Refused(reason)) => {
                 let outcome = Outcome::token_invalid(TOKEN_NO_LONGER_VALID);
                 span.record("outcome", outcome_kind(&outcome));
                 tracing::info!(reason, "flow token refused");
-                outcome_to_proto(outcome)
+                (outcome_to_proto(outcome), None)
             }
             Err(Early::Failed(status)) => {
                 if let (true, Some(key)) = (self.claimed, &self.key) {
@@ -319,8 +443,188 @@ impl<'a> Call<'a> {
                         );
                     }
                 }
-                Err(status)
+                (Err(status), None)
             }
+        }
+    }
+}
+
+/// How many finished calls a process remembers ([`Calls`]), and for how long.
+const RECENT_CALLS: usize = 32 * 1024;
+const RECENT_CALL_TTL: Duration = Duration::from_secs(3600);
+
+/// A call, as its resends name it: the flow token's SHA-256 and the idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CallId {
+    token: [u8; 32],
+    key: String,
+}
+
+/// The calls of one process, by [`CallId`]: those running now, whose answer the same
+/// call arriving meanwhile waits for (single flight), and the outcomes of those
+/// finished lately, for resends — the only record of a step that did not complete
+/// its token where the store does not share outcomes (SQLite; see
+/// [`Store::claims_calls`]). Bounded: the oldest finished calls go first, past
+/// [`RECENT_CALLS`] entries or [`RECENT_CALL_TTL`].
+///
+/// Cancellation: a new call runs as a task of its own, not in its caller's future, so
+/// a caller that goes away (the gateway's deadline, a dropped connection) neither
+/// stops it half-way nor strands its waiters; and if the task itself ends without an
+/// answer (a panic), its entry goes and its waiters get `INTERNAL`.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    table: Mutex<Table>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<CallId, Entry>,
+    /// Finished calls, oldest first: their id and sequence number (which tells the
+    /// entry from a later one under the same id) and when they finished.
+    finished: VecDeque<(CallId, u64, Instant)>,
+    sequence: u64,
+}
+
+#[derive(Debug)]
+enum Entry {
+    Running(watch::Receiver<Option<Answer>>),
+    Done {
+        outcome: Outcome,
+        sequence: u64,
+        at: Instant,
+    },
+}
+
+/// What [`Calls::join`] found.
+enum Joined {
+    /// A new call: run it and [`Lead::finish`] it.
+    Lead(Lead),
+    /// The same call is running: its answer, once there.
+    Wait(watch::Receiver<Option<Answer>>),
+    /// The same call finished lately: its outcome.
+    Recent(Outcome),
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self::new(RECENT_CALLS, RECENT_CALL_TTL)
+    }
+}
+
+impl Calls {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            table: Mutex::default(),
+            capacity,
+            ttl,
+        }
+    }
+
+    /// The table's lock. Nothing panics while holding it, so a poisoned lock still
+    /// guards whole data.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The call `id`: running, finished lately, or new — then this caller leads it.
+    fn join(self: &Arc<Self>, id: CallId) -> Joined {
+        let mut table = self.table();
+        match table.entries.get(&id) {
+            Some(Entry::Running(answer)) => return Joined::Wait(answer.clone()),
+            Some(Entry::Done { outcome, at, .. }) if at.elapsed() < self.ttl => {
+                return Joined::Recent(outcome.clone());
+            }
+            _ => {}
+        }
+        let (sender, receiver) = watch::channel(None);
+        table.entries.insert(id.clone(), Entry::Running(receiver));
+        Joined::Lead(Lead {
+            calls: self.clone(),
+            id,
+            sender,
+            finished: false,
+        })
+    }
+
+    /// How many calls are running or remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table().entries.len()
+    }
+}
+
+/// The right and duty to answer a new call: [`Lead::finish`], or, when dropped
+/// without it, the call's entry goes (its waiters then get `INTERNAL`).
+struct Lead {
+    calls: Arc<Calls>,
+    id: CallId,
+    sender: watch::Sender<Option<Answer>>,
+    finished: bool,
+}
+
+impl Lead {
+    fn subscribe(&self) -> watch::Receiver<Option<Answer>> {
+        self.sender.subscribe()
+    }
+
+    /// Remembers `outcome` (when the call has one) for resends, and answers every
+    /// caller waiting.
+    fn finish(mut self, answer: Answer, outcome: Option<Outcome>) {
+        self.finished = true;
+        {
+            let calls = &self.calls;
+            let mut table = calls.table();
+            match outcome {
+                Some(outcome) => {
+                    let now = Instant::now();
+                    table.sequence += 1;
+                    let sequence = table.sequence;
+                    table.entries.insert(
+                        self.id.clone(),
+                        Entry::Done {
+                            outcome,
+                            sequence,
+                            at: now,
+                        },
+                    );
+                    table.finished.push_back((self.id.clone(), sequence, now));
+                    table.evict(calls.capacity, calls.ttl, now);
+                }
+                // Nothing to answer a resend with: it runs again.
+                None => {
+                    table.entries.remove(&self.id);
+                }
+            }
+        }
+        self.sender.send_replace(Some(answer));
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut table = self.calls.table();
+            if matches!(table.entries.get(&self.id), Some(Entry::Running(_))) {
+                table.entries.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Table {
+    /// Forgets the oldest finished calls past `capacity`, and those older than `ttl`.
+    fn evict(&mut self, capacity: usize, ttl: Duration, now: Instant) {
+        while let Some((id, sequence, at)) = self.finished.front() {
+            if self.finished.len() <= capacity && now.duration_since(*at) < ttl {
+                break;
+            }
+            if matches!(self.entries.get(id), Some(Entry::Done { sequence: s, .. }) if s == sequence)
+            {
+                self.entries.remove(id);
+            }
+            self.finished.pop_front();
         }
     }
 }
@@ -346,5 +650,315 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
         } => "screen_with_error",
         Outcome::Complete { .. } => "complete",
         Outcome::TokenInvalid { .. } => "token_invalid",
+    }
+}
+
+/// What kind of answer a reply is, for the span of a call that shared another's.
+fn response_kind(response: &FlowResponse) -> &'static str {
+    match &response.outcome {
+        Some(flow_response::Outcome::NextScreen(next)) if next.error_message.is_some() => {
+            "screen_with_error"
+        }
+        Some(flow_response::Outcome::NextScreen(_)) => "screen",
+        Some(flow_response::Outcome::Complete(_)) => "complete",
+        Some(flow_response::Outcome::TokenInvalid(_)) => "token_invalid",
+        None => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+
+    use flowgate_proto::json::struct_from_json;
+    use flowgate_proto::v1::flow_service_server::FlowService;
+    use serde_json::{Value, json};
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::sdk::FlowError;
+    use crate::service::FlowServer;
+    use crate::store::{self, MemoryStore, StoreOptions};
+
+    /// A flow whose `WAIT` (a screen) and `DONE` (a completion) steps count their runs,
+    /// say they started, and answer only once the test lets one through; `REMEMBER`
+    /// keeps `data.x` in the session and `RECALL` answers it.
+    #[derive(Clone)]
+    struct Gate {
+        runs: Arc<AtomicUsize>,
+        started: Arc<Notify>,
+        open: Arc<Semaphore>,
+    }
+
+    impl Gate {
+        fn new() -> Self {
+            Self {
+                runs: Arc::default(),
+                started: Arc::default(),
+                open: Arc::new(Semaphore::new(0)),
+            }
+        }
+
+        fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Flow for Gate {
+        async fn init(&self, _request: Request) -> Result<Outcome, FlowError> {
+            Ok(Outcome::screen("START", json!({})))
+        }
+
+        async fn data_exchange(&self, request: Request) -> Result<Outcome, FlowError> {
+            match request.screen.as_str() {
+                "REMEMBER" => {
+                    let x = request.data.get("x").cloned().unwrap_or(Value::Null);
+                    request.session.set("x", x);
+                    Ok(Outcome::screen("RECALL", json!({})))
+                }
+                "RECALL" => Ok(Outcome::screen(
+                    "END",
+                    json!({"x": request.session.get("x")}),
+                )),
+                screen => {
+                    let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.started.notify_one();
+                    self.open.acquire().await.expect("never closed").forget();
+                    Ok(if screen == "DONE" {
+                        Outcome::complete(json!({"run": run}))
+                    } else {
+                        Outcome::screen("NEXT", json!({"run": run}))
+                    })
+                }
+            }
+        }
+    }
+
+    fn server(gate: &Gate, store: Arc<dyn Store>) -> FlowServer {
+        FlowServer::new(Flows::new().register("gate", gate.clone()), store)
+    }
+
+    fn step(
+        token: &str,
+        screen: &str,
+        key: &str,
+        data: Value,
+    ) -> tonic::Request<v1::DataExchangeRequest> {
+        tonic::Request::new(v1::DataExchangeRequest {
+            context: Some(v1::RequestContext {
+                flow: "gate".into(),
+                idempotency_key: key.into(),
+                ..Default::default()
+            }),
+            flow_token: token.into(),
+            screen: screen.into(),
+            data: Some(struct_from_json(data.as_object().unwrap(), "data").unwrap()),
+        })
+    }
+
+    type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    /// A call, polled once: far enough to lead or to wait for its call, not further.
+    async fn started(server: &FlowServer, token: &str, screen: &str, key: &str) -> Pending {
+        let server = server.clone();
+        let request = step(token, screen, key, json!({}));
+        let mut call: Pending = Box::pin(async move {
+            server
+                .data_exchange(request)
+                .await
+                .map(tonic::Response::into_inner)
+        });
+        tokio::select! {
+            biased;
+            answer = &mut call => panic!("answered before its handler could finish: {answer:?}"),
+            () = std::future::ready(()) => {}
+        }
+        call
+    }
+
+    async fn call(server: &FlowServer, screen: &str, key: &str, data: Value) -> Answer {
+        call_on(server, "tok", screen, key, data).await
+    }
+
+    async fn call_on(
+        server: &FlowServer,
+        token: &str,
+        screen: &str,
+        key: &str,
+        data: Value,
+    ) -> Answer {
+        server
+            .data_exchange(step(token, screen, key, data))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    fn screen_run(answer: &Answer) -> (String, f64) {
+        match &answer.as_ref().expect("an answer").outcome {
+            Some(flow_response::Outcome::NextScreen(next)) => {
+                let data = struct_to_json(next.data.as_ref().unwrap(), "data").unwrap();
+                (next.screen.clone(), data["run"].as_f64().unwrap())
+            }
+            Some(flow_response::Outcome::Complete(done)) => {
+                let params = struct_to_json(done.params.as_ref().unwrap(), "params").unwrap();
+                ("SUCCESS".into(), params["run"].as_f64().unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn refused(answer: &Answer) -> bool {
+        matches!(
+            answer.as_ref().map(|r| &r.outcome),
+            Ok(Some(flow_response::Outcome::TokenInvalid(_)))
+        )
+    }
+
+    /// The stores a test runs on: memory, and a fresh SQLite file (kept in `dir`).
+    async fn stores(dir: &tempfile::TempDir) -> Vec<Arc<dyn Store>> {
+        let url = format!("sqlite://{}", dir.path().join("calls.db").display());
+        vec![
+            Arc::new(MemoryStore::default()),
+            store::connect(&url, StoreOptions::default()).await.unwrap(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn identical_calls_in_flight_at_once_share_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(&dir).await {
+            for screen in ["WAIT", "DONE"] {
+                let gate = Gate::new();
+                let server = server(&gate, store.clone());
+                let key = format!("{screen}-key");
+                let first = started(&server, "tok", screen, &key).await;
+                gate.started.notified().await;
+                // The same call again while the first one's handler runs: it waits.
+                let second = started(&server, "tok", screen, &key).await;
+                gate.open.add_permits(1);
+                let (first, second) = (first.await, second.await);
+                assert_eq!(first, second, "{}", store.backend());
+                assert_eq!(screen_run(&first).1, 1.0);
+                assert_eq!(gate.runs(), 1, "{}", store.backend());
+                // A resend afterwards gets the same answer, without a run.
+                assert_eq!(call(&server, screen, &key, json!({})).await, first);
+                assert_eq!(gate.runs(), 1);
+                // Another key is another call (for a completed token: refused).
+                gate.open.add_permits(1);
+                let other = call(&server, screen, "another", json!({})).await;
+                if screen == "DONE" {
+                    assert!(refused(&other), "{other:?}");
+                } else {
+                    assert_eq!(screen_run(&other).1, 2.0);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_went_away_still_finishes_and_answers_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(&dir).await {
+            for screen in ["WAIT", "DONE"] {
+                let gate = Gate::new();
+                let server = server(&gate, store.clone());
+                // With a caller waiting: the first caller goes away (the gateway's
+                // deadline) mid-handler; the one waiting gets the answer.
+                let token = format!("{screen}-waited");
+                let first = started(&server, &token, screen, "k").await;
+                gate.started.notified().await;
+                let waiter = started(&server, &token, screen, "k").await;
+                drop(first);
+                gate.open.add_permits(1);
+                let answer = waiter.await;
+                assert_eq!(screen_run(&answer).1, 1.0, "{}", store.backend());
+                // With nobody waiting: the call finishes all the same, and the resend
+                // (waiting for it, or finding its outcome) gets its answer.
+                let token = format!("{screen}-alone");
+                let alone = started(&server, &token, screen, "k").await;
+                gate.started.notified().await;
+                drop(alone);
+                gate.open.add_permits(1);
+                let resent = call_on(&server, &token, screen, "k", json!({})).await;
+                assert_eq!(screen_run(&resent).1, 2.0, "{}", store.backend());
+                assert_eq!(gate.runs(), 2, "{}", store.backend());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_completion_and_its_resend_hold_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("restart.db").display());
+        let gate = Gate::new();
+        gate.open.add_permits(10);
+        let before = {
+            let store = store::connect(&url, StoreOptions::default()).await.unwrap();
+            let server = server(&gate, store.clone());
+            let done = call(&server, "DONE", "k", json!({})).await;
+            store.close().await;
+            done
+        };
+        assert_eq!(screen_run(&before), ("SUCCESS".into(), 1.0));
+        // A new process on the same file.
+        let store = store::connect(&url, StoreOptions::default()).await.unwrap();
+        let server = server(&gate, store);
+        // The completion's resend: the first answer, from the database, without a run.
+        assert_eq!(call(&server, "DONE", "k", json!({})).await, before);
+        assert_eq!(gate.runs(), 1);
+        // Any other call of the completed token is refused.
+        assert!(refused(&call(&server, "DONE", "k2", json!({})).await));
+        assert!(refused(&call(&server, "WAIT", "k3", json!({})).await));
+        assert_eq!(gate.runs(), 1);
+        // The session a step kept survived the restart too (checked on a fresh token).
+        let other = Gate::new();
+        let store = store::connect(&url, StoreOptions::default()).await.unwrap();
+        let server = FlowServer::new(Flows::new().register("gate", other), store.clone());
+        let remembered = call_on(&server, "t2", "REMEMBER", "s1", json!({"x": "kept"})).await;
+        assert!(remembered.is_ok(), "{remembered:?}");
+        store.close().await;
+        let store = store::connect(&url, StoreOptions::default()).await.unwrap();
+        let server = FlowServer::new(Flows::new().register("gate", Gate::new()), store);
+        let recalled = call_on(&server, "t2", "RECALL", "s2", json!({}))
+            .await
+            .unwrap();
+        let Some(flow_response::Outcome::NextScreen(next)) = recalled.outcome else {
+            panic!("{recalled:?}");
+        };
+        let data = struct_to_json(next.data.as_ref().unwrap(), "data").unwrap();
+        assert_eq!(data["x"], "kept");
+    }
+
+    #[test]
+    fn finished_calls_are_bounded() {
+        let calls = Arc::new(Calls::new(2, Duration::from_secs(3600)));
+        let id = |n: u8| CallId {
+            token: [n; 32],
+            key: "k".into(),
+        };
+        for n in 0..5 {
+            let Joined::Lead(lead) = calls.join(id(n)) else {
+                panic!("a new call leads");
+            };
+            lead.finish(
+                Err(Status::internal("x")),
+                Some(Outcome::screen("S", json!({"n": n}))),
+            );
+        }
+        assert_eq!(calls.len(), 2);
+        assert!(matches!(calls.join(id(4)), Joined::Recent(_)));
+        assert!(matches!(calls.join(id(0)), Joined::Lead(_)));
+        // A lead dropped without an answer leaves nothing behind.
+        assert_eq!(calls.len(), 2);
+        let Joined::Lead(lead) = calls.join(id(9)) else {
+            panic!("a new call leads");
+        };
+        let waiter = lead.subscribe();
+        drop(lead);
+        assert_eq!(calls.len(), 2);
+        assert!(waiter.has_changed().is_err());
     }
 }

@@ -15,7 +15,7 @@ use flowgate_proto::v1::{self, FlowResponse, flow_response};
 use serde_json::Value;
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use crate::pipeline::{self, Incoming};
+use crate::pipeline::{self, Calls, Incoming};
 use crate::sdk::{Action, Context, ErrorNotice, Flow, FlowError, Outcome};
 use crate::store::Store;
 use crate::tokens::TokenPolicy;
@@ -173,15 +173,22 @@ impl Flows {
 }
 
 /// Serves `flowgate.v1.FlowService` for a set of [`Flows`], keeping state in a [`Store`].
+/// Clones share everything, including the calls in flight: one server, one single
+/// flight (see [`crate::pipeline`]).
 #[derive(Debug, Clone)]
 pub struct FlowServer {
-    flows: Flows,
+    flows: Arc<Flows>,
     store: Arc<dyn Store>,
+    calls: Arc<Calls>,
 }
 
 impl FlowServer {
     pub fn new(flows: Flows, store: Arc<dyn Store>) -> Self {
-        Self { flows, store }
+        Self {
+            flows: Arc::new(flows),
+            store,
+            calls: Arc::default(),
+        }
     }
 
     async fn exchange(
@@ -199,7 +206,7 @@ impl FlowServer {
             screen,
             data,
         };
-        pipeline::run(&self.flows, &*self.store, incoming)
+        pipeline::run(&self.flows, &self.store, &self.calls, incoming)
             .await
             .map(Response::new)
     }

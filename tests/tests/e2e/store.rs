@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_service::sdk::Outcome;
-use flow_service::store::{self, Claim, Finished, MemoryStore, Store, StoreOptions};
+use flow_service::store::{self, Claim, Finished, MemoryStore, Opened, Store, StoreOptions};
 use flowgate_e2e::PgSchema;
 use serde_json::{Map, json};
 
@@ -225,6 +225,53 @@ async fn sessions_live_until_they_expire_or_the_token_completes() {
         assert!(short.cleanup_expired().await.unwrap() >= 2);
         assert_eq!(short.cleanup_expired().await.unwrap(), 0);
         assert!(short.is_completed("tok").await.unwrap());
+    })
+    .await;
+}
+
+/// What the call pipeline uses: one read before the handler (`open_call`) and, for a
+/// step that completes nothing, `keep`. Kept sessions are seen by a new handle (another
+/// process); kept outcomes are shared only where calls are claimed (PostgreSQL, memory).
+#[tokio::test]
+async fn one_read_opens_a_call_and_kept_steps_are_shared_as_claimed() {
+    check(|db| async move {
+        let store = db.open().await;
+        let opened = store.open_call("tok", Some("k1")).await.unwrap();
+        assert_eq!(opened, Opened::default());
+
+        let mut state = Map::new();
+        state.insert("department".into(), json!("cardiology"));
+        store
+            .keep("f", "tok", Some("k1"), &screen(1), Some(&state))
+            .await
+            .unwrap();
+        // Another process on the same data.
+        let other = db.open().await;
+        let opened = other.open_call("tok", Some("k1")).await.unwrap();
+        assert_eq!(opened.session, state);
+        assert!(!opened.completed);
+        let shared = other.claims_calls();
+        assert_eq!(shared, other.backend() != "sqlite");
+        assert_eq!(opened.stored, shared.then(|| screen(1)));
+        // Without a key, no outcome is looked up.
+        assert_eq!(other.open_call("tok", None).await.unwrap().stored, None);
+
+        // A completion is seen by every handle, with its outcome under its key.
+        let done = Outcome::complete(json!({"email": "ada@example.com"}));
+        assert_eq!(
+            store
+                .finish("f", "tok", Some("k2"), &done, None)
+                .await
+                .unwrap(),
+            Finished::Recorded
+        );
+        let opened = other.open_call("tok", Some("k2")).await.unwrap();
+        assert!(opened.completed);
+        assert_eq!(opened.stored, Some(done));
+        // Completing the token ended its session.
+        assert_eq!(opened.session, Map::new());
+        store.close().await;
+        other.close().await;
     })
     .await;
 }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Map, Value};
 
 use super::{
-    CLAIM_LEASE, Claim, Completion, Finished, Store, StoreError, StoreOptions, millis, now_ms,
-    token_key,
+    CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, millis,
+    now_ms, token_key,
 };
 use crate::sdk::Outcome;
 
@@ -162,6 +162,45 @@ impl Store for MemoryStore {
             Some((state, expires_at)) if *expires_at > now => state.clone(),
             _ => Map::new(),
         })
+    }
+
+    /// Claims cost a lock here, and keep several handles on one store (as tests use
+    /// them for replicas) from running one call twice.
+    fn claims_calls(&self) -> bool {
+        true
+    }
+
+    async fn open_call(&self, token: &str, key: Option<&str>) -> Result<Opened, StoreError> {
+        let hash = token_key(token);
+        let now = now_ms();
+        let data = self.data();
+        let stored = key.and_then(|key| match data.outcomes.get(&(hash.clone(), key.to_owned())) {
+            Some((Some(outcome), expires_at)) if *expires_at > now => Some(outcome.clone()),
+            _ => None,
+        });
+        let session = match data.sessions.get(&hash) {
+            Some((state, expires_at)) if *expires_at > now => state.clone(),
+            _ => Map::new(),
+        };
+        Ok(Opened {
+            completed: data.completions.contains_key(&hash),
+            stored,
+            session,
+        })
+    }
+
+    async fn keep(
+        &self,
+        flow: &str,
+        token: &str,
+        key: Option<&str>,
+        outcome: &Outcome,
+        session: Option<&Map<String, Value>>,
+    ) -> Result<(), StoreError> {
+        debug_assert!(!matches!(outcome, Outcome::Complete { .. }));
+        self.finish(flow, token, key, outcome, session)
+            .await
+            .map(drop)
     }
 
     async fn cleanup_expired(&self) -> Result<u64, StoreError> {

@@ -7,7 +7,40 @@
 //! - An **outcome** is stored per idempotency key: first as a claim (in progress), then
 //!   as the answer. A repeated key gets the answer back, or, while the first call is
 //!   still running, [`Claim::InProgress`], so a handler never runs twice for one call.
+//!   The call pipeline claims keys here only where another process may run the same
+//!   call ([`Store::claims_calls`]); within a process it runs one call once itself and
+//!   keeps recent outcomes in memory (`crate::pipeline::Calls`).
 //! - A **session** is a JSON object per token that handlers keep between screens.
+//!
+//! Per call the pipeline makes one read ([`Store::open_call`]: completion, stored
+//! outcome, session) and at most one write: a completion with its outcome in one
+//! durable transaction ([`Store::finish`]), or, for any other answer, the session's
+//! changes (and on PostgreSQL the outcome) without waiting for the disk
+//! ([`Store::keep`]). PostgreSQL also writes the claim first.
+//!
+//! # What holds across a restart
+//!
+//! Of the flow service (the process stops, cleanly or not, and starts again):
+//!
+//! - **memory** (`memory:`): nothing. Every completion, outcome and session is gone.
+//! - **SQLite file**: every completion and its outcome (committed with
+//!   `synchronous=FULL` before `SUCCESS` leaves), so a completed token stays refused
+//!   and a resent completion gets its `SUCCESS` again without its handler running;
+//!   every session change (committed to the WAL with `synchronous=NORMAL`: it survives
+//!   the process, but a power loss or OS crash may take the last ones). The outcomes
+//!   of steps that completed nothing lived in the process's memory: after a restart a
+//!   resend of such a step runs its handler again. A call the process died in the
+//!   middle of left nothing.
+//!   (`sqlite::memory:` keeps nothing, like `memory:`.)
+//! - **PostgreSQL**: everything the other replicas see, as before the restart:
+//!   completions and their outcomes (synchronous commits), the outcomes of every other
+//!   step and the sessions (asynchronous commits: lost only if the database server
+//!   itself crashes within a fraction of a second of them), and claims — a call cut
+//!   off mid-way holds its key until [`CLAIM_LEASE`] lapses, and a resend meanwhile
+//!   is answered `UNAVAILABLE`.
+//!
+//! What never holds in memory alone: a completion. Single use is the database's
+//! primary key, for every replica on it.
 //!
 //! Backends, chosen by [`connect`]'s URL:
 //! - [`MemoryStore`] (`memory:`) — in this process only, gone on exit: for developing
@@ -82,6 +115,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The session of `token`: an empty object when it has none or it expired.
     async fn session(&self, token: &str) -> Result<Map<String, Value>, StoreError>;
+
+    /// Whether the pipeline claims each call's idempotency key here ([`Store::claim`])
+    /// before its handler runs. True where another process may run the same call at
+    /// the same time and must see the claim (PostgreSQL), and for the memory store,
+    /// where a claim costs a lock; false for SQLite, where the process's own
+    /// single flight stands in for the claim (a SQLite file serves one process).
+    fn claims_calls(&self) -> bool;
+
+    /// What a call of `token` needs before its handler runs, in one read: whether the
+    /// token is completed, the outcome stored under `key` (when given) and the session.
+    async fn open_call(&self, token: &str, key: Option<&str>) -> Result<Opened, StoreError>;
+
+    /// Keeps what a call that did not complete its token answered: the session (when
+    /// given) and, where calls are claimed ([`Store::claims_calls`]), the outcome
+    /// under `key`. Atomic, and visible to every process on the database at once, but
+    /// not necessarily durable: see the module's "What holds across a restart".
+    /// A completion goes through [`Store::finish`] instead.
+    async fn keep(
+        &self,
+        flow: &str,
+        token: &str,
+        key: Option<&str>,
+        outcome: &Outcome,
+        session: Option<&Map<String, Value>>,
+    ) -> Result<(), StoreError>;
 
     /// Deletes expired outcomes, claims and sessions; returns how many went.
     /// Completions are business records and are never deleted here.
@@ -191,6 +249,17 @@ pub enum Claim {
     Done(Outcome),
     /// The key's call is still running elsewhere.
     InProgress,
+}
+
+/// What [`Store::open_call`] read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Opened {
+    /// Whether the token is completed.
+    pub completed: bool,
+    /// The outcome stored under the call's key, when the call finished before.
+    pub stored: Option<Outcome>,
+    /// The token's session: empty when it has none or it expired.
+    pub session: Map<String, Value>,
 }
 
 /// What [`Store::finish`] did.

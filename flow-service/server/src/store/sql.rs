@@ -19,11 +19,13 @@ use sqlx::Connection;
 #[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 #[cfg(feature = "sqlite")]
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::{
-    CLAIM_LEASE, Claim, Completion, Finished, Store, StoreError, StoreOptions, millis, now_ms,
-    redact, token_key,
+    CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, millis,
+    now_ms, redact, token_key,
 };
 use crate::sdk::Outcome;
 
@@ -39,10 +41,17 @@ enum Pool {
 }
 
 /// Completions, outcomes and sessions, in SQLite or PostgreSQL. Cheap to clone: clones
-/// share the connection pool.
+/// share the connection pools.
 #[derive(Clone)]
 pub struct SqlStore {
+    /// Durable commits: completions (and everything else but [`Store::open_call`] and
+    /// [`Store::keep`]).
     pool: Pool,
+    /// Where [`Store::open_call`] reads and [`Store::keep`] writes. For a SQLite file,
+    /// a second pool whose commits skip the fsync (`synchronous=NORMAL`, WAL): they
+    /// survive the process, not the machine. Otherwise the same pool as `pool`
+    /// (PostgreSQL sets the commit's durability per transaction).
+    fast: Pool,
     options: StoreOptions,
     /// The URL with any password masked, for logs.
     url: String,
@@ -57,11 +66,24 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
+/// A session's state, replacing any earlier one: token hash, flow, state, expiry.
+const UPSERT_SESSION: &str = "INSERT INTO sessions (token_hash, flow, state, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO UPDATE \
+     SET flow = excluded.flow, state = excluded.state, expires_at = excluded.expires_at";
+
+/// A call's outcome, replacing its claim: token hash, key, outcome, expiry.
+const UPSERT_OUTCOME: &str = "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash, idempotency_key) \
+     DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at";
+
 /// Runs the same statements on either backend, bounded by the store's timeout: the SQL
 /// is portable, only the pool's type differs.
 macro_rules! query {
     ($self:expr, $op:expr, |$pool:ident| $body:expr) => {
-        match &$self.pool {
+        query!($self, pool, $op, |$pool| $body)
+    };
+    ($self:expr, $which:ident, $op:expr, |$pool:ident| $body:expr) => {
+        match &$self.$which {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite($pool) => $self.bounded($op, $body).await,
             #[cfg(feature = "postgres")]
@@ -91,9 +113,10 @@ impl SqlStore {
     /// [`StoreOptions::timeout`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let shown = redact(url);
-        let pool = Self::pool(url, &shown, &options).await?;
+        let (pool, fast) = Self::pools(url, &shown, &options).await?;
         let store = SqlStore {
             pool,
+            fast,
             options,
             url: shown,
         };
@@ -104,7 +127,12 @@ impl SqlStore {
         Ok(store)
     }
 
-    async fn pool(url: &str, shown: &str, options: &StoreOptions) -> Result<Pool, StoreError> {
+    /// The durable pool and the fast one (see [`SqlStore`]'s fields).
+    async fn pools(
+        url: &str,
+        shown: &str,
+        options: &StoreOptions,
+    ) -> Result<(Pool, Pool), StoreError> {
         let connect_error = |error: sqlx::Error| StoreError::Connect {
             url: shown.to_owned(),
             error: error.into(),
@@ -120,24 +148,45 @@ impl SqlStore {
                 // Half the bound: SQLite gives up waiting for a lock itself, rather
                 // than leave a statement queued after its caller timed out.
                 .busy_timeout(options.timeout / 2);
-            let mut pool = SqlitePoolOptions::new().acquire_timeout(options.timeout);
+            let pool = SqlitePoolOptions::new().acquire_timeout(options.timeout);
             if memory {
-                // An in-memory database lives as long as a connection to it: keep one.
-                pool = pool
+                // An in-memory database lives as long as a connection to it: keep one,
+                // and one pool (a second would open another database).
+                let pool = pool
                     .max_connections(1)
                     .min_connections(1)
                     .idle_timeout(None)
-                    .max_lifetime(None);
-            } else {
-                pool = pool.max_connections(4);
+                    .max_lifetime(None)
+                    .connect_with(connect)
+                    .await
+                    .map_err(connect_error)?;
+                return Ok((Pool::Sqlite(pool.clone()), Pool::Sqlite(pool)));
             }
-            return Ok(Pool::Sqlite(
-                pool.connect_with(connect).await.map_err(connect_error)?,
-            ));
+            // A commit of the durable pool is on disk when it returns (the WAL is
+            // fsynced, and with it every commit before it); one of the fast pool is in
+            // the WAL, which survives the process but not the machine.
+            let durable = pool
+                .clone()
+                .max_connections(4)
+                .connect_with(connect.clone().synchronous(SqliteSynchronous::Full))
+                .await
+                .map_err(connect_error)?;
+            let fast = pool
+                .max_connections(4)
+                .connect_with(connect.synchronous(SqliteSynchronous::Normal))
+                .await
+                .map_err(connect_error)?;
+            return Ok((Pool::Sqlite(durable), Pool::Sqlite(fast)));
         }
         #[cfg(feature = "postgres")]
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let connect = PgConnectOptions::from_str(url).map_err(connect_error)?;
+            // Commits do not wait for the WAL flush unless a transaction asks for it
+            // (`SET LOCAL synchronous_commit = on`, as every `finish` does): claims and
+            // kept outcomes are visible to every replica at once, and a database crash
+            // loses at most the last fraction of a second of them.
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(connect_error)?
+                .options([("synchronous_commit", "off")]);
             // One connection first, so that a database that cannot be reached is
             // reported with its reason (refused, authentication…), not as a pool timeout.
             let first = tokio::time::timeout(options.timeout, PgConnection::connect_with(&connect))
@@ -147,8 +196,9 @@ impl SqlStore {
             let _ = first.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
-                .acquire_timeout(options.timeout);
-            return Ok(Pool::Postgres(pool.connect_lazy_with(connect)));
+                .acquire_timeout(options.timeout)
+                .connect_lazy_with(connect);
+            return Ok((Pool::Postgres(pool.clone()), Pool::Postgres(pool)));
         }
         Err(StoreError::Url(shown.to_owned()))
     }
@@ -190,7 +240,13 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        on_pool!(self, |pool| pool.close().await);
+        match &self.fast {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => pool.close().await,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 
     /// Whether `token` has been completed.
@@ -336,8 +392,15 @@ impl Store for SqlStore {
             Outcome::Complete { params } => Some(params.to_string()),
             _ => None,
         };
+        let postgres = self.backend() == "postgres";
         query!(self, "finish", |pool| async {
             let mut tx = pool.begin().await?;
+            if postgres {
+                // The connections' default is an asynchronous commit (see `pools`).
+                sqlx::query("SET LOCAL synchronous_commit = on")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if let Some(params) = &completion {
                 let inserted = sqlx::query(
                     "INSERT INTO completions \
@@ -361,12 +424,7 @@ impl Store for SqlStore {
                     .execute(&mut *tx)
                     .await?;
             } else if let Some(state) = &session_json {
-                sqlx::query(
-                    "INSERT INTO sessions (token_hash, flow, state, expires_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO UPDATE \
-                         SET flow = excluded.flow, state = excluded.state, \
-                             expires_at = excluded.expires_at",
-                )
+                sqlx::query(UPSERT_SESSION)
                 .bind(&hash)
                 .bind(flow)
                 .bind(state)
@@ -375,11 +433,7 @@ impl Store for SqlStore {
                 .await?;
             }
             if let Some(key) = key {
-                sqlx::query(
-                        "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash, idempotency_key) \
-                         DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at",
-                    )
+                sqlx::query(UPSERT_OUTCOME)
                     .bind(&hash)
                     .bind(key)
                     .bind(&outcome_json)
@@ -410,6 +464,110 @@ impl Store for SqlStore {
                 error,
             }),
         }
+    }
+
+    /// A claim is one more write per call; only PostgreSQL, with replicas on one
+    /// database, needs it (see [`Store::claims_calls`]).
+    fn claims_calls(&self) -> bool {
+        self.backend() == "postgres"
+    }
+
+    /// One statement on the fast pool: the completion, the stored outcome and the
+    /// session, each a scalar subquery on its table's primary key.
+    async fn open_call(&self, token: &str, key: Option<&str>) -> Result<Opened, StoreError> {
+        let hash = token_key(token);
+        let now = now_ms();
+        let row: (Option<i64>, Option<String>, Option<String>) =
+            query!(self, fast, "call lookup", |pool| async {
+                sqlx::query_as(
+                    "SELECT \
+                     (SELECT completed_at FROM completions WHERE token_hash = $1), \
+                     (SELECT outcome FROM outcomes \
+                      WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at > $3), \
+                     (SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $3)",
+                )
+                .bind(&hash)
+                .bind(key.unwrap_or_default())
+                .bind(now)
+                .fetch_one(pool)
+                .await
+            })?;
+        let (completed, outcome, state) = row;
+        let stored = match (key, outcome) {
+            (Some(_), Some(outcome)) => {
+                Some(
+                    serde_json::from_str(&outcome).map_err(|error| StoreError::Corrupt {
+                        what: "outcome",
+                        error,
+                    })?,
+                )
+            }
+            _ => None,
+        };
+        let session = match state {
+            None => Map::new(),
+            Some(state) => {
+                serde_json::from_str(&state).map_err(|error| StoreError::Corrupt {
+                    what: "session",
+                    error,
+                })?
+            }
+        };
+        Ok(Opened {
+            completed: completed.is_some(),
+            stored,
+            session,
+        })
+    }
+
+    /// On the fast pool: on a SQLite file, the session alone (when given), committed
+    /// without an fsync — the outcome stays in the process's memory; on PostgreSQL,
+    /// the session and the outcome under `key`, in one asynchronous commit.
+    async fn keep(
+        &self,
+        flow: &str,
+        token: &str,
+        key: Option<&str>,
+        outcome: &Outcome,
+        session: Option<&Map<String, Value>>,
+    ) -> Result<(), StoreError> {
+        let key = key.filter(|_| self.claims_calls());
+        if key.is_none() && session.is_none() {
+            return Ok(());
+        }
+        let hash = token_key(token);
+        let now = now_ms();
+        let outcome_json = key.map(|_| serde_json::to_string(outcome).expect("an outcome serialises"));
+        let outcome_expires = now + millis(self.options.idempotency_ttl);
+        let session_json = session.map(|s| Value::Object(s.clone()).to_string());
+        let session_expires = now + millis(self.options.session_ttl);
+        query!(self, fast, "keep", |pool| async {
+            let session = session_json.as_deref().map(|state| {
+                sqlx::query(UPSERT_SESSION)
+                    .bind(&hash)
+                    .bind(flow)
+                    .bind(state)
+                    .bind(session_expires)
+            });
+            let outcome = key.zip(outcome_json.as_deref()).map(|(key, outcome)| {
+                sqlx::query(UPSERT_OUTCOME)
+                    .bind(&hash)
+                    .bind(key)
+                    .bind(outcome)
+                    .bind(outcome_expires)
+            });
+            match (session, outcome) {
+                (Some(session), Some(outcome)) => {
+                    let mut tx = pool.begin().await?;
+                    session.execute(&mut *tx).await?;
+                    outcome.execute(&mut *tx).await?;
+                    tx.commit().await
+                }
+                // One statement is a transaction of its own.
+                (Some(one), None) | (None, Some(one)) => one.execute(pool).await.map(drop),
+                (None, None) => Ok(()),
+            }
+        })
     }
 
     /// Deletes expired outcomes, claims and sessions; returns how many rows went.
