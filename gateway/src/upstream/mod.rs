@@ -366,6 +366,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Recorder {
         refuse: bool,
+        /// Answer UNAUTHENTICATED, as a service with another token does.
+        unauthenticated: bool,
         delay: Duration,
         seen: Arc<std::sync::Mutex<Vec<Seen>>>,
     }
@@ -391,6 +393,9 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             if self.refuse {
                 return Err(Status::unavailable("refusing"));
+            }
+            if self.unauthenticated {
+                return Err(Status::unauthenticated("wrong token"));
             }
             Ok(tonic::Response::new(FlowResponse::default()))
         }
@@ -471,6 +476,46 @@ mod tests {
             );
         }
         assert_eq!(answered.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_call_is_final_and_never_retried() {
+        let refuser = Recorder {
+            unauthenticated: true,
+            ..Default::default()
+        };
+        let answerer = Recorder::default();
+        let backend = format!(
+            "{},{}",
+            serve(refuser.clone()).await,
+            serve(answerer.clone()).await
+        );
+        let upstream = Upstream::new(&backend, Duration::from_secs(60)).unwrap();
+        let mut refused = 0;
+        for i in 0..20 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            match upstream.call(init(&format!("key-{i}")), deadline).await {
+                Ok(Reply::Flow(_)) => {}
+                Err(error @ GatewayError::BackendUnauthenticated { .. }) => {
+                    assert_eq!(error.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+                    assert_eq!(error.code(), "backend_unauthenticated");
+                    refused += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(refused > 0, "random choice never chose the refuser in 20");
+        assert_eq!(refuser.seen.lock().unwrap().len(), refused);
+        // Nothing the refuser was asked went on to the other replica.
+        assert!(
+            answerer
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(_, a, _)| *a == 1)
+        );
+        assert_eq!(answerer.seen.lock().unwrap().len(), 20 - refused);
     }
 
     #[tokio::test]
