@@ -47,12 +47,14 @@ use crate::upstream::Reply;
 /// asks once, and an edited file is seen within seconds.
 const FLOW_JSON_TTL: Duration = Duration::from_secs(5);
 
+/// (route path, flow as sent) → when fetched, and the parsed Flow JSON.
+type FlowJsons = HashMap<(String, String), (Instant, Arc<FlowJson>)>;
+
 /// The routes, and the Flow JSONs recently fetched for checking answers.
 struct Preview {
     routes: Vec<Route>,
     request_timeout: Duration,
-    /// (route path, flow as sent) → when fetched, and the parsed Flow JSON.
-    flow_jsons: Mutex<HashMap<(String, String), (Instant, Arc<FlowJson>)>>,
+    flow_jsons: Mutex<FlowJsons>,
 }
 
 /// `/preview/api/…` for the routes of `state`.
