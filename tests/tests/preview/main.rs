@@ -360,6 +360,45 @@ async fn violations_show_in_red_in_the_panel() {
         "{violation}"
     );
     assert_eq!(violation["color"], "rgb(198, 40, 40)", "in red");
+
+    // A file whose last step sends what the flow refuses: the endpoint's 400 and its
+    // error show on the phone and, in red, in the panel.
+    let mut refused: Value = serde_json::from_str(flow_service::flows::signup::FLOW_JSON).unwrap();
+    refused["screens"][1]["layout"]["children"][2]["on-click-action"]["payload"] =
+        json!({"email": "not-an-email"});
+    let file = dir.path().join("refused.json");
+    std::fs::write(&file, refused.to_string()).unwrap();
+    browser
+        .find("[data-testid=flow-file]")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    browser.screen("WELCOME_SCREEN").await;
+    browser
+        .fill("[data-testid=field-email]", "ada@example.com")
+        .await;
+    browser.click("[data-testid=footer]").await;
+    browser.screen("CONFIRMATION_SCREEN").await;
+    browser.click("[data-testid=footer]").await;
+    let banner = browser
+        .until(
+            "the endpoint's error",
+            "const b = document.querySelector('[data-testid=error-banner]'); return !b.hidden && b.textContent;",
+        )
+        .await;
+    assert!(
+        banner.as_str().unwrap().starts_with("rejected: "),
+        "{banner}"
+    );
+    let status = browser
+        .js(
+            "const s = [...document.querySelectorAll('[data-testid=log-status]')].pop(); \
+             return {text: s.textContent, color: getComputedStyle(s).color};",
+        )
+        .await;
+    assert_eq!(status, json!({"text": "400", "color": "rgb(198, 40, 40)"}));
+    browser.screen("CONFIRMATION_SCREEN").await;
     browser.close().await;
 }
 
