@@ -492,6 +492,34 @@ async fn a_flow_without_endpoint_draws_every_component_and_runs_locally() {
         "init-values, data-source, markdown as nodes (the <img> in RichText stays text)"
     );
 
+    // A text field is not redrawn while typed in; leaving it redraws what depends on it,
+    // and the focus lands on the field it moved to.
+    browser
+        .find("[data-testid=field-age]")
+        .await
+        .send_keys("42")
+        .await
+        .unwrap();
+    assert!(
+        !browser
+            .text("[data-testid=screen]")
+            .await
+            .contains("An adult")
+    );
+    browser.click("[data-testid=field-about]").await;
+    browser
+        .until(
+            "the If to follow the age",
+            "return document.querySelector('[data-testid=screen]').innerText.includes('An adult');",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.activeElement.dataset.testid;")
+            .await,
+        "field-about"
+    );
+
     // If follows the form; navigate carries its payload; back is local and keeps the form.
     browser.click("[data-testid=option-size-large]").await;
     browser
