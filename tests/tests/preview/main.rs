@@ -360,6 +360,45 @@ async fn violations_show_in_red_in_the_panel() {
         "{violation}"
     );
     assert_eq!(violation["color"], "rgb(198, 40, 40)", "in red");
+
+    // A file whose last step sends what the flow refuses: the endpoint's 400 and its
+    // error show on the phone and, in red, in the panel.
+    let mut refused: Value = serde_json::from_str(flow_service::flows::signup::FLOW_JSON).unwrap();
+    refused["screens"][1]["layout"]["children"][2]["on-click-action"]["payload"] =
+        json!({"email": "not-an-email"});
+    let file = dir.path().join("refused.json");
+    std::fs::write(&file, refused.to_string()).unwrap();
+    browser
+        .find("[data-testid=flow-file]")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    browser.screen("WELCOME_SCREEN").await;
+    browser
+        .fill("[data-testid=field-email]", "ada@example.com")
+        .await;
+    browser.click("[data-testid=footer]").await;
+    browser.screen("CONFIRMATION_SCREEN").await;
+    browser.click("[data-testid=footer]").await;
+    let banner = browser
+        .until(
+            "the endpoint's error",
+            "const b = document.querySelector('[data-testid=error-banner]'); return !b.hidden && b.textContent;",
+        )
+        .await;
+    assert!(
+        banner.as_str().unwrap().starts_with("rejected: "),
+        "{banner}"
+    );
+    let status = browser
+        .js(
+            "const s = [...document.querySelectorAll('[data-testid=log-status]')].pop(); \
+             return {text: s.textContent, color: getComputedStyle(s).color};",
+        )
+        .await;
+    assert_eq!(status, json!({"text": "400", "color": "rgb(198, 40, 40)"}));
+    browser.screen("CONFIRMATION_SCREEN").await;
     browser.close().await;
 }
 
@@ -451,6 +490,34 @@ async fn a_flow_without_endpoint_draws_every_component_and_runs_locally() {
             "types": ["number", "date"], "area": "TEXTAREA",
         }),
         "init-values, data-source, markdown as nodes (the <img> in RichText stays text)"
+    );
+
+    // A text field is not redrawn while typed in; leaving it redraws what depends on it,
+    // and the focus lands on the field it moved to.
+    browser
+        .find("[data-testid=field-age]")
+        .await
+        .send_keys("42")
+        .await
+        .unwrap();
+    assert!(
+        !browser
+            .text("[data-testid=screen]")
+            .await
+            .contains("An adult")
+    );
+    browser.click("[data-testid=field-about]").await;
+    browser
+        .until(
+            "the If to follow the age",
+            "return document.querySelector('[data-testid=screen]').innerText.includes('An adult');",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.activeElement.dataset.testid;")
+            .await,
+        "field-about"
     );
 
     // If follows the form; navigate carries its payload; back is local and keeps the form.

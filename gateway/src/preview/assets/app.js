@@ -832,7 +832,13 @@
     control.addEventListener('focusout', (event) => {
       const next = event.relatedTarget;
       if (control.value === drawnWith || (next && next.tagName === 'BUTTON')) return;
+      const testid = next && next.dataset ? next.dataset.testid : null;
       render();
+      // The redraw replaced the field the focus was moving to: move it to the new one.
+      if (testid) {
+        const again = document.querySelector(`[data-testid="${CSS.escape(testid)}"]`);
+        if (again) again.focus();
+      }
     });
   }
 
