@@ -11,12 +11,15 @@
 //! - [`parse_duration`] — durations like `10s`, `1500ms`, `15m`, `24h`, `7d` (humantime).
 //! - [`HealthcheckTimeout`] — the `--timeout` flag of both `healthcheck` subcommands.
 //! - [`shutdown_signal`] — completes on the first SIGTERM or SIGINT.
+//! - [`bearer_token`] — the gRPC hop's shared token, from a variable or a `_FILE`.
 
 #[cfg(feature = "args")]
 mod args;
 #[cfg(feature = "args")]
 mod duration;
 mod error;
+#[cfg(feature = "args")]
+mod secret;
 mod shutdown;
 
 #[cfg(feature = "args")]
@@ -26,4 +29,6 @@ pub use args::{
 #[cfg(feature = "args")]
 pub use duration::{parse_duration, positive_duration};
 pub use error::{ConfigError, Shown};
+#[cfg(feature = "args")]
+pub use secret::{MIN_TOKEN_LEN, SecretVars, bearer_token};
 pub use shutdown::shutdown_signal;

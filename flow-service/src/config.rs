@@ -1,12 +1,15 @@
 //! Configuration from environment variables, each with a matching flag.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 pub use flowgate_cli::ConfigError;
-use flowgate_cli::{HealthcheckTimeout, parse_duration};
+use flowgate_cli::{HealthcheckTimeout, SecretVars, bearer_token, parse_duration};
 
+use crate::auth::AuthToken;
+use crate::server::ServerTls;
 use crate::store::StoreOptions;
 use crate::tokens::{Secret, TokenPolicy};
 
@@ -20,9 +23,32 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the gRPC listener.
-    #[arg(long, env = "FLOW_SERVICE_LISTEN", default_value = "0.0.0.0:50051")]
+    /// Address of the gRPC listener. Beyond loopback, set FLOW_SERVICE_AUTH_TOKEN or
+    /// FLOW_SERVICE_TLS_CLIENT_CA too (see "Securing the hop" in the README).
+    #[arg(long, env = "FLOW_SERVICE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: String,
+
+    /// The bearer token every call but gRPC health must carry (`authorization: Bearer
+    /// <token>`, the gateway's FLOWGATE_BACKEND_AUTH_TOKEN); others get UNAUTHENTICATED.
+    #[arg(long, env = "FLOW_SERVICE_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// A file holding that token (trimmed), instead of FLOW_SERVICE_AUTH_TOKEN.
+    #[arg(long, env = "FLOW_SERVICE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// PEM certificate chain of the gRPC listener; with FLOW_SERVICE_TLS_KEY, turns TLS on.
+    #[arg(long, env = "FLOW_SERVICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of FLOW_SERVICE_TLS_CERT.
+    #[arg(long, env = "FLOW_SERVICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: every call but gRPC health must come with a client certificate it
+    /// signed (mutual TLS). Needs FLOW_SERVICE_TLS_CERT and FLOW_SERVICE_TLS_KEY.
+    #[arg(long, env = "FLOW_SERVICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// Refuse (INTERNAL) answers that break their flow's Flow JSON instead of sending
     /// them with a warning: 1/true/on/yes or 0/false/off/no. `--strict` alone means 1.
@@ -127,6 +153,9 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The PEM certificate chain the listener serves (`FLOW_SERVICE_TLS_CERT`), when TLS
+    /// is on: the healthcheck expects exactly this certificate.
+    pub tls_cert_pem: Option<Vec<u8>>,
     /// See [`crate::service::Flows::strict`].
     pub strict: bool,
     pub serve: crate::server::ServeOptions,
@@ -242,8 +271,21 @@ impl Config {
                 reason,
             )
         })?;
+        let auth = bearer_token(
+            args.auth_token.as_deref(),
+            args.auth_token_file.as_deref(),
+            SecretVars {
+                var: "FLOW_SERVICE_AUTH_TOKEN",
+                flag: "auth-token",
+                file_var: "FLOW_SERVICE_AUTH_TOKEN_FILE",
+                file_flag: "auth-token-file",
+            },
+        )?
+        .map(|token| AuthToken::new(&token));
+        let (tls, tls_cert_pem) = server_tls(&args)?.unzip();
         Ok(Config {
             listen,
+            tls_cert_pem,
             strict,
             database_url: args.database_url.clone(),
             store,
@@ -253,9 +295,95 @@ impl Config {
             serve: crate::server::ServeOptions {
                 drain_delay,
                 max_in_flight,
+                auth,
+                tls,
             },
         })
     }
+
+    /// Whether the gRPC listener is reachable beyond loopback and admits anyone: no
+    /// token and no client certificates. The binary warns at start when it is.
+    pub fn exposed(&self) -> bool {
+        exposed(self.listen, &self.serve)
+    }
+}
+
+/// See [`Config::exposed`].
+pub fn exposed(listen: SocketAddr, serve: &crate::server::ServeOptions) -> bool {
+    let client_certificates = serve
+        .tls
+        .as_ref()
+        .is_some_and(ServerTls::requires_client_certificates);
+    !listen.ip().is_loopback() && serve.auth.is_none() && !client_certificates
+}
+
+/// TLS of the gRPC listener from its files, with the certificate PEM; `None` when off.
+/// A certificate without its key (or the reverse), or a client CA without both, is an
+/// error naming the missing variable.
+fn server_tls(args: &Args) -> Result<Option<(ServerTls, Vec<u8>)>, ConfigError> {
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (None, None) => {
+            if let Some(ca) = &args.tls_client_ca {
+                return Err(ConfigError::new(
+                    "FLOW_SERVICE_TLS_CLIENT_CA",
+                    "tls-client-ca",
+                    ca.display().to_string(),
+                    "needs FLOW_SERVICE_TLS_CERT and FLOW_SERVICE_TLS_KEY (client certificates need TLS)",
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(cert), None) => {
+            return Err(ConfigError::new(
+                "FLOW_SERVICE_TLS_KEY",
+                "tls-key",
+                "",
+                format!(
+                    "must be set together with FLOW_SERVICE_TLS_CERT ({})",
+                    cert.display()
+                ),
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::new(
+                "FLOW_SERVICE_TLS_CERT",
+                "tls-cert",
+                "",
+                format!(
+                    "must be set together with FLOW_SERVICE_TLS_KEY ({})",
+                    key.display()
+                ),
+            ));
+        }
+    };
+    let cert_pem = read_pem(cert, "FLOW_SERVICE_TLS_CERT", "tls-cert")?;
+    let key_pem = read_pem(key, "FLOW_SERVICE_TLS_KEY", "tls-key")?;
+    let ca_pem = args
+        .tls_client_ca
+        .as_deref()
+        .map(|ca| read_pem(ca, "FLOW_SERVICE_TLS_CLIENT_CA", "tls-client-ca"))
+        .transpose()?;
+    let tls = ServerTls::from_pem(&cert_pem, &key_pem, ca_pem.as_deref()).map_err(|e| {
+        ConfigError::new(
+            "FLOW_SERVICE_TLS_CERT",
+            "tls-cert",
+            cert.display().to_string(),
+            format!("{e} (with FLOW_SERVICE_TLS_KEY and FLOW_SERVICE_TLS_CLIENT_CA)"),
+        )
+    })?;
+    Ok(Some((tls, cert_pem)))
+}
+
+/// A PEM file's contents, which must be there.
+fn read_pem(path: &Path, var: &str, flag: &str) -> Result<Vec<u8>, ConfigError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::new(var, flag, &shown, format!("cannot read the file: {e}")))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(ConfigError::new(var, flag, &shown, "not a PEM file"));
+    }
+    Ok(pem)
 }
 
 impl IssueToken {
@@ -349,7 +477,7 @@ mod tests {
         let parse = |argv: &[&str]| Config::from_args(Args::try_parse_from(argv).unwrap());
         assert_eq!(
             parse(&["flow-service"]).unwrap().listen,
-            "0.0.0.0:50051".parse().unwrap()
+            "127.0.0.1:50051".parse().unwrap()
         );
         let err = parse(&["flow-service", "--listen", "50051"]).unwrap_err();
         assert!(
@@ -450,6 +578,34 @@ mod tests {
                 .unwrap()
                 .unwrap_err();
         assert!(err.to_string().contains("--ttl"), "{err}");
+    }
+
+    /// The start-up warning: beyond loopback, with neither a token nor client
+    /// certificates.
+    #[test]
+    fn exposure_needs_an_address_beyond_loopback_and_no_credentials() {
+        let serve = |token: bool| crate::server::ServeOptions {
+            auth: token.then(|| AuthToken::new("0123456789abcdef")),
+            ..Default::default()
+        };
+        for (listen, token, exposed) in [
+            ("0.0.0.0:50051", false, true),
+            ("[::]:50051", false, true),
+            ("10.0.0.7:50051", false, true),
+            ("0.0.0.0:50051", true, false),
+            ("127.0.0.1:50051", false, false),
+            ("127.0.0.2:50051", false, false),
+            ("[::1]:50051", false, false),
+        ] {
+            assert_eq!(
+                super::exposed(listen.parse().unwrap(), &serve(token)),
+                exposed,
+                "{listen} token={token}"
+            );
+        }
+        let parse = |argv: &[&str]| Config::from_args(Args::try_parse_from(argv).unwrap());
+        assert!(!parse(&["flow-service"]).unwrap().exposed(), "the default is loopback");
+        assert!(parse(&["flow-service", "--listen", "0.0.0.0:50051"]).unwrap().exposed());
     }
 
     #[test]

@@ -14,4 +14,4 @@ pub mod flows;
 
 pub use flowgate_sdk::flow as sdk;
 pub use flowgate_sdk::{contract, media, router};
-pub use flowgate_server::{server, service, store, tokens, wire};
+pub use flowgate_server::{auth, server, service, store, tokens, wire};

@@ -2,6 +2,8 @@
 //! SIGTERM or SIGINT. `flow-service issue-token` prints a signed flow token instead;
 //! `flow-service healthcheck` asks a running flow service whether it is serving.
 
+mod healthcheck;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,7 +38,8 @@ async fn main() -> ExitCode {
         // status as unhealthy, and Docker reserves 2.
         let addr = config::probe_address(config.listen);
         let timeout = timeout_ms.map_or(timeout.timeout, Duration::from_millis);
-        return match healthcheck(addr, service, timeout).await {
+        let tls = config.tls_cert_pem.as_deref();
+        return match healthcheck::check(addr, tls, service, timeout).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flow-service healthcheck: {e:#}");
@@ -87,7 +90,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let router = flow_service::server::admin_router(flows.clone());
         tokio::spawn(async move { axum::serve(admin, router).await });
     }
-    tracing::info!(addr = %listener.local_addr()?, ?flows, "flow service listening");
+    if config.exposed() {
+        tracing::warn!(
+            addr = %config.listen,
+            "the gRPC listener is reachable beyond loopback and admits any caller: set FLOW_SERVICE_AUTH_TOKEN (or _FILE) or FLOW_SERVICE_TLS_CLIENT_CA"
+        );
+    }
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        ?flows,
+        auth = if config.serve.auth.is_some() { "token" } else { "none" },
+        tls = match &config.serve.tls {
+            None => "off",
+            Some(tls) if tls.requires_client_certificates() => "mutual",
+            Some(_) => "on",
+        },
+        "flow service listening"
+    );
     flow_service::server::run_with(listener, flows, shutdown, config.serve).await?;
     tracing::info!("stopped");
     Ok(())
@@ -120,48 +139,4 @@ fn issue_token(issue: Result<IssueToken, flow_service::config::ConfigError>) -> 
     );
     println!("{token}");
     ExitCode::SUCCESS
-}
-
-/// One `grpc.health.v1.Health/Check` to `addr`; succeeds if the answer is SERVING.
-async fn healthcheck(
-    addr: std::net::SocketAddr,
-    service: String,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-
-    let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(timeout)
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        let mut request = tonic::Request::new(HealthCheckRequest {
-            service: service.clone(),
-        });
-        // A real deadline, so a stuck server also gives up on its side.
-        request.set_timeout(timeout);
-        let answer = HealthClient::new(channel)
-            .check(request)
-            .await
-            .with_context(|| format!("health check of {addr} failed"))?;
-        anyhow::Ok(answer.into_inner().status())
-    };
-    let status = tokio::time::timeout(timeout, check)
-        .await
-        .with_context(|| format!("no answer from {addr} within {timeout:?}"))??;
-    let name = if service.is_empty() {
-        "the server"
-    } else {
-        &service
-    };
-    anyhow::ensure!(
-        status == ServingStatus::Serving,
-        "{addr}: {name} is {}",
-        status.as_str_name()
-    );
-    println!("{addr}: {name} is SERVING");
-    Ok(())
 }

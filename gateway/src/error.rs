@@ -70,6 +70,11 @@ pub enum GatewayError {
     /// Unreachable, failing or not serving. `detail` is logged, not sent.
     #[error("the flow service is unavailable")]
     Unavailable { detail: String },
+    /// The flow service refused the gateway's credentials (`UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED`): a configuration problem, never retried. `detail` is
+    /// logged, not sent.
+    #[error("the gateway is not allowed to call the flow service")]
+    BackendUnauthenticated { detail: String },
     #[error("the flow service did not answer in time")]
     Timeout,
     /// The flow service answered something the gateway cannot turn into a WhatsApp answer.
@@ -104,6 +109,7 @@ impl GatewayError {
             Overloaded | GatewayBusy | Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Timeout => StatusCode::GATEWAY_TIMEOUT,
             BadUpstreamResponse { .. } => StatusCode::BAD_GATEWAY,
+            BackendUnauthenticated { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -135,6 +141,7 @@ impl GatewayError {
             Unavailable { .. } => "service_unavailable",
             Timeout => "upstream_timeout",
             BadUpstreamResponse { .. } => "bad_upstream_response",
+            BackendUnauthenticated { .. } => "backend_unauthenticated",
         }
     }
 
@@ -151,6 +158,13 @@ impl GatewayError {
         match self {
             GatewayError::Unavailable { detail } | GatewayError::BadUpstreamResponse { detail } => {
                 tracing::warn!(code = self.code(), %detail, "request failed upstream");
+            }
+            GatewayError::BackendUnauthenticated { detail } => {
+                tracing::error!(
+                    code = self.code(),
+                    %detail,
+                    "the flow service refused the gateway's credentials: a configuration problem; FLOWGATE_BACKEND_AUTH_TOKEN must equal the service's FLOW_SERVICE_AUTH_TOKEN, and with FLOW_SERVICE_TLS_CLIENT_CA set the gateway needs FLOWGATE_BACKEND_CLIENT_CERT"
+                );
             }
             GatewayError::Timeout | GatewayError::Overloaded | GatewayError::GatewayBusy => {
                 tracing::warn!(code = self.code(), "request failed upstream");

@@ -1,6 +1,7 @@
 //! `flowgate-gateway`: configuration → logging → TLS → routes → bind → serve until
 //! SIGTERM or SIGINT. `flowgate-gateway keygen` makes a key pair for Meta's endpoint;
-//! `flowgate-gateway healthcheck` asks a running gateway whether it is ready.
+//! `flowgate-gateway healthcheck` asks a running gateway whether it is ready;
+//! `flowgate-gateway gen-token PATH` writes the gRPC hop's bearer token once.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,6 +29,19 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flowgate-gateway keygen: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::GenToken { path }) = &args.command {
+        return match gen_token(path) {
+            Ok(wrote) => {
+                let what = if wrote { "wrote a new token to" } else { "kept the token in" };
+                eprintln!("flowgate-gateway gen-token: {what} {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowgate-gateway gen-token: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -152,6 +166,52 @@ fn keygen(out: &Path, encrypt: bool, passphrase: Option<&str>) -> anyhow::Result
     );
     print!("{}", generated.public_pem);
     Ok(())
+}
+
+/// Writes a new bearer token (32 random bytes from aws-lc-rs, base64url without
+/// padding, and a newline) to `path`, readable by its owner only, unless `path`
+/// exists: then it is kept, so that restarts keep the token. Parent directories are
+/// created. The token is written to a temporary file beside `path` and linked into
+/// place, so `path` never holds half a token and two racing writers keep one token.
+/// Returns whether a new token was written.
+fn gen_token(path: &Path) -> anyhow::Result<bool> {
+    use base64::Engine as _;
+
+    if path.exists() {
+        return Ok(false);
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no random bytes"))?;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = (|| {
+        let mut file = options.open(&temporary)?;
+        file.write_all(format!("{token}\n").as_bytes())?;
+        file.sync_all()
+    })();
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
 }
 
 /// One `GET path` to the admin listener on this host; succeeds on `200`.

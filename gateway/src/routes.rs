@@ -110,13 +110,16 @@ impl AppState {
             let upstream = match upstreams.iter().find(|u| u.url() == route.backend) {
                 Some(upstream) => upstream.clone(),
                 None => {
-                    let upstream =
-                        Upstream::new(&route.backend, config.dns_refresh).map_err(|e| {
-                            StartError {
-                                origin: route.origin.clone(),
-                                reason: e.to_string(),
-                            }
-                        })?;
+                    let upstream = Upstream::with_hop(
+                        &route.backend,
+                        config.dns_refresh,
+                        crate::upstream::pool::system_resolver(),
+                        &config.hop,
+                    )
+                    .map_err(|e| StartError {
+                        origin: route.origin.clone(),
+                        reason: e.to_string(),
+                    })?;
                     upstreams.push(upstream.clone());
                     upstream
                 }

@@ -22,8 +22,10 @@
 //! - [`tokens`] — signed flow tokens and the [`TokenPolicy`](tokens::TokenPolicy).
 //! - [`wire`] — the SDK's types ⇄ `flowgate.v1` messages, where the two differ.
 //! - [`server`] — [`serve`] and [`run_with`](server::run_with): health, reflection, the
-//!   layer stack, draining.
+//!   layer stack, TLS, draining.
+//! - [`auth`] — the caller check: bearer token and client certificate.
 
+pub mod auth;
 mod pipeline;
 pub mod server;
 pub mod service;

@@ -5,18 +5,23 @@
 //!
 //! 1. [`CallMetricsLayer`] (every call): `flow_service_calls_total` and
 //!    `flow_service_call_duration_seconds` by method — an allow-list of the methods
-//!    served, `other` for any other path — and gRPC status code;
-//! 2. tonic's router, by the method's service: `flowgate.v1.FlowService/…` calls take
+//!    served, `other` for any other path — and gRPC status code (a refused caller is
+//!    counted with `code="Unauthenticated"`);
+//! 2. [`CallerCheckLayer`] (every call but health): the bearer token and the client
+//!    certificate, when the options ask for them, else `UNAUTHENTICATED`;
+//! 3. tonic's router, by the method's service: `flowgate.v1.FlowService/…` calls take
 //!    the flow-call stack below; health and reflection go straight to their services,
 //!    so a busy replica is never reported dead;
-//! 3. `TraceLayer` (flow calls): the server span, a child of the caller's trace from
+//! 4. `TraceLayer` (flow calls): the server span, a child of the caller's trace from
 //!    the gRPC metadata, carrying the call's fields (see [`crate::pipeline`]);
-//! 4. `HandleErrorLayer` (flow calls): a shed call is answered `RESOURCE_EXHAUSTED` (the
+//! 5. `HandleErrorLayer` (flow calls): a shed call is answered `RESOURCE_EXHAUSTED` (the
 //!    gateway's 503 with `Retry-After`) at once, and counted in `flow_service_shed_total`;
-//! 5. `LoadShed` (flow calls): refuses rather than queues a call beyond the limit;
-//! 6. `GlobalConcurrencyLimit` (flow calls): at most `max_in_flight` flow calls at
+//! 6. `LoadShed` (flow calls): refuses rather than queues a call beyond the limit;
+//! 7. `GlobalConcurrencyLimit` (flow calls): at most `max_in_flight` flow calls at
 //!    once, across all connections;
-//! 7. the `FlowService` itself ([`FlowServer`]).
+//! 8. the `FlowService` itself ([`FlowServer`]).
+//!
+//! Under the stack, the listener speaks TLS when [`ServeOptions::tls`] is set.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +42,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
 
+use crate::auth::{AuthToken, CallerCheckLayer};
 use crate::service::{FlowServer, Flows};
 use crate::store::{MemoryStore, Store};
 
@@ -55,16 +61,63 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot listen: {0}")]
     Io(std::io::Error),
+    #[error("unusable TLS certificate or key: {0}")]
+    Tls(tonic::transport::Error),
 }
 
-/// How a server behaves under load and at shutdown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TLS for the gRPC listener, with client certificates required or not.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    config: tonic::transport::ServerTlsConfig,
+    client_certificates: bool,
+}
+
+impl ServerTls {
+    /// From PEM: the certificate chain and its private key; with `client_ca`, every
+    /// call but `grpc.health.v1` must come over a connection whose client certificate
+    /// that CA signed. A certificate presented is always verified; a connection
+    /// without one is accepted, so that health stays open, and its other calls are
+    /// answered `UNAUTHENTICATED` (see [`crate::auth`]).
+    pub fn from_pem(cert: &[u8], key: &[u8], client_ca: Option<&[u8]>) -> Result<Self, ServeError> {
+        let mut config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
+        if let Some(ca) = client_ca {
+            config = config
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        // Built once here so that a bad file fails at start, not at the first call.
+        tonic::transport::Server::builder()
+            .tls_config(config.clone())
+            .map_err(ServeError::Tls)?;
+        Ok(Self {
+            config,
+            client_certificates: client_ca.is_some(),
+        })
+    }
+
+    /// Whether callers must present a client certificate.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.client_certificates
+    }
+}
+
+/// How a server behaves under load and at shutdown, and whom it serves.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long to keep serving after reporting NOT_SERVING, so that gateways move
     /// traffic away before connections close.
     pub drain_delay: Duration,
     /// Flow calls handled at once; beyond, `RESOURCE_EXHAUSTED` at once.
     pub max_in_flight: usize,
+    /// The bearer token every call but health must carry; `None` asks for none.
+    pub auth: Option<AuthToken>,
+    /// TLS for the listener; `None` serves plaintext HTTP/2.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServeOptions {
@@ -72,6 +125,8 @@ impl Default for ServeOptions {
         Self {
             drain_delay: Duration::from_secs(2),
             max_in_flight: 512,
+            auth: None,
+            tls: None,
         }
     }
 }
@@ -128,6 +183,7 @@ pub async fn run_with(
         .register_encoded_file_descriptor_set(flowgate_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let drain_delay = options.drain_delay;
     let shutdown = async move {
         shutdown.await;
         health
@@ -137,10 +193,10 @@ pub async fn run_with(
             .set_not_serving::<FlowServiceServer<FlowServer>>()
             .await;
         tracing::info!(
-            drain_ms = options.drain_delay.as_millis() as u64,
+            drain_ms = drain_delay.as_millis() as u64,
             "draining: reported NOT_SERVING"
         );
-        tokio::time::sleep(options.drain_delay).await;
+        tokio::time::sleep(drain_delay).await;
         // Health watch streams never end by themselves and would hold their connections
         // open forever: dropping the statuses ends them, so the connections can close.
         let mut health = health;
@@ -167,9 +223,19 @@ pub async fn run_with(
         // At most `max_in_flight` flow calls at once, across all connections.
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits))
         .named_layer(FlowServiceServer::new(FlowServer::new(flows, store)));
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    let client_certificates = match options.tls {
+        Some(tls) => {
+            builder = builder.tls_config(tls.config).map_err(ServeError::Tls)?;
+            tls.client_certificates
+        }
+        None => false,
+    };
+    let served = builder
         // Every call, flow or not, counted by method (allow-listed) and status code.
         .layer(CallMetricsLayer)
+        // Every call but health: the token and the client certificate, when asked for.
+        .layer(CallerCheckLayer::new(options.auth, client_certificates))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(flow_calls)

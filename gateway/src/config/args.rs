@@ -49,6 +49,26 @@ pub struct Args {
         value_parser = checked(Backend::parse)
     )]
     pub backend: Backend,
+    /// The bearer token sent on every flowgate.v1 call (`authorization: Bearer
+    /// <token>`): the flow service's FLOW_SERVICE_AUTH_TOKEN.
+    #[arg(
+        long,
+        env = "FLOWGATE_BACKEND_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub backend_auth_token: Option<String>,
+    /// A file holding that token (trimmed), instead of FLOWGATE_BACKEND_AUTH_TOKEN.
+    #[arg(long, env = "FLOWGATE_BACKEND_AUTH_TOKEN_FILE")]
+    pub backend_auth_token_file: Option<PathBuf>,
+    /// `https://` backends: PEM CA bundle to trust [default: the system's roots].
+    #[arg(long, env = "FLOWGATE_BACKEND_CA")]
+    pub backend_ca: Option<PathBuf>,
+    /// `https://` backends: PEM client certificate chain, for mutual TLS.
+    #[arg(long, env = "FLOWGATE_BACKEND_CLIENT_CERT")]
+    pub backend_client_cert: Option<PathBuf>,
+    /// PEM private key of FLOWGATE_BACKEND_CLIENT_CERT.
+    #[arg(long, env = "FLOWGATE_BACKEND_CLIENT_KEY")]
+    pub backend_client_key: Option<PathBuf>,
     /// How often backend names are resolved again.
     #[arg(
         long,
@@ -208,6 +228,14 @@ pub enum Command {
         /// Encrypt the private key with the passphrase in FLOWGATE_PRIVATE_KEY_PASSPHRASE.
         #[arg(long)]
         encrypt: bool,
+    },
+    /// Write a new random bearer token for the gRPC hop (32 random bytes, base64url) to
+    /// PATH, readable by its owner only, unless PATH exists already: then keep it.
+    /// Made for containers that share the token through a volume.
+    GenToken {
+        /// Where to write the token; parent directories are created.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
     },
     /// Ask a running gateway on this host whether it is ready (`GET /readyz` on the
     /// admin listener, FLOWGATE_ADMIN_LISTEN): exit 0 on 200, 1 otherwise. Made for

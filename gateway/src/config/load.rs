@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 
 use flowgate_cli::ConfigError;
 use serde::Deserialize;
+use tonic::transport::{Certificate, Identity};
 
 use super::args::{AppSecrets, Args, KeyFiles, split_list};
 use super::model::{
     Backend, Config, FlowSource, MetaConfig, Mode, ModeConfig, RouteConfig, Secret, TlsSource,
     check_path, valid_flow_name,
 };
+use crate::upstream::{Hop, HopTls};
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
@@ -19,6 +21,7 @@ impl Config {
             Some(file) => routes_from_file(file, &args)?,
             None => routes_from_env(&args)?,
         };
+        let hop = hop(&args, &routes)?;
         let tls = match (args.tls, args.tls_cert, args.tls_key) {
             (false, None, None) => TlsSource::Off,
             (false, _, _) => {
@@ -52,6 +55,7 @@ impl Config {
             }
         };
         Ok(Config {
+            hop,
             listen: args.listen,
             admin_listen: args.admin_listen.addr(),
             routes,
@@ -63,6 +67,92 @@ impl Config {
             log_format: args.log_format,
         })
     }
+}
+
+/// The gRPC hop's token and TLS. TLS settings without an `https://` backend, and a
+/// client certificate without its key (or the reverse), are errors.
+fn hop(args: &Args, routes: &[RouteConfig]) -> Result<Hop, ConfigError> {
+    let token = flowgate_cli::bearer_token(
+        args.backend_auth_token.as_deref(),
+        args.backend_auth_token_file.as_deref(),
+        flowgate_cli::SecretVars {
+            var: "FLOWGATE_BACKEND_AUTH_TOKEN",
+            flag: "backend-auth-token",
+            file_var: "FLOWGATE_BACKEND_AUTH_TOKEN_FILE",
+            file_flag: "backend-auth-token-file",
+        },
+    )?
+    .map(Secret::new);
+    let read = |path: &Path, var: &str, flag: &str| {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError::new(var, flag, &shown, format!("cannot read the file: {e}"))
+        })?;
+        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(ConfigError::new(var, flag, &shown, "not a PEM file"));
+        }
+        Ok(pem)
+    };
+    let ca = args
+        .backend_ca
+        .as_deref()
+        .map(|ca| read(ca, "FLOWGATE_BACKEND_CA", "backend-ca"))
+        .transpose()?
+        .map(Certificate::from_pem);
+    let identity = match (&args.backend_client_cert, &args.backend_client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(Identity::from_pem(
+            read(cert, "FLOWGATE_BACKEND_CLIENT_CERT", "backend-client-cert")?,
+            read(key, "FLOWGATE_BACKEND_CLIENT_KEY", "backend-client-key")?,
+        )),
+        (Some(cert), None) => {
+            return Err(ConfigError::new(
+                "FLOWGATE_BACKEND_CLIENT_KEY",
+                "backend-client-key",
+                "",
+                format!(
+                    "must be set together with FLOWGATE_BACKEND_CLIENT_CERT ({})",
+                    cert.display()
+                ),
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::new(
+                "FLOWGATE_BACKEND_CLIENT_CERT",
+                "backend-client-cert",
+                "",
+                format!(
+                    "must be set together with FLOWGATE_BACKEND_CLIENT_KEY ({})",
+                    key.display()
+                ),
+            ));
+        }
+    };
+    let any_tls = routes.iter().any(|route| {
+        crate::upstream::parse_backend(&route.backend).is_ok_and(|parsed| parsed.tls)
+    });
+    if !any_tls {
+        for (var, flag, set) in [
+            ("FLOWGATE_BACKEND_CA", "backend-ca", ca.is_some()),
+            (
+                "FLOWGATE_BACKEND_CLIENT_CERT",
+                "backend-client-cert",
+                identity.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(ConfigError::hidden(
+                    var,
+                    flag,
+                    "applies to https:// backends only, and no backend is https://",
+                ));
+            }
+        }
+    }
+    Ok(Hop {
+        tls: HopTls { ca, identity },
+        token,
+    })
 }
 
 /// The one-route shortcut: `FLOWGATE_PATH` reaches the default flow and

@@ -97,7 +97,8 @@ pub struct MetaConfig {
     pub app_secrets: Vec<Secret>,
 }
 
-/// A checked flow service address: comma-separated `http://host:port` URLs, kept as
+/// A checked flow service address: comma-separated `http://host:port` (or all
+/// `https://host:port`) URLs, kept as
 /// written (it names the backend in logs and is what the upstream pool resolves).
 /// It reads as a `&str` wherever one is expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +193,8 @@ pub struct Config {
     pub dns_refresh: Duration,
     pub max_in_flight: usize,
     pub log_format: flowgate_telemetry::LogFormat,
+    /// TLS towards `https://` backends and the bearer token of every call.
+    pub hop: crate::upstream::Hop,
 }
 
 /// Flow names are 1–64 ASCII letters, digits, `_` or `-`.

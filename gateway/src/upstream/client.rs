@@ -15,15 +15,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use flowgate_proto::v1::FlowResponse;
-use flowgate_proto::v1::flow_service_client::FlowServiceClient;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
 use super::classify::classify;
-use super::pool::Replica;
+use super::pool::{Client, Replica};
 use super::{Attempt, CallError, Reply};
 use crate::translate::Call;
 
@@ -161,7 +159,7 @@ where
 /// One typed call on one replica.
 #[derive(Debug, Clone)]
 pub struct Grpc {
-    client: FlowServiceClient<Channel>,
+    client: Client,
     addr: SocketAddr,
 }
 

@@ -35,6 +35,7 @@
 mod balance;
 mod classify;
 mod client;
+pub mod hop;
 pub mod pool;
 mod resolve;
 mod retry;
@@ -53,6 +54,7 @@ use crate::error::GatewayError;
 use crate::translate::Call;
 use balance::Balance;
 pub use classify::Failure;
+pub use hop::{Hop, HopTls};
 use pool::{Pool, Target};
 pub use retry::MAX_ATTEMPTS;
 use retry::RetryPolicy;
@@ -141,8 +143,27 @@ impl Upstream {
         refresh: Duration,
         resolver: pool::Resolver,
     ) -> Result<Self, BackendError> {
-        let targets = parse_targets(backend)?;
-        let pool = Pool::with_resolver(targets, refresh, resolver);
+        Self::with_hop(backend, refresh, resolver, &Hop::default())
+    }
+
+    /// [`Upstream::with_resolver`] with the hop's TLS settings (for `https://`
+    /// backends) and bearer token. The TLS settings are tried here, so that what
+    /// cannot work (no CA and no system roots, a bad certificate) fails at start.
+    pub fn with_hop(
+        backend: &str,
+        refresh: Duration,
+        resolver: pool::Resolver,
+        hop: &Hop,
+    ) -> Result<Self, BackendError> {
+        let parsed = parse_backend(backend)?;
+        if parsed.tls {
+            let any = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+            resolve::endpoint_for(any, "localhost", Some(&hop.tls)).map_err(|e| BackendError {
+                url: backend.to_owned(),
+                reason: format!("cannot set up TLS: {}", error_chain(&e)),
+            })?;
+        }
+        let pool = Pool::with_hop(parsed.targets, parsed.tls, refresh, resolver, hop);
         let stack = tower::ServiceBuilder::new()
             .layer(tower::retry::RetryLayer::new(RetryPolicy::new()))
             .service(Balance::new(pool.clone()));
@@ -195,20 +216,44 @@ impl Upstream {
     }
 }
 
+/// A checked backend list: its replicas, and whether they speak TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedBackend {
+    /// `https://` URLs: every replica is reached over TLS.
+    pub tls: bool,
+    pub targets: Vec<Target>,
+}
+
 /// Checks a backend list and turns it into targets.
 pub fn parse_targets(backend: &str) -> Result<Vec<Target>, BackendError> {
+    parse_backend(backend).map(|parsed| parsed.targets)
+}
+
+/// Checks a backend list: comma-separated `http://host:port` or `https://host:port`
+/// URLs, all of one scheme.
+pub fn parse_backend(backend: &str) -> Result<ParsedBackend, BackendError> {
     let error = |reason: &str| BackendError {
         url: backend.to_owned(),
         reason: reason.to_owned(),
     };
     let mut targets = Vec::new();
+    let mut tls = None;
     for url in backend.split(',').map(str::trim) {
         let expected = || {
             error(&format!(
-                "`{url}`: expected http://host:port, comma-separated"
+                "`{url}`: expected http://host:port or https://host:port, comma-separated"
             ))
         };
-        let rest = url.strip_prefix("http://").ok_or_else(expected)?;
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(expected()),
+        };
+        if *tls.get_or_insert(https) != https {
+            return Err(error(
+                "mixes http:// and https://; one flow service is reached one way",
+            ));
+        }
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
             return Err(expected());
@@ -230,12 +275,31 @@ pub fn parse_targets(backend: &str) -> Result<Vec<Target>, BackendError> {
             },
         });
     }
-    Ok(targets)
+    Ok(ParsedBackend {
+        tls: tls.unwrap_or(false),
+        targets,
+    })
+}
+
+/// An error and its sources, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        source = e.source();
+    }
+    line
 }
 
 /// The one mapping of gRPC status codes to gateway errors (documented in `flow.proto`).
 fn from_status(status: Status) -> GatewayError {
     match status.code() {
+        // The service refused the gateway's token or certificate: configuration.
+        Code::Unauthenticated | Code::PermissionDenied => GatewayError::BackendUnauthenticated {
+            detail: format!("{:?}: {}", status.code(), status.message()),
+        },
         Code::NotFound => GatewayError::UnknownFlow(status.message().to_owned()),
         Code::InvalidArgument => GatewayError::Rejected(status.message().to_owned()),
         Code::ResourceExhausted => GatewayError::Overloaded,
@@ -269,7 +333,8 @@ mod tests {
         for bad in [
             "",
             "127.0.0.1:50051",
-            "https://x:1",
+            "ftp://x:1",
+            "http://a:1,https://b:2",
             "http://x",
             "http://x:1/path",
             "http://:1",
@@ -277,6 +342,12 @@ mod tests {
         ] {
             assert!(parse_targets(bad).is_err(), "{bad:?}");
         }
+        let parsed = parse_backend("https://flows.internal:50051,https://10.0.0.7:50051").unwrap();
+        assert!(parsed.tls);
+        assert_eq!(parsed.targets.len(), 2);
+        assert!(!parse_backend("http://a:1").unwrap().tls);
+        let mixed = parse_backend("http://a:1,https://b:2").unwrap_err();
+        assert!(mixed.to_string().contains("mixes http:// and https://"), "{mixed}");
     }
 
     /// A flow service on 127.0.0.1 that records each INIT's key, attempt and

@@ -17,12 +17,14 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tower::discover::Change;
 
+use super::hop::{Auth, Hop};
 use super::resolve::{Discovered, resolve};
 pub use super::resolve::{Resolver, Target, system_resolver};
 
@@ -65,11 +67,14 @@ impl Health {
     }
 }
 
+/// A replica's client: every call carries the bearer token, when there is one.
+pub type Client = FlowServiceClient<InterceptedService<Channel, Auth>>;
+
 /// One replica.
 #[derive(Debug)]
 pub struct Replica {
     pub addr: SocketAddr,
-    pub client: FlowServiceClient<Channel>,
+    pub client: Client,
     channel: Channel,
     health: AtomicU8,
     /// Calls in flight: the load signal for balancing.
@@ -77,11 +82,11 @@ pub struct Replica {
 }
 
 impl Replica {
-    fn new(addr: SocketAddr, endpoint: &Endpoint) -> Self {
+    fn new(addr: SocketAddr, endpoint: &Endpoint, auth: Auth) -> Self {
         let channel = endpoint.connect_lazy();
         Replica {
             addr,
-            client: FlowServiceClient::new(channel.clone()),
+            client: FlowServiceClient::with_interceptor(channel.clone(), auth),
             channel,
             health: AtomicU8::new(Health::Unknown as u8),
             pending: AtomicUsize::new(0),
@@ -94,6 +99,7 @@ impl Replica {
         Self::new(
             addr,
             &Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+            Auth::default(),
         )
     }
 
@@ -154,6 +160,8 @@ struct Inner {
     /// Bumped whenever the set of replicas or a health changes.
     changed: watch::Sender<u64>,
     refresher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The token every replica's calls carry.
+    auth: Auth,
 }
 
 impl Drop for Inner {
@@ -177,13 +185,29 @@ impl Pool {
 
     /// [`Pool::new`] with a given resolver.
     pub fn with_resolver(targets: Vec<Target>, refresh: Duration, resolver: Resolver) -> Self {
-        Self::from_discovery(resolve(targets, refresh, resolver))
+        Self::with_hop(targets, false, refresh, resolver, &Hop::default())
     }
 
-    /// Follows any discovery stream. The changes ready at once (static addresses) are
-    /// applied before this returns, so the first call finds them; a task applies the
-    /// rest as they come.
-    pub fn from_discovery<D>(discovery: D) -> Self
+    /// [`Pool::with_resolver`] over TLS when `tls` (with `hop.tls`), every call
+    /// carrying `hop.token`.
+    pub fn with_hop(
+        targets: Vec<Target>,
+        tls: bool,
+        refresh: Duration,
+        resolver: Resolver,
+        hop: &Hop,
+    ) -> Self {
+        let tls = tls.then(|| hop.tls.clone());
+        Self::from_discovery(
+            resolve(targets, refresh, resolver, tls),
+            Auth::new(hop.token.as_ref()),
+        )
+    }
+
+    /// Follows any discovery stream; every replica's calls carry `auth`. The changes
+    /// ready at once (static addresses) are applied before this returns, so the first
+    /// call finds them; a task applies the rest as they come.
+    pub fn from_discovery<D>(discovery: D, auth: Auth) -> Self
     where
         D: Stream<Item = Result<Discovered, Infallible>> + Send + 'static,
     {
@@ -194,6 +218,7 @@ impl Pool {
                 watchers: Default::default(),
                 changed,
                 refresher: Default::default(),
+                auth,
             }),
         };
         let mut discovery = Box::pin(discovery);
@@ -231,7 +256,7 @@ impl Pool {
             }
             Change::Insert(addr, _) if replicas.iter().any(|r| r.addr == addr) => return,
             Change::Insert(addr, endpoint) => {
-                let replica = Arc::new(Replica::new(addr, &endpoint));
+                let replica = Arc::new(Replica::new(addr, &endpoint, self.inner.auth.clone()));
                 tracing::info!(replica = %addr, "replica added");
                 watchers.insert(
                     addr,

@@ -16,6 +16,8 @@ use futures_util::Stream;
 use tonic::transport::Endpoint;
 use tower::discover::Change;
 
+use super::hop::HopTls;
+
 /// A refused or unroutable connection must fail fast, well inside any deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// HTTP/2 pings notice half-open connections that TCP alone would not.
@@ -58,10 +60,14 @@ pub type Discovered = Change<SocketAddr, Endpoint>;
 /// (ready without waiting), then, when there are names, a resolution at once and one
 /// every `refresh`, each yielding what was added and removed since the last. Without
 /// names the stream ends after the static addresses.
+///
+/// With `tls`, each replica is reached over TLS, its certificate checked for the name
+/// it was found under (the IP address of a listed address).
 pub fn resolve(
     targets: Vec<Target>,
     refresh: Duration,
     resolver: Resolver,
+    tls: Option<HopTls>,
 ) -> impl Stream<Item = Result<Discovered, Infallible>> + Send + 'static {
     let mut statics = BTreeSet::new();
     let mut names = Vec::new();
@@ -74,7 +80,11 @@ pub fn resolve(
         }
     }
     let state = State {
-        pending: statics.iter().map(|a| insert(*a)).collect(),
+        pending: statics
+            .iter()
+            .filter_map(|a| insert(*a, &a.ip().to_string(), tls.as_ref()))
+            .collect(),
+        tls,
         known: statics.clone(),
         statics,
         names,
@@ -112,6 +122,7 @@ struct State {
     resolved_once: bool,
     refresh: Duration,
     resolver: Resolver,
+    tls: Option<HopTls>,
 }
 
 impl State {
@@ -140,25 +151,54 @@ impl State {
             self.pending.push_back(Change::Remove(*gone));
         }
         for new in wanted.difference(&self.known) {
-            self.pending.push_back(insert(*new));
+            // The name a replica's certificate must carry: the one it was found under.
+            let domain = match self.statics.contains(new) {
+                true => new.ip().to_string(),
+                false => self
+                    .last
+                    .iter()
+                    .find(|(_, addrs)| addrs.contains(new))
+                    .map_or_else(|| new.ip().to_string(), |(host, _)| host.clone()),
+            };
+            self.pending
+                .extend(insert(*new, &domain, self.tls.as_ref()));
         }
         self.known = wanted;
     }
 }
 
-fn insert(addr: SocketAddr) -> Discovered {
-    Change::Insert(addr, endpoint_for(addr))
+/// A new replica, unless its TLS settings cannot be built (logged: they were checked
+/// at start, see [`endpoint_for`]).
+fn insert(addr: SocketAddr, domain: &str, tls: Option<&HopTls>) -> Option<Discovered> {
+    match endpoint_for(addr, domain, tls) {
+        Ok(endpoint) => Some(Change::Insert(addr, endpoint)),
+        Err(error) => {
+            tracing::error!(replica = %addr, %error, "cannot set up TLS towards the replica");
+            None
+        }
+    }
 }
 
-/// The connection options every replica gets.
-fn endpoint_for(addr: SocketAddr) -> Endpoint {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("a socket address is a valid URI")
+/// The connection options every replica gets: over TLS with `tls`, the replica's
+/// certificate checked for `domain`.
+pub fn endpoint_for(
+    addr: SocketAddr,
+    domain: &str,
+    tls: Option<&HopTls>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .expect("a socket address is a valid URI");
+    let endpoint = match tls {
+        Some(tls) => endpoint.tls_config(tls.client_config(domain))?,
+        None => endpoint,
+    };
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
+        .tcp_nodelay(true))
 }
 
 #[cfg(test)]
@@ -188,6 +228,7 @@ mod tests {
             vec![Target::Addr(b), Target::Addr(a), Target::Addr(a)],
             Duration::from_secs(1),
             system_resolver(),
+            None,
         );
         let changes: Vec<_> = stream.map(|c| change(&c.unwrap())).collect().await;
         assert_eq!(changes, [('+', a), ('+', b)]);
@@ -212,7 +253,7 @@ mod tests {
             host: "flows.test".into(),
             port: 7,
         }];
-        let mut stream = Box::pin(resolve(targets, refresh, resolver));
+        let mut stream = Box::pin(resolve(targets, refresh, resolver, None));
         assert_eq!(next(&mut stream).await, ('+', addr(1)));
 
         *answer.lock().unwrap() = Ok(vec![addr(2), addr(3)]);
