@@ -118,7 +118,7 @@ echo "flow-data volume at $volume, owned by uid $(stat -c %u "$volume" 2>/dev/nu
 echo "== the hop token"
 # docker cp reads the file as the engine does, whatever its mode; the archive keeps
 # the mode and owner gen-token gave it.
-listing=$(docker cp "$gateway:/secrets/hop-token" - | tar -tvf -)
+listing=$(docker cp "$gateway:/secrets/hop-token" - | tar --numeric-owner -tvf -)
 echo "$listing"
 case "$listing" in
   "-rw------- 65532/65532 "*) ;;
