@@ -44,7 +44,7 @@ echo "== staging the build context in $context"
 # A context holding only what the images contain keeps `docker build` from sending
 # gigabytes of target/ to the engine.
 rm -rf "$context"
-mkdir -p "$context/etc" "$context/data" "$context/tmp"
+mkdir -p "$context/etc" "$context/data" "$context/secrets" "$context/tmp"
 chmod 1777 "$context/tmp"
 cp deploy/docker/etc/nsswitch.conf deploy/docker/etc/passwd deploy/docker/etc/group "$context/etc/"
 for bin in flowgate-gateway flow-service; do

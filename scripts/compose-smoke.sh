@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The docker-compose stack end to end, from the host through the published port only:
-#   up (default profile) → healthy → ping over HTTPS → one sign-up journey →
+# The docker-compose stack end to end:
+#   up (default profile) → healthy → the hop token is in force (a flowgate.v1 call
+#   straight to the flow service without it, or with a wrong one, is UNAUTHENTICATED;
+#   gRPC health answers without it) → ping over HTTPS → one sign-up journey →
 #   --scale flow-service=3 → journeys for a while, killing a replica in use
 #   (docker kill) in the middle: not one may fail → down -v.
+# The journeys go through the gateway's published port only. For the direct calls, an
+# override made here publishes the flow service's port on 127.0.0.1 (an ephemeral port,
+# so scaling still works); docker-compose.yml itself publishes none.
 # Expects the images of scripts/build-images.sh. Always tears the project down.
 #
 #   FLOWGATE_PORT    host port on 127.0.0.1 (default 18443, clear of run-local.sh's 8443)
@@ -29,7 +34,6 @@ if ! "${compose_cmd[@]}" version >/dev/null 2>&1; then
   echo "no compose tool: install docker-compose or the docker compose plugin" >&2
   exit 1
 fi
-compose() { "${compose_cmd[@]}" -p "$project" -f docker-compose.yml "$@"; }
 echo "== $("${compose_cmd[@]}" version | head -1), project $project"
 
 for image in flowgate-gateway flowgate-flow-service; do
@@ -40,6 +44,15 @@ for image in flowgate-gateway flowgate-flow-service; do
 done
 
 work=$(mktemp -d)
+# Every compose command sees the same files, so none recreates what another started.
+cat >"$work/direct.yml" <<'EOF'
+version: "2.4"
+services:
+  flow-service:
+    ports:
+      - "127.0.0.1::50051"
+EOF
+compose() { "${compose_cmd[@]}" -p "$project" -f docker-compose.yml -f "$work/direct.yml" "$@"; }
 cleanup() {
   status=$?
   if [ "$status" != 0 ]; then
@@ -101,6 +114,59 @@ echo "gateway user: $(docker inspect -f '{{.Config.User}}' "$gateway")"
 docker exec "$gateway" /flowgate-gateway healthcheck
 volume=$(docker volume inspect -f '{{.Mountpoint}}' "${project}_flow-data")
 echo "flow-data volume at $volume, owned by uid $(stat -c %u "$volume" 2>/dev/null || echo '?')"
+
+echo "== the hop token"
+# docker cp reads the file as the engine does, whatever its mode; the archive keeps
+# the mode and owner gen-token gave it.
+listing=$(docker cp "$gateway:/secrets/hop-token" - | tar --numeric-owner -tvf -)
+echo "$listing"
+case "$listing" in
+  "-rw------- 65532/65532 "*) ;;
+  *) echo "the hop token is not a mode 0600 file of uid 65532" >&2; exit 1 ;;
+esac
+docker cp "$gateway:/secrets/hop-token" - | tar -xOf - >"$work/hop-token"
+[ -s "$work/hop-token" ] || { echo "the hop token is empty" >&2; exit 1; }
+token=$(tr -d '\r\n' <"$work/hop-token")
+# A second run of the one-shot keeps the token (gen-token writes only a missing file).
+compose run --rm --no-deps hop-token >/dev/null
+docker cp "$gateway:/secrets/hop-token" - | tar -xOf - | cmp -s - "$work/hop-token" || {
+  echo "running gen-token again changed the token" >&2
+  exit 1
+}
+
+direct=$(compose port flow-service 50051)
+echo "flow service published for this test on $direct"
+# A unary gRPC call by curl over HTTP/2 without TLS: an empty message (flag 0, length 0)
+# is a valid request of any type. Prints the grpc-status the answer ends with, from its
+# headers (a trailers-only answer) or its trailers.
+printf '\0\0\0\0\0' >"$work/empty.grpc"
+grpc_status() {
+  local path=$1
+  shift
+  : >"$work/grpc-headers"
+  curl -sS --http2-prior-knowledge --max-time 10 -o /dev/null -D "$work/grpc-headers" \
+    -H 'content-type: application/grpc' -H 'te: trailers' "$@" \
+    --data-binary @"$work/empty.grpc" "http://$direct$path" >&2 || true
+  tr -d '\r' <"$work/grpc-headers" | awk -F': *' 'tolower($1) == "grpc-status" { s = $2 } END { print s }'
+}
+expect_status() {
+  local what=$1 expected=$2 got=$3
+  echo "$what: grpc-status ${got:-none}"
+  [ "$got" = "$expected" ] || { echo "$what: expected grpc-status $expected" >&2; exit 1; }
+}
+method=/flowgate.v1.FlowService/NotifyError
+expect_status "health Check, no token" 0 "$(grpc_status /grpc.health.v1.Health/Check)"
+expect_status "$method, no token (UNAUTHENTICATED)" 16 "$(grpc_status "$method")"
+expect_status "$method, a wrong token (UNAUTHENTICATED)" 16 \
+  "$(grpc_status "$method" -H "authorization: Bearer not-$token")"
+# With the token the call is let through to the handler, whatever it makes of the
+# empty request.
+with=$(grpc_status "$method" -H "authorization: Bearer $token")
+echo "$method, the token: grpc-status ${with:-none}"
+if [ -z "$with" ] || [ "$with" = 16 ]; then
+  echo "the flow service refused its own token" >&2
+  exit 1
+fi
 
 echo "== ping over HTTPS"
 answer=$(curl -ksS --max-time 10 "$url" -H 'content-type: application/json' -d '{"action":"ping"}')

@@ -2,7 +2,9 @@
 # Validates deploy/k8s/ with no cluster: yamllint (syntax, duplicate keys, layout),
 # kubernetes-validate --strict (each object against the bundled OpenAPI schemas of
 # Kubernetes 1.30, the oldest these manifests support, and of the newest it ships;
-# unknown fields are errors), then scripts/check-k8s.py (how the objects fit together).
+# unknown fields are errors), then scripts/check-k8s.py (how the objects fit together:
+# probes, limits, non-root, Secrets, NetworkPolicies, the shared database, no literal
+# secrets), and its self-test (each hardening rule, broken on purpose, is reported).
 # Installs the two tools from PyPI into a virtualenv under target/ on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +29,6 @@ done
 
 echo "== check-k8s.py"
 "$venv/bin/python" scripts/check-k8s.py
+
+echo "== check-k8s.py --self-test"
+"$venv/bin/python" scripts/check-k8s.py --self-test

@@ -1,13 +1,18 @@
 # The gateway image: one static binary on an empty base, so it needs no image from a
 # registry and carries nothing but the gateway. Built by scripts/build-images.sh,
-# whose staging directory is the build context (the binary and etc/ only).
+# whose staging directory is the build context (the binary, etc/ and the empty
+# secrets/ directory).
 FROM scratch
 
 COPY etc/nsswitch.conf /etc/nsswitch.conf
 COPY etc/passwd etc/group /etc/
+# Where `flowgate-gateway gen-token /secrets/hop-token` writes the hop token in
+# docker-compose.yml. Owned by the gateway's user, so a fresh named volume mounted here
+# is created with that owner (there is no shell to chown with).
+COPY --chown=65532:65532 secrets/ /secrets/
 COPY flowgate-gateway /flowgate-gateway
 
-# Numeric, so it needs no lookup: the conventional "nonroot" ids, owning nothing here.
+# Numeric, so it needs no lookup: the conventional "nonroot" ids, owning only /secrets.
 USER 65532:65532
 
 # The admin listener binds every interface inside the container so that Docker's and
