@@ -174,10 +174,12 @@ impl Store for MemoryStore {
         let hash = token_key(token);
         let now = now_ms();
         let data = self.data();
-        let stored = key.and_then(|key| match data.outcomes.get(&(hash.clone(), key.to_owned())) {
-            Some((Some(outcome), expires_at)) if *expires_at > now => Some(outcome.clone()),
-            _ => None,
-        });
+        let stored = key.and_then(
+            |key| match data.outcomes.get(&(hash.clone(), key.to_owned())) {
+                Some((Some(outcome), expires_at)) if *expires_at > now => Some(outcome.clone()),
+                _ => None,
+            },
+        );
         let session = match data.sessions.get(&hash) {
             Some((state, expires_at)) if *expires_at > now => state.clone(),
             _ => Map::new(),

@@ -425,12 +425,12 @@ impl Store for SqlStore {
                     .await?;
             } else if let Some(state) = &session_json {
                 sqlx::query(UPSERT_SESSION)
-                .bind(&hash)
-                .bind(flow)
-                .bind(state)
-                .bind(session_expires)
-                .execute(&mut *tx)
-                .await?;
+                    .bind(&hash)
+                    .bind(flow)
+                    .bind(state)
+                    .bind(session_expires)
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some(key) = key {
                 sqlx::query(UPSERT_OUTCOME)
@@ -493,25 +493,22 @@ impl Store for SqlStore {
                 .await
             })?;
         let (completed, outcome, state) = row;
-        let stored = match (key, outcome) {
-            (Some(_), Some(outcome)) => {
-                Some(
-                    serde_json::from_str(&outcome).map_err(|error| StoreError::Corrupt {
+        let stored =
+            match (key, outcome) {
+                (Some(_), Some(outcome)) => Some(serde_json::from_str(&outcome).map_err(
+                    |error| StoreError::Corrupt {
                         what: "outcome",
                         error,
-                    })?,
-                )
-            }
-            _ => None,
-        };
+                    },
+                )?),
+                _ => None,
+            };
         let session = match state {
             None => Map::new(),
-            Some(state) => {
-                serde_json::from_str(&state).map_err(|error| StoreError::Corrupt {
-                    what: "session",
-                    error,
-                })?
-            }
+            Some(state) => serde_json::from_str(&state).map_err(|error| StoreError::Corrupt {
+                what: "session",
+                error,
+            })?,
         };
         Ok(Opened {
             completed: completed.is_some(),
@@ -537,7 +534,8 @@ impl Store for SqlStore {
         }
         let hash = token_key(token);
         let now = now_ms();
-        let outcome_json = key.map(|_| serde_json::to_string(outcome).expect("an outcome serialises"));
+        let outcome_json =
+            key.map(|_| serde_json::to_string(outcome).expect("an outcome serialises"));
         let outcome_expires = now + millis(self.options.idempotency_ttl);
         let session_json = session.map(|s| Value::Object(s.clone()).to_string());
         let session_expires = now + millis(self.options.session_ttl);
