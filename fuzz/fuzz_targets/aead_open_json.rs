@@ -72,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
                 let at = position % sealed.len();
                 sealed[at] ^= xor;
             }
-            assert!(KEY.open(&iv, &[], &sealed).is_err(), "a changed ciphertext opened");
+            assert!(
+                KEY.open(&iv, &[], &sealed).is_err(),
+                "a changed ciphertext opened"
+            );
         }
         _ => {
             let plaintext = input.rest();
@@ -83,7 +86,9 @@ fuzz_target!(|data: &[u8]| {
                 "initial_vector": STANDARD.encode(iv),
             });
             let body = Bytes::from(serde_json::to_vec(&body).expect("serialises"));
-            let opened = ENVELOPE.open(&HeaderMap::new(), body).expect("a sealed body opens");
+            let opened = ENVELOPE
+                .open(&HeaderMap::new(), body)
+                .expect("a sealed body opens");
             assert_eq!(&opened.payload[..], plaintext);
             let Sealer::Meta { iv: flipped, .. } = &opened.sealer else {
                 panic!("a Meta route answers sealed");
@@ -91,7 +96,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(*flipped, iv.map(|b| !b));
             request_path(&opened.payload);
             let answer = serde_json::json!({"data": {"status": "active"}});
-            assert_eq!(opened.sealer.seal(StatusCode::OK, &answer).status(), StatusCode::OK);
+            assert_eq!(
+                opened.sealer.seal(StatusCode::OK, &answer).status(),
+                StatusCode::OK
+            );
         }
     }
 });

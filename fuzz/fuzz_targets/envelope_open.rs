@@ -23,7 +23,10 @@ use libfuzzer_sys::fuzz_target;
 
 static SIGNED: LazyLock<Envelope> = LazyLock::new(|| {
     let secrets = AppSecrets::new(&[pywa_app_secret(), "another-app-secret"]);
-    Envelope::Meta(Arc::new(Meta::new(vec![test_key(), pywa_key()], Some(secrets))))
+    Envelope::Meta(Arc::new(Meta::new(
+        vec![test_key(), pywa_key()],
+        Some(secrets),
+    )))
 });
 
 static UNSIGNED: LazyLock<Envelope> =

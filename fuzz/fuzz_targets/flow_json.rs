@@ -32,7 +32,10 @@ fn check(flow: &FlowJson, action: Action, from: &str, outcome: &Outcome) -> bool
     match flow.check(action, from, outcome) {
         Ok(()) => {
             if let Outcome::Screen { screen, .. } = outcome {
-                assert!(flow.screen(screen).is_some(), "accepted unknown screen {screen}");
+                assert!(
+                    flow.screen(screen).is_some(),
+                    "accepted unknown screen {screen}"
+                );
             }
             if let Outcome::Complete { .. } = outcome {
                 assert_eq!(action, Action::DataExchange);
@@ -69,7 +72,12 @@ fn exercise(flow: &FlowJson) {
         for action in ACTIONS {
             check(flow, action, &screen.id, &examples);
             check(flow, action, &screen.id, &Outcome::complete(json!({})));
-            check(flow, action, &screen.id, &Outcome::screen(screen.id.clone(), json!({})));
+            check(
+                flow,
+                action,
+                &screen.id,
+                &Outcome::screen(screen.id.clone(), json!({})),
+            );
         }
     }
 }
@@ -77,16 +85,24 @@ fn exercise(flow: &FlowJson) {
 fuzz_target!(|data: &[u8]| {
     let mut input = Reader::new(data);
     if input.byte() % 2 == 0 {
-        let Some(text) = text(input.rest()) else { return };
+        let Some(text) = text(input.rest()) else {
+            return;
+        };
         let endpoint = FlowJson::parse(text);
         let any = FlowJson::parse_any(text);
         match (&endpoint, &any) {
             (Ok(endpoint), Ok(any)) => {
                 assert!(endpoint.has_endpoint());
-                assert_eq!(endpoint, any, "parse and parse_any read an endpoint flow apart");
+                assert_eq!(
+                    endpoint, any,
+                    "parse and parse_any read an endpoint flow apart"
+                );
             }
             (Ok(_), Err(e)) => panic!("parse accepts what parse_any refuses: {e}"),
-            (Err(_), Ok(any)) => assert!(!any.has_endpoint(), "parse_any accepts an endpoint flow parse refuses"),
+            (Err(_), Ok(any)) => assert!(
+                !any.has_endpoint(),
+                "parse_any accepts an endpoint flow parse refuses"
+            ),
             (Err(_), Err(_)) => {}
         }
         if let Ok(flow) = any {
@@ -97,11 +113,18 @@ fuzz_target!(|data: &[u8]| {
 
     let flow = &REFERENCE[usize::from(input.byte() % 2)];
     let action = ACTIONS[usize::from(input.byte() % 3)];
-    let Some(from) = text(input.short()) else { return };
+    let Some(from) = text(input.short()) else {
+        return;
+    };
     let Ok(Value::Object(described)) = serde_json::from_slice(input.rest()) else {
         return;
     };
-    let text = |key: &str| described.get(key).and_then(Value::as_str).map(str::to_owned);
+    let text = |key: &str| {
+        described
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     let outcome = if let Some(message) = text("token_invalid") {
         Outcome::TokenInvalid { message }
     } else if let Some(params) = described.get("complete") {

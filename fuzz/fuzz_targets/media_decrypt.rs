@@ -14,9 +14,7 @@
 
 #![no_main]
 
-use aws_lc_rs::cipher::{
-    AES_256, EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey,
-};
+use aws_lc_rs::cipher::{AES_256, EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey};
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
@@ -28,7 +26,12 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 /// A CDN file as WhatsApp makes it, with its metadata.
-fn encrypt(key: [u8; 32], hmac_key: [u8; 32], iv: [u8; 16], plaintext: &[u8]) -> (Vec<u8>, EncryptionMetadata) {
+fn encrypt(
+    key: [u8; 32],
+    hmac_key: [u8; 32],
+    iv: [u8; 16],
+    plaintext: &[u8],
+) -> (Vec<u8>, EncryptionMetadata) {
     let cipher = PaddedBlockEncryptingKey::cbc_pkcs7(
         UnboundCipherKey::new(&AES_256, &key).expect("a 32-byte key"),
     )
@@ -57,7 +60,9 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             let metadata = input.long();
             let file = input.rest();
-            let Ok(value) = serde_json::from_slice::<Value>(metadata) else { return };
+            let Ok(value) = serde_json::from_slice::<Value>(metadata) else {
+                return;
+            };
             if let Ok(media) = Media::from_value(&value) {
                 let _ = format!("{media:?}");
                 let _ = decrypt(file, &media.encryption_metadata);
@@ -65,9 +70,14 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(metadata) = serde_json::from_value::<EncryptionMetadata>(value) {
                 if let Ok(plaintext) = decrypt(file, &metadata) {
                     // Only a file that matches both hashes decrypts.
+                    let hash = |b64: &str| STANDARD.decode(b64).expect("checked by decrypt");
                     assert_eq!(
-                        STANDARD.encode(digest(&SHA256, &plaintext)),
-                        STANDARD.encode(STANDARD.decode(&metadata.plaintext_hash).unwrap())
+                        hash(&metadata.encrypted_hash),
+                        digest(&SHA256, file).as_ref()
+                    );
+                    assert_eq!(
+                        hash(&metadata.plaintext_hash),
+                        digest(&SHA256, &plaintext).as_ref()
                     );
                 }
             }

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use flowgate_fuzz::{Reader, answer_path, request_path, text};
 use flowgate_gateway::envelope::{Envelope, Sealer};
 use flowgate_proto::json::struct_from_json;
-use flowgate_proto::v1::{Complete, FlowResponse, NextScreen, TokenInvalid, flow_response::Outcome};
+use flowgate_proto::v1::{
+    Complete, FlowResponse, NextScreen, TokenInvalid, flow_response::Outcome,
+};
 use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -32,11 +34,15 @@ fuzz_target!(|data: &[u8]| {
             request_path(&opened.payload);
         }
         1 => {
-            let Some(token) = text(input.short()) else { return };
+            let Some(token) = text(input.short()) else {
+                return;
+            };
             answer_path(input.rest(), token, &Sealer::Plain);
         }
         _ => {
-            let Some(token) = text(input.short()) else { return };
+            let Some(token) = text(input.short()) else {
+                return;
+            };
             let Ok(Value::Object(described)) = serde_json::from_slice(input.rest()) else {
                 return;
             };
@@ -44,12 +50,21 @@ fuzz_target!(|data: &[u8]| {
                 Some(Value::Object(o)) => struct_from_json(o, key).ok(),
                 _ => Some(Default::default()),
             };
-            let text = |key: &str| described.get(key).and_then(Value::as_str).map(str::to_owned);
+            let text = |key: &str| {
+                described
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
             let outcome = if let Some(message) = text("token_invalid") {
                 Outcome::TokenInvalid(TokenInvalid { message })
             } else if described.contains_key("complete") {
-                let Some(params) = object("complete") else { return };
-                Outcome::Complete(Complete { params: Some(params) })
+                let Some(params) = object("complete") else {
+                    return;
+                };
+                Outcome::Complete(Complete {
+                    params: Some(params),
+                })
             } else {
                 let Some(data) = object("data") else { return };
                 Outcome::NextScreen(NextScreen {
@@ -58,7 +73,9 @@ fuzz_target!(|data: &[u8]| {
                     error_message: text("error_message"),
                 })
             };
-            let response = FlowResponse { outcome: Some(outcome) };
+            let response = FlowResponse {
+                outcome: Some(outcome),
+            };
             answer_path(&response.encode_to_vec(), token, &Sealer::Plain);
         }
     }

@@ -44,7 +44,10 @@ fn now() -> SystemTime {
 }
 
 fn sign(signed: &str) -> String {
-    format!("{signed}.{}", B64.encode(hmac::sign(&MAC_KEY, signed.as_bytes())))
+    format!(
+        "{signed}.{}",
+        B64.encode(hmac::sign(&MAC_KEY, signed.as_bytes()))
+    )
 }
 
 /// Verifies a flow token, and checks what an accepted one must say.
@@ -96,11 +99,15 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Reader::new(data);
     match input.byte() % 6 {
         0 => {
-            let Some(token) = text(input.rest()) else { return };
+            let Some(token) = text(input.rest()) else {
+                return;
+            };
             verify(token);
         }
         1 => {
-            let Some(signed) = text(input.rest()) else { return };
+            let Some(signed) = text(input.rest()) else {
+                return;
+            };
             verify(&sign(signed));
         }
         2 => {
@@ -116,7 +123,10 @@ fuzz_target!(|data: &[u8]| {
             let token = tokens::issue(&TOKEN_SECRET, flow, subject, ttl, now());
             let claims = tokens::verify(&TOKEN_SECRET, &token, flow, now())
                 .expect("an issued token verifies");
-            assert_eq!((claims.flow.as_str(), claims.subject.as_deref()), (flow, subject));
+            assert_eq!(
+                (claims.flow.as_str(), claims.subject.as_deref()),
+                (flow, subject)
+            );
             assert_eq!(claims.expires_at, NOW + ttl.as_secs());
             assert_eq!(
                 tokens::verify(&TOKEN_SECRET, &token, flow, now() + ttl),
@@ -130,16 +140,25 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         4 => {
-            let Some(flow_token) = text(input.short()) else { return };
-            let Some(jwt) = text(input.rest()) else { return };
+            let Some(flow_token) = text(input.short()) else {
+                return;
+            };
+            let Some(jwt) = text(input.rest()) else {
+                return;
+            };
             verify_jwt(jwt, flow_token);
         }
         _ => {
-            let Some(flow_token) = text(input.short()) else { return };
+            let Some(flow_token) = text(input.short()) else {
+                return;
+            };
             let header = input.long();
             let signed = format!("{}.{}", B64.encode(header), B64.encode(input.rest()));
             let key = hmac::Key::new(hmac::HMAC_SHA256, pywa_app_secret().as_bytes());
-            let jwt = format!("{signed}.{}", B64.encode(hmac::sign(&key, signed.as_bytes())));
+            let jwt = format!(
+                "{signed}.{}",
+                B64.encode(hmac::sign(&key, signed.as_bytes()))
+            );
             verify_jwt(&jwt, flow_token);
         }
     }
