@@ -48,10 +48,10 @@ pub enum KeyError {
     #[error("unsupported key encryption: {0}")]
     Unsupported(&'static str),
     #[error(
-        "the key asks for {0} PBKDF2 iterations, more than the {MAX_PBKDF2_ITERATIONS} allowed; \
+        "the key asks for {count} PBKDF2 iterations, more than the {max} allowed; \
          re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -iter 600000`"
     )]
-    TooManyIterations(u32),
+    TooManyIterations { count: u32, max: u32 },
     #[error("the key is malformed")]
     Malformed,
     #[error("not a usable RSA key (2048 to 8192 bits): {0}")]
@@ -78,6 +78,18 @@ impl PrivateKey {
     /// Reads the first private key in a PEM text. `passphrase` is needed for an
     /// `ENCRYPTED PRIVATE KEY` and ignored otherwise.
     pub fn from_pem(pem: &str, passphrase: Option<&[u8]>) -> Result<Self, KeyError> {
+        Self::from_pem_capped(pem, passphrase, MAX_PBKDF2_ITERATIONS)
+    }
+
+    /// [`from_pem`](Self::from_pem) with a lower PBKDF2 iteration cap than
+    /// [`MAX_PBKDF2_ITERATIONS`] (a higher one is lowered to it): for a caller that must
+    /// bound the time one key file can take, such as the fuzz target reading thousands of
+    /// made-up files a second.
+    pub fn from_pem_capped(
+        pem: &str,
+        passphrase: Option<&[u8]>,
+        max_iterations: u32,
+    ) -> Result<Self, KeyError> {
         let block = first_private_key_block(pem)?;
         // RFC 7468 has no headers; OpenSSL's legacy encryption puts its parameters
         // there. Name that case before the strict decoder refuses it as malformed.
@@ -95,6 +107,7 @@ impl PrivateKey {
             "ENCRYPTED PRIVATE KEY" => Self::from_pkcs8(&decrypt_pkcs8(
                 &der,
                 passphrase.ok_or(KeyError::PassphraseMissing)?,
+                max_iterations.min(MAX_PBKDF2_ITERATIONS),
             )?),
             _ => Err(KeyError::NoPem),
         }
@@ -186,7 +199,11 @@ fn pkcs1_to_pkcs8(pkcs1_der: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
 
 /// Decrypts a PKCS#8 `EncryptedPrivateKeyInfo` protected with PBES2, after checking
 /// that its scheme is one we read and that its iteration count is bounded.
-fn decrypt_pkcs8(der: &[u8], passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+fn decrypt_pkcs8(
+    der: &[u8],
+    passphrase: &[u8],
+    max_iterations: u32,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let info = EncryptedPrivateKeyInfo::from_der(der).map_err(|e| match e.kind() {
         // An algorithm the crate does not know, in any position of the scheme.
         pkcs8::der::ErrorKind::OidUnknown { .. } => KeyError::Unsupported(SUPPORTED),
@@ -201,8 +218,11 @@ fn decrypt_pkcs8(der: &[u8], passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, Ke
         }
     };
     match &params.kdf {
-        pbes2::Kdf::Pbkdf2(pbkdf2) if pbkdf2.iteration_count > MAX_PBKDF2_ITERATIONS => {
-            return Err(KeyError::TooManyIterations(pbkdf2.iteration_count));
+        pbes2::Kdf::Pbkdf2(pbkdf2) if pbkdf2.iteration_count > max_iterations => {
+            return Err(KeyError::TooManyIterations {
+                count: pbkdf2.iteration_count,
+                max: max_iterations,
+            });
         }
         pbes2::Kdf::Pbkdf2(_) => {}
         _ => {
@@ -349,7 +369,13 @@ mod tests {
             let text = encrypted_pem(params.into(), &[0u8; 32]);
             let started = std::time::Instant::now();
             let err = PrivateKey::from_pem(&text, Some(b"pass")).unwrap_err();
-            assert_eq!(err, KeyError::TooManyIterations(count));
+            assert_eq!(
+                err,
+                KeyError::TooManyIterations {
+                    count,
+                    max: MAX_PBKDF2_ITERATIONS
+                }
+            );
             assert!(err.to_string().contains("10000000"), "{err}");
             assert!(started.elapsed() < std::time::Duration::from_secs(5));
         }
@@ -358,6 +384,36 @@ mod tests {
         let pkcs8: Pkcs8V1Der = key.as_der().unwrap();
         let text = encrypt_pkcs8(pkcs8.as_ref(), b"pass", TEST_ITERATIONS).unwrap();
         assert!(PrivateKey::from_pem(&text, Some(b"pass")).is_ok());
+
+        // A caller may lower the cap, never raise it.
+        assert_eq!(
+            PrivateKey::from_pem_capped(&text, Some(b"pass"), TEST_ITERATIONS - 1).unwrap_err(),
+            KeyError::TooManyIterations {
+                count: TEST_ITERATIONS,
+                max: TEST_ITERATIONS - 1
+            }
+        );
+        assert!(PrivateKey::from_pem_capped(&text, Some(b"pass"), TEST_ITERATIONS).is_ok());
+        let text = encrypted_pem(
+            pbes2::Parameters {
+                kdf: pbes2::Kdf::Pbkdf2(pbes2::Pbkdf2Params {
+                    salt: &salt,
+                    iteration_count: MAX_PBKDF2_ITERATIONS + 1,
+                    key_length: None,
+                    prf: pbes2::Pbkdf2Prf::HmacWithSha256,
+                }),
+                encryption: pbes2::EncryptionScheme::Aes256Cbc { iv: &iv },
+            }
+            .into(),
+            &[0u8; 32],
+        );
+        assert_eq!(
+            PrivateKey::from_pem_capped(&text, Some(b"pass"), u32::MAX).unwrap_err(),
+            KeyError::TooManyIterations {
+                count: MAX_PBKDF2_ITERATIONS + 1,
+                max: MAX_PBKDF2_ITERATIONS
+            }
+        );
     }
 
     #[test]
