@@ -152,14 +152,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     let mut half_peak = None;
     if wanted("plain") {
         let plain_peak = bench
-            .flowgate(
-                &plain_name,
-                &store,
-                1,
-                Shape::Step,
-                None,
-                Pace::ClosedLoop,
-            )
+            .flowgate(&plain_name, &store, 1, Shape::Step, None, Pace::ClosedLoop)
             .await?;
         half_peak = Some(plain_peak.requests_per_second / 2.0);
         runs.push(plain_peak);
@@ -200,20 +193,17 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     }
 
     let meta_name = format!("flowgate Meta, {store_name}");
-    let sealed_step = (wanted("meta") || wanted("pywa")).then(|| bench.seal_pool(Shape::Step, args.meta_max_rate));
+    let sealed_step = (wanted("meta") || wanted("pywa"))
+        .then(|| bench.seal_pool(Shape::Step, args.meta_max_rate));
     if wanted("meta") {
         let journey_pool = bench.seal_pool(Shape::Journey, args.meta_max_rate);
-        for (shape, pool) in [(Shape::Step, sealed_step.clone()), (Shape::Journey, Some(journey_pool))] {
+        for (shape, pool) in [
+            (Shape::Step, sealed_step.clone()),
+            (Shape::Journey, Some(journey_pool)),
+        ] {
             runs.push(
                 bench
-                    .flowgate(
-                        &meta_name,
-                        &store,
-                        1,
-                        shape,
-                        pool,
-                        Pace::ClosedLoop,
-                    )
+                    .flowgate(&meta_name, &store, 1, shape, pool, Pace::ClosedLoop)
                     .await?,
             );
         }
