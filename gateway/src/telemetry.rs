@@ -43,8 +43,11 @@ impl Labels {
 #[derive(Debug)]
 pub struct RouteSeries {
     route: Arc<str>,
-    series: Mutex<HashMap<(&'static str, &'static str, u16), (Counter, Histogram)>>,
+    series: Mutex<HashMap<SeriesKey, (Counter, Histogram)>>,
 }
+
+/// Action, outcome and status.
+type SeriesKey = (&'static str, &'static str, u16);
 
 impl RouteSeries {
     pub fn new(route: &str) -> Self {
