@@ -73,7 +73,21 @@ struct Args {
     /// The JSON results file.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
+    /// Only these runs (comma-separated): baseline, plain, journey, postgres, meta,
+    /// pywa, rate (needs plain), idle. The RSA floor is always measured.
+    #[arg(long, env = "BENCH_ONLY", value_delimiter = ',', value_parser = RUNS)]
+    only: Vec<String>,
+    /// The store of the flow service in the plain, Meta, rate and idle runs: `sqlite`
+    /// (a fresh file per run) or `memory` (no database: the gateway is what is
+    /// measured).
+    #[arg(long, env = "BENCH_STORE", default_value = "sqlite", value_parser = ["sqlite", "memory"])]
+    store: String,
 }
+
+/// The names `--only` takes.
+const RUNS: [&str; 8] = [
+    "baseline", "plain", "journey", "postgres", "meta", "pywa", "rate", "idle",
+];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -121,35 +135,45 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     let mut bench = Bench::new(binaries, dir.path(), floor, duration, args.connections)?;
     let mut runs = Vec::new();
 
-    runs.push(bench.baseline().await?);
+    let wanted = |run: &str| args.only.is_empty() || args.only.iter().any(|o| o == run);
+    if !args.only.is_empty() {
+        notes.push(format!("only: {}", args.only.join(", ")));
+    }
 
-    let sqlite = Store::Sqlite;
-    let plain_peak = bench
-        .flowgate(
-            "flowgate plain, SQLite",
-            &sqlite,
-            1,
-            Shape::Step,
-            None,
-            Pace::ClosedLoop,
-        )
-        .await?;
-    let half_peak = plain_peak.requests_per_second / 2.0;
-    runs.push(plain_peak);
-    runs.push(
-        bench
-            .flowgate(
-                "flowgate plain, SQLite",
-                &sqlite,
-                1,
-                Shape::Journey,
-                None,
-                Pace::ClosedLoop,
-            )
-            .await?,
-    );
+    if wanted("baseline") {
+        runs.push(bench.baseline().await?);
+    }
+
+    let (store, store_name) = match args.store.as_str() {
+        "memory" => (Store::Memory, "memory"),
+        _ => (Store::Sqlite, "SQLite"),
+    };
+    let plain_name = format!("flowgate plain, {store_name}");
+    let mut half_peak = None;
+    if wanted("plain") {
+        let plain_peak = bench
+            .flowgate(&plain_name, &store, 1, Shape::Step, None, Pace::ClosedLoop)
+            .await?;
+        half_peak = Some(plain_peak.requests_per_second / 2.0);
+        runs.push(plain_peak);
+    }
+    if wanted("journey") {
+        runs.push(
+            bench
+                .flowgate(
+                    &plain_name,
+                    &store,
+                    1,
+                    Shape::Journey,
+                    None,
+                    Pace::ClosedLoop,
+                )
+                .await?,
+        );
+    }
 
     match &args.postgres_url {
+        _ if !wanted("postgres") => {}
         Some(url) => {
             let postgres = Store::Postgres(url.clone());
             for (name, replicas) in [
@@ -168,48 +192,52 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         None => notes.push("PostgreSQL runs skipped: FLOWGATE_BENCH_POSTGRES_URL is unset".into()),
     }
 
-    let step_pool = bench.seal_pool(Shape::Step, args.meta_max_rate);
-    let journey_pool = bench.seal_pool(Shape::Journey, args.meta_max_rate);
-    for (shape, pool) in [(Shape::Step, &step_pool), (Shape::Journey, &journey_pool)] {
+    let meta_name = format!("flowgate Meta, {store_name}");
+    let sealed_step = (wanted("meta") || wanted("pywa"))
+        .then(|| bench.seal_pool(Shape::Step, args.meta_max_rate));
+    if wanted("meta") {
+        let journey_pool = bench.seal_pool(Shape::Journey, args.meta_max_rate);
+        for (shape, pool) in [
+            (Shape::Step, sealed_step.clone()),
+            (Shape::Journey, Some(journey_pool)),
+        ] {
+            runs.push(
+                bench
+                    .flowgate(&meta_name, &store, 1, shape, pool, Pace::ClosedLoop)
+                    .await?,
+            );
+        }
+    }
+
+    if args.smoke || args.no_pywa || !wanted("pywa") {
+        notes.push("pywa skipped".into());
+    } else if let Some(step_pool) = sealed_step {
+        // pywa keeps no state, so it may take the same sealed requests.
+        runs.push(bench.pywa(&args.venv, &args.pywa_app, step_pool).await?);
+    }
+
+    if let Some(half_peak) = half_peak.filter(|_| wanted("rate")) {
         runs.push(
             bench
                 .flowgate(
-                    "flowgate Meta, SQLite",
-                    &sqlite,
+                    &plain_name,
+                    &store,
                     1,
-                    shape,
-                    Some(pool.clone()),
-                    Pace::ClosedLoop,
+                    Shape::Step,
+                    None,
+                    Pace::Rate(half_peak.max(1.0)),
                 )
                 .await?,
         );
     }
 
-    if args.smoke || args.no_pywa {
-        notes.push("pywa skipped".into());
-    } else {
-        // pywa keeps no state, so it may take the same sealed requests.
-        runs.push(bench.pywa(&args.venv, &args.pywa_app, step_pool).await?);
-    }
-
-    runs.push(
-        bench
-            .flowgate(
-                "flowgate plain, SQLite",
-                &sqlite,
-                1,
-                Shape::Step,
-                None,
-                Pace::Rate(half_peak.max(1.0)),
-            )
-            .await?,
-    );
-
-    let idle = if args.smoke || args.idle_connections == 0 {
+    let idle = if args.smoke || args.idle_connections == 0 || !wanted("idle") {
         None
     } else {
         eprintln!("holding {} idle connections …", args.idle_connections);
-        let (idle, note) = bench.idle_connections(args.idle_connections).await?;
+        let (idle, note) = bench
+            .idle_connections(&store, args.idle_connections)
+            .await?;
         notes.extend(note);
         Some(idle)
     };

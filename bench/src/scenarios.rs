@@ -40,6 +40,20 @@ pub enum Store {
     /// A fresh SQLite file in the temporary directory.
     Sqlite,
     Postgres(String),
+    /// The flow service's in-process store: no database, so the gateway and the
+    /// service's own work are what is measured.
+    Memory,
+}
+
+impl Store {
+    /// The flow service's `FLOW_SERVICE_DATABASE_URL` for `run`.
+    fn url(&self, dir: &Path, run: &str) -> String {
+        match self {
+            Store::Sqlite => format!("sqlite://{}", dir.join(format!("{run}.db")).display()),
+            Store::Postgres(url) => url.clone(),
+            Store::Memory => "memory:".into(),
+        }
+    }
 }
 
 /// What a process set is, for the per-role figures.
@@ -140,12 +154,7 @@ impl Bench {
         let run = self.next_run();
         let mut services = Vec::with_capacity(replicas);
         for replica in 0..replicas {
-            let url = match store {
-                Store::Sqlite => {
-                    format!("sqlite://{}", self.dir.join(format!("{run}.db")).display())
-                }
-                Store::Postgres(url) => url.clone(),
-            };
+            let url = store.url(&self.dir, &run);
             services.push(self.binaries.flow_service(
                 &format!("flow-service-{replica}"),
                 &url,
@@ -204,10 +213,11 @@ impl Bench {
     /// limit.
     pub async fn idle_connections(
         &mut self,
+        store: &Store,
         count: usize,
     ) -> anyhow::Result<(Idle, Option<String>)> {
         let run = self.next_run();
-        let url = format!("sqlite://{}", self.dir.join(format!("{run}.db")).display());
+        let url = store.url(&self.dir, &run);
         let service = self
             .binaries
             .flow_service("flow-service-idle", &url, &self.dir)?;

@@ -17,6 +17,12 @@ use flowgate_gateway::server::ConnectionLimits;
 use flowgate_gateway::tls::Tls;
 use flowgate_gateway::{AppState, Listeners, run};
 
+/// mimalloc: its per-thread free lists make the many short-lived allocations of a
+/// request (buffers of hyper, h2 and tonic, JSON) far cheaper than glibc's malloc,
+/// which took a sixth of the CPU per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match flowgate_cli::parse::<Args>() {

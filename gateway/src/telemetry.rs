@@ -5,9 +5,12 @@
 //! Logging and tracing are set up by `flowgate_telemetry::init` (JSON logs with
 //! `FLOWGATE_LOG_FORMAT=json`, OTLP export with the standard `OTEL_*` variables).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::Response;
+use metrics::{Counter, Gauge, Histogram, SharedString};
 
 /// How a request ended, in bounded labels: attached to its answer for the metrics
 /// layer and the span. The handler sets it; `GatewayError::into_response` sets it for
@@ -34,30 +37,70 @@ impl Labels {
     }
 }
 
-/// Counts a request and its latency.
-pub fn request(
-    route: &str,
-    action: &'static str,
-    outcome: &'static str,
-    status: u16,
-    elapsed: Duration,
-) {
-    let action = if action.is_empty() { "unknown" } else { action };
-    metrics::counter!(
-        "flowgate_requests_total",
-        "route" => route.to_owned(),
-        "action" => action,
-        "outcome" => outcome,
-        "status" => status.to_string(),
-    )
-    .increment(1);
-    metrics::histogram!("flowgate_request_duration_seconds", "route" => route.to_owned(), "action" => action)
-        .record(elapsed.as_secs_f64());
-    match outcome {
-        "cannot_decrypt" => metrics::counter!("flowgate_decrypt_failures_total").increment(1),
-        "invalid_signature" => metrics::counter!("flowgate_signature_failures_total").increment(1),
-        "token_invalid" => metrics::counter!("flowgate_token_invalid_total").increment(1),
-        _ => {}
+/// The request series of one configured route, with their handles kept: looking a
+/// series up in the recorder hashes and allocates its labels on every request, a kept
+/// handle is an atomic add. The label values are bounded (see the module), so is this.
+#[derive(Debug)]
+pub struct RouteSeries {
+    route: Arc<str>,
+    series: Mutex<HashMap<SeriesKey, (Counter, Histogram)>>,
+}
+
+/// Action, outcome and status.
+type SeriesKey = (&'static str, &'static str, u16);
+
+impl RouteSeries {
+    pub fn new(route: &str) -> Self {
+        // A handle taken before the recorder is installed would count nowhere.
+        flowgate_telemetry::metrics_recorder();
+        Self {
+            route: route.into(),
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a request and its latency.
+    pub fn request(
+        &self,
+        action: &'static str,
+        outcome: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let action = if action.is_empty() { "unknown" } else { action };
+        let (counter, histogram) = {
+            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            series
+                .entry((action, outcome, status))
+                .or_insert_with(|| {
+                    let route = SharedString::from(self.route.clone());
+                    (
+                        metrics::counter!(
+                            "flowgate_requests_total",
+                            "route" => route.clone(),
+                            "action" => action,
+                            "outcome" => outcome,
+                            "status" => status.to_string(),
+                        ),
+                        metrics::histogram!(
+                            "flowgate_request_duration_seconds",
+                            "route" => route,
+                            "action" => action,
+                        ),
+                    )
+                })
+                .clone()
+        };
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+        match outcome {
+            "cannot_decrypt" => metrics::counter!("flowgate_decrypt_failures_total").increment(1),
+            "invalid_signature" => {
+                metrics::counter!("flowgate_signature_failures_total").increment(1)
+            }
+            "token_invalid" => metrics::counter!("flowgate_token_invalid_total").increment(1),
+            _ => {}
+        }
     }
 }
 
@@ -87,10 +130,27 @@ pub fn shed() {
     metrics::counter!("flowgate_shed_total").increment(1);
 }
 
-/// One backend call attempt.
-pub fn backend_call(method: &'static str, code: &str, elapsed: Duration) {
-    metrics::histogram!("flowgate_backend_call_duration_seconds", "method" => method, "code" => code.to_owned())
-        .record(elapsed.as_secs_f64());
+/// One backend call attempt, by method and final gRPC code.
+pub fn backend_call(method: &'static str, code: tonic::Code, elapsed: Duration) {
+    type Series = Mutex<HashMap<(&'static str, tonic::Code), Histogram>>;
+    static SERIES: OnceLock<Series> = OnceLock::new();
+    let histogram = SERIES
+        .get_or_init(|| {
+            flowgate_telemetry::metrics_recorder();
+            Mutex::default()
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((method, code))
+        .or_insert_with(|| {
+            metrics::histogram!(
+                "flowgate_backend_call_duration_seconds",
+                "method" => method,
+                "code" => format!("{code:?}"),
+            )
+        })
+        .clone();
+    histogram.record(elapsed.as_secs_f64());
 }
 
 /// One retry of a backend call.
@@ -104,14 +164,22 @@ pub struct InFlight(());
 
 impl InFlight {
     pub fn start() -> Self {
-        metrics::gauge!("flowgate_in_flight").increment(1.0);
+        Self::gauge().increment(1.0);
         InFlight(())
+    }
+
+    fn gauge() -> &'static Gauge {
+        static GAUGE: OnceLock<Gauge> = OnceLock::new();
+        GAUGE.get_or_init(|| {
+            flowgate_telemetry::metrics_recorder();
+            metrics::gauge!("flowgate_in_flight")
+        })
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("flowgate_in_flight").decrement(1.0);
+        Self::gauge().decrement(1.0);
     }
 }
 

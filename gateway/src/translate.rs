@@ -346,9 +346,9 @@ pub fn idempotency_key(flow: &str, inbound: &Inbound) -> String {
     field(screen.as_bytes());
     // serde_json's map is ordered by key, so this serialisation is canonical.
     let data = data
-        .map(|d| Value::Object(d.clone()).to_string())
+        .map(|d| serde_json::to_vec(d).expect("JSON values serialise"))
         .unwrap_or_default();
-    field(data.as_bytes());
+    field(&data);
     hex::encode(ctx.finish().as_ref())
 }
 

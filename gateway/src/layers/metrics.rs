@@ -15,18 +15,18 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::telemetry::{self, Labels};
+use crate::telemetry::{Labels, RouteSeries};
 
 /// Adds [`RequestMetrics`] for the route configured at `route`.
 #[derive(Debug, Clone)]
 pub struct RequestMetricsLayer {
-    route: Arc<str>,
+    series: Arc<RouteSeries>,
 }
 
 impl RequestMetricsLayer {
     pub fn new(route: &str) -> Self {
         Self {
-            route: route.into(),
+            series: Arc::new(RouteSeries::new(route)),
         }
     }
 }
@@ -37,7 +37,7 @@ impl<S> Layer<S> for RequestMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RequestMetrics {
             inner,
-            route: self.route.clone(),
+            series: self.series.clone(),
         }
     }
 }
@@ -46,7 +46,7 @@ impl<S> Layer<S> for RequestMetricsLayer {
 #[derive(Debug, Clone)]
 pub struct RequestMetrics<S> {
     inner: S,
-    route: Arc<str>,
+    series: Arc<RouteSeries>,
 }
 
 impl<S> Service<Request> for RequestMetrics<S>
@@ -64,13 +64,12 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
-        let route = self.route.clone();
+        let series = self.series.clone();
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
             let Labels { action, outcome } = Labels::of(&response);
-            telemetry::request(
-                &route,
+            series.request(
                 action,
                 outcome,
                 response.status().as_u16(),

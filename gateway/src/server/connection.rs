@@ -1,31 +1,52 @@
 //! One accepted connection, from the TLS handshake to its close: each stage that
 //! waits on the client is timed, so a connection never holds its slot unused for
 //! longer than the handshake, header or idle timeout.
+//!
+//! An idle HTTP/1 connection (the usual keep-alive client) is *parked*: once nothing
+//! has been in flight for [`PARK_AFTER`] and hyper has written out its last answer
+//! and waits for bytes, hyper's connection state and its read and write buffers
+//! (16 KiB) are dropped and only the socket (and its TLS session) is kept; the next
+//! bytes build a new HTTP/1 connection on it, replaying what hyper had read. Ten
+//! thousand idle keep-alive connections then cost a few KiB each instead of tens.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
 use hyper::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 use super::{ConnectionLimits, Phase, Slot};
 use crate::telemetry;
+
+/// How long an HTTP/1 connection stays idle before it is parked. Under load the
+/// next request comes sooner, so busy connections are never rebuilt.
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(200);
 
 /// What every connection of one listener shares.
 pub(super) struct Listener {
     pub name: &'static str,
     pub router: Router,
     pub tls: Option<TlsAcceptor>,
+    /// HTTP/1 or HTTP/2, told apart by the first bytes (plain HTTP, or TLS without ALPN).
     pub http: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 chosen by ALPN.
+    pub http1: http1::Builder,
     pub limits: ConnectionLimits,
 }
 
@@ -59,6 +80,14 @@ pub(super) fn http_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExec
     builder
 }
 
+/// The settings of an HTTP/1.1 connection chosen by ALPN: hyper's, with its header
+/// timer off (as in [`http_builder`]: `drive_http1` times the stages itself).
+pub(super) fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.header_read_timeout(None);
+    builder
+}
+
 /// Serves one connection until it closes, a timer ends it, or shutdown does.
 /// `slot` is held until then; `_done` tells the server this connection is over.
 pub(super) async fn serve(
@@ -74,8 +103,12 @@ pub(super) async fn serve(
     let Some(acceptor) = listener.tls.clone() else {
         return drive(stream, &listener, phase).await;
     };
-    let handshake =
-        tokio::time::timeout(listener.limits.handshake_timeout, acceptor.accept(stream));
+    // Boxed: the handshake's state is large and short-lived, and the task would
+    // otherwise keep room for it for the whole life of the connection.
+    let handshake = Box::pin(tokio::time::timeout(
+        listener.limits.handshake_timeout,
+        acceptor.accept(stream),
+    ));
     let stream = tokio::select! {
         result = handshake => match result {
             Ok(Ok(stream)) => stream,
@@ -92,7 +125,35 @@ pub(super) async fn serve(
         // A handshake is no request in flight: shutdown need not wait for it.
         () = until(&mut phase, |p| p != Phase::Serving) => return,
     };
-    drive(stream, &listener, phase).await;
+    if stream.get_ref().1.alpn_protocol() == Some(b"http/1.1") {
+        drive_http1(stream, &listener, phase).await;
+    } else {
+        drive(stream, &listener, phase).await;
+    }
+}
+
+/// A request service that counts the requests in flight on its connection.
+fn counted(
+    router: Router,
+    activity: Arc<watch::Sender<usize>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Unpin
++ 'static {
+    hyper::service::service_fn(move |request: Request<Incoming>| {
+        let active = Active::start(activity.clone());
+        let response = router.clone().oneshot(request);
+        async move {
+            let response = response.await;
+            drop(active);
+            response
+        }
+    })
 }
 
 /// Speaks HTTP on `io` and closes it when it has waited too long for a request:
@@ -104,19 +165,9 @@ where
 {
     let limits = &listener.limits;
     let (activity, mut in_flight) = watch::channel(0usize);
-    let activity = Arc::new(activity);
-    let router = listener.router.clone();
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let active = Active::start(activity.clone());
-        let response = router.clone().oneshot(request);
-        async move {
-            let response = response.await;
-            drop(active);
-            response
-        }
-    });
-    let connection = listener.http.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
+    let service = counted(listener.router.clone(), Arc::new(activity));
+    // Boxed: hyper's connection is large, and lives only as long as the connection.
+    let mut connection = Box::pin(listener.http.serve_connection(TokioIo::new(io), service));
 
     let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
@@ -146,18 +197,138 @@ where
             }
         }
     };
+    closing(listener, reason);
+    // Nothing is in flight: HTTP/2 sends GOAWAY, HTTP/1 closes, and a connection
+    // still in its first request's headers is dropped. The bound is for a peer that
+    // will not read the GOAWAY.
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(close_bound(limits), connection).await;
+}
+
+/// What the connection timer of `drive_http1` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The first request's headers (`header_timeout`).
+    Header,
+    /// Idle for [`PARK_AFTER`]: park, if hyper is done writing and waits for bytes.
+    Park,
+    /// Idle until the idle timeout.
+    Idle,
+}
+
+impl Wait {
+    fn reason(self) -> &'static str {
+        match self {
+            Wait::Header => "header_timeout",
+            Wait::Park | Wait::Idle => "idle_timeout",
+        }
+    }
+}
+
+/// [`drive`] for HTTP/1.1, which also parks the connection while it is idle (see
+/// the module's documentation). The timeouts are the same.
+async fn drive_http1(
+    io: TlsStream<TcpStream>,
+    listener: &Listener,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let limits = &listener.limits;
+    let (activity, mut in_flight) = watch::channel(0usize);
+    let service = counted(listener.router.clone(), Arc::new(activity));
+    let state = Arc::new(AtomicU8::new(0));
+    let mut io = Tracked {
+        io,
+        replay: Bytes::new(),
+        state: state.clone(),
+    };
+    let timer = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(timer);
+    let mut waiting = Some(Wait::Header);
+    let mut idle_until = Instant::now();
+    loop {
+        // Boxed: dropped whenever the connection parks.
+        let mut connection = Box::new(
+            listener
+                .http1
+                .serve_connection(TokioIo::new(io), service.clone()),
+        );
+        let park = loop {
+            tokio::select! {
+                _ = Pin::new(&mut *connection) => return,
+                () = &mut timer, if waiting.is_some() => match waiting {
+                    Some(Wait::Park) => {
+                        waiting = Some(Wait::Idle);
+                        timer.as_mut().reset(idle_until);
+                        if parkable(&state) {
+                            break true;
+                        }
+                    }
+                    _ => break false,
+                },
+                Ok(()) = in_flight.changed() => {
+                    waiting = if *in_flight.borrow_and_update() == 0 {
+                        let now = Instant::now();
+                        idle_until = now + limits.idle_timeout;
+                        timer.as_mut().reset((now + PARK_AFTER).min(idle_until));
+                        Some(Wait::Park)
+                    } else {
+                        None
+                    };
+                }
+                () = until(&mut phase, |p| p != Phase::Serving) => {
+                    // Draining: close after the request in flight, unless the grace
+                    // period ends first.
+                    Pin::new(&mut *connection).graceful_shutdown();
+                    tokio::select! {
+                        _ = Pin::new(&mut *connection) => {}
+                        () = until(&mut phase, |p| p == Phase::Closed) => {}
+                    }
+                    return;
+                }
+            }
+        };
+        if !park {
+            let reason = waiting.map_or("idle_timeout", Wait::reason);
+            closing(listener, reason);
+            // Nothing is in flight: HTTP/1 closes, and a connection still in its
+            // first request's headers is dropped.
+            Pin::new(&mut *connection).graceful_shutdown();
+            let _ = tokio::time::timeout(close_bound(limits), Pin::new(&mut *connection)).await;
+            return;
+        }
+        let parts = connection.into_parts();
+        io = parts.io.into_inner();
+        // Bytes hyper had read of a next request are read again by the next one.
+        // Copied: hyper's read buffer (8 KiB) is what parking lets go of, and even
+        // empty, its `Bytes` would hold on to it.
+        if !parts.read_buf.is_empty() {
+            io.replay = Bytes::copy_from_slice(&parts.read_buf);
+            continue;
+        }
+        tokio::select! {
+            _ = io.readable() => continue,
+            () = &mut timer => closing(listener, "idle_timeout"),
+            () = until(&mut phase, |p| p != Phase::Serving) => {}
+        }
+        // Parked, so nothing is in flight: send TLS close_notify and close.
+        let _ = tokio::time::timeout(close_bound(limits), io.shutdown()).await;
+        return;
+    }
+}
+
+/// Counts and logs the close of a connection that waited too long.
+fn closing(listener: &Listener, reason: &'static str) {
     telemetry::connection_closed(listener.name, reason);
     tracing::debug!(
         listener = listener.name,
         reason,
         "closing an unused connection"
     );
-    // Nothing is in flight: HTTP/2 sends GOAWAY, HTTP/1 closes, and a connection
-    // still in its first request's headers is dropped. The bound is for a peer that
-    // will not read the GOAWAY.
-    connection.as_mut().graceful_shutdown();
-    let closing = Duration::from_secs(1).min(limits.header_timeout);
-    let _ = tokio::time::timeout(closing, connection).await;
+}
+
+/// How long a connection closed for waiting too long may take to close.
+fn close_bound(limits: &ConnectionLimits) -> Duration {
+    Duration::from_secs(1).min(limits.header_timeout)
 }
 
 /// Completes when the phase satisfies `done` (or the server is gone).
@@ -178,5 +349,99 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// [`Tracked::state`]: hyper has written since it last flushed.
+const UNFLUSHED: u8 = 1;
+/// [`Tracked::state`]: hyper's last read found nothing to read.
+const READ_WAITING: u8 = 2;
+
+/// The connection's stream as hyper sees it: replays bytes hyper had read before the
+/// connection parked, and notes whether hyper is done writing and waits for bytes.
+struct Tracked<I> {
+    io: I,
+    replay: Bytes,
+    /// [`UNFLUSHED`] and [`READ_WAITING`]; shared with `drive_http1`, which cannot
+    /// reach the stream while hyper holds it.
+    state: Arc<AtomicU8>,
+}
+
+/// Whether hyper has flushed everything it wrote and waits for a next request.
+fn parkable(state: &AtomicU8) -> bool {
+    state.load(Ordering::Relaxed) == READ_WAITING
+}
+
+impl<I> Tracked<I> {
+    fn set(&self, flag: u8, on: bool) {
+        if on {
+            self.state.fetch_or(flag, Ordering::Relaxed);
+        } else {
+            self.state.fetch_and(!flag, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Tracked<TlsStream<TcpStream>> {
+    /// Completes when the client has sent something (or closed, or failed).
+    async fn readable(&self) -> io::Result<()> {
+        self.io.get_ref().0.readable().await
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.set(READ_WAITING, result.is_pending());
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.set(UNFLUSHED, true);
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.set(UNFLUSHED, true);
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        if matches!(result, Poll::Ready(Ok(()))) {
+            this.set(UNFLUSHED, false);
+        }
+        result
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

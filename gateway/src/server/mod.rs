@@ -92,6 +92,7 @@ pub async fn serve(
             router: endpoint.router,
             tls: endpoint.tls.map(tokio_rustls::TlsAcceptor::from),
             http: connection::http_builder(limits),
+            http1: connection::http1_builder(),
             limits: limits.clone(),
         });
         tokio::spawn(accept_loop(

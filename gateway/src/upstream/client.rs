@@ -102,7 +102,7 @@ where
                     Err(CallError::Timeout | CallError::NoReplica) => Code::DeadlineExceeded,
                 };
                 recorder.record("rpc.grpc.status_code", code as i32);
-                crate::telemetry::backend_call(method, &format!("{code:?}"), started.elapsed());
+                crate::telemetry::backend_call(method, code, started.elapsed());
                 result
             }
             .instrument(span),

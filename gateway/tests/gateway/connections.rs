@@ -387,6 +387,70 @@ async fn an_idle_http1_keep_alive_connection_is_closed_after_the_idle_timeout() 
     );
 }
 
+/// Sends `requests` as they are (one write) and reads until `count` answers to a
+/// ping have come back; the answers' text.
+async fn exchange<S>(stream: &mut S, requests: &[u8], count: usize) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(requests).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while String::from_utf8_lossy(&answer)
+        .matches(r#""status":"active""#)
+        .count()
+        < count
+    {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8(answer).unwrap()
+}
+
+/// An idle HTTP/1 connection is parked (hyper's state dropped, the TLS session kept)
+/// and built again by its next request: the client sees one ordinary keep-alive
+/// connection, whether the next request comes whole, pipelined, or in pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_http1_connection_answers_its_next_requests() {
+    let gateway = Gateway::start(&SHORT, None).await;
+    let mut stream = gateway.tls(b"http/1.1").await;
+    let request = format!(
+        "POST /flow-endpoint HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{PING}",
+        PING.len()
+    );
+    let first = exchange(&mut stream, request.as_bytes(), 1).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Past the parking delay, well within the idle timeout (2 s).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pipelined = format!("{request}{request}");
+    let both = exchange(&mut stream, pipelined.as_bytes(), 2).await;
+    assert_eq!(both.matches("HTTP/1.1 200").count(), 2, "{both}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The head of the next request alone, then its body after another pause.
+    let (head, body) = request.split_at(request.len() - PING.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let last = exchange(&mut stream, body.as_bytes(), 1).await;
+    assert!(last.starts_with("HTTP/1.1 200"), "{last}");
+    let closed = gateway
+        .metric(r#"flowgate_connections_closed_total{listener="public",reason="idle_timeout"}"#)
+        .await;
+    assert_eq!(closed, 0.0, "no connection was closed meanwhile");
+    // Idle again: closed at the idle timeout after the last answer, as ever.
+    let started = Instant::now();
+    let elapsed = time_to_close(&mut stream, Duration::from_secs(6)).await;
+    assert!(elapsed.is_some(), "still open after 6 s");
+    assert!(started.elapsed() >= Duration::from_millis(1800));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     let gateway = Gateway::start(&SHORT, None).await;
