@@ -55,6 +55,8 @@ use crate::tokens::{self, TokenPolicy};
 /// The proto fields of an `INIT`, `data_exchange` or `BACK` call.
 pub(crate) struct Incoming {
     pub action: Action,
+    /// When the caller stops waiting (`grpc-timeout`); the work stops then too.
+    pub deadline: Option<Instant>,
     pub context: Option<v1::RequestContext>,
     pub flow_token: String,
     pub screen: String,
@@ -72,6 +74,7 @@ pub(crate) async fn run(
     mut incoming: Incoming,
 ) -> Answer {
     let data = incoming.data.take();
+    let deadline = incoming.deadline;
     let mut call = Call::route(flows, store, incoming)?;
     if let Err(early) = call.token_policy().and_then(|()| call.read_data(data)) {
         return call.answer(Err(early)).await.0;
@@ -85,7 +88,14 @@ pub(crate) async fn run(
             let answer = lead.subscribe();
             tokio::spawn(
                 async move {
-                    let (answer, outcome) = call.execute().await;
+                    // The work outlives a caller that goes away, but not the call's
+                    // deadline: past it, the gateway has answered already.
+                    let (answer, outcome) = match deadline {
+                        Some(at) => tokio::time::timeout_at(at.into(), call.execute())
+                            .await
+                            .unwrap_or_else(|_| (Err(past_deadline()), None)),
+                        None => call.execute().await,
+                    };
                     lead.finish(answer, outcome);
                 }
                 .instrument(Span::current()),
@@ -119,6 +129,34 @@ async fn wait(mut answer: watch::Receiver<Option<Answer>>) -> Answer {
             "the call failed; see the flow service's log",
         )),
     }
+}
+
+fn past_deadline() -> Status {
+    tracing::info!("the call's deadline passed before it finished; its work stopped");
+    Status::deadline_exceeded("the call's deadline passed before it finished")
+}
+
+/// The instant a call's `grpc-timeout` header (gRPC over HTTP/2: 1 to 8 digits and a
+/// unit, `H`, `M`, `S`, `m`, `u` or `n`) ends, if it has a valid one. Read here because
+/// tonic enforces the header by dropping the handler's future and offers no parser of
+/// it, while a call's work here runs as a task of its own.
+pub(crate) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(value.checked_mul(3600)?),
+        "M" => Duration::from_secs(value.checked_mul(60)?),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    };
+    Instant::now().checked_add(timeout)
 }
 
 fn still_in_progress() -> Status {
@@ -683,6 +721,24 @@ mod tests {
     use super::*;
     use crate::sdk::FlowError;
     use crate::service::FlowServer;
+
+    #[test]
+    fn grpc_timeouts_become_deadlines() {
+        let within = |text: &str| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("grpc-timeout", text.parse().unwrap());
+            deadline(&metadata).map(|at| at.saturating_duration_since(Instant::now()))
+        };
+        let seconds = within("2S").unwrap();
+        assert!(seconds > Duration::from_millis(1_900) && seconds <= Duration::from_secs(2));
+        assert!(within("250m").unwrap() <= Duration::from_millis(250));
+        assert!(within("1H").unwrap() > Duration::from_secs(3_500));
+        assert!(within("99999999n").unwrap() < Duration::from_millis(100));
+        for bad in ["", "S", "5", "5s", "123456789S", "-1S", "1.5S", "5 S"] {
+            assert_eq!(within(bad), None, "{bad:?}");
+        }
+        assert_eq!(deadline(&tonic::metadata::MetadataMap::new()), None);
+    }
     use crate::store::{self, MemoryStore, StoreOptions};
 
     /// A flow whose `WAIT` (a screen) and `DONE` (a completion) steps count their runs,

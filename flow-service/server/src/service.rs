@@ -191,9 +191,11 @@ impl FlowServer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         action: Action,
+        deadline: Option<std::time::Instant>,
         context: Option<v1::RequestContext>,
         flow_token: String,
         screen: String,
@@ -201,6 +203,7 @@ impl FlowServer {
     ) -> Result<Response<FlowResponse>, Status> {
         let incoming = Incoming {
             action,
+            deadline,
             context,
             flow_token,
             screen,
@@ -218,18 +221,28 @@ impl FlowService for FlowServer {
         &self,
         request: GrpcRequest<v1::InitRequest>,
     ) -> Result<Response<FlowResponse>, Status> {
+        let deadline = pipeline::deadline(request.metadata());
         let r = request.into_inner();
-        self.exchange(Action::Init, r.context, r.flow_token, r.screen, r.data)
-            .await
+        self.exchange(
+            Action::Init,
+            deadline,
+            r.context,
+            r.flow_token,
+            r.screen,
+            r.data,
+        )
+        .await
     }
 
     async fn data_exchange(
         &self,
         request: GrpcRequest<v1::DataExchangeRequest>,
     ) -> Result<Response<FlowResponse>, Status> {
+        let deadline = pipeline::deadline(request.metadata());
         let r = request.into_inner();
         self.exchange(
             Action::DataExchange,
+            deadline,
             r.context,
             r.flow_token,
             r.screen,
@@ -242,9 +255,17 @@ impl FlowService for FlowServer {
         &self,
         request: GrpcRequest<v1::BackRequest>,
     ) -> Result<Response<FlowResponse>, Status> {
+        let deadline = pipeline::deadline(request.metadata());
         let r = request.into_inner();
-        self.exchange(Action::Back, r.context, r.flow_token, r.screen, r.data)
-            .await
+        self.exchange(
+            Action::Back,
+            deadline,
+            r.context,
+            r.flow_token,
+            r.screen,
+            r.data,
+        )
+        .await
     }
 
     async fn notify_error(
