@@ -325,8 +325,9 @@ pub fn to_call(
 }
 
 /// A content-derived idempotency key: equal for the gateway's retries of one
-/// call and for a resend of the same request (same flow, action, token, screen
-/// and data), different otherwise. Hex SHA-256 over a length-prefixed encoding.
+/// call and for a resend of the same request (same flow, action, token, screen,
+/// data and `flow_token_signature`), different otherwise. Hex SHA-256 over a
+/// length-prefixed encoding.
 pub fn idempotency_key(flow: &str, inbound: &Inbound) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut field = |bytes: &[u8]| {
@@ -349,6 +350,15 @@ pub fn idempotency_key(flow: &str, inbound: &Inbound) -> String {
         .map(|d| serde_json::to_vec(d).expect("JSON values serialise"))
         .unwrap_or_default();
     field(&data);
+    // The signature decides the verdict the flow is told: a request resent with another
+    // one is another call, not a resend.
+    match inbound.flow_token_signature() {
+        Some(signature) => {
+            field(b"signed");
+            field(signature.as_bytes());
+        }
+        None => field(b""),
+    }
     hex::encode(ctx.finish().as_ref())
 }
 
@@ -665,6 +675,20 @@ mod tests {
         assert_ne!(key, idempotency_key("booking", &a));
         assert_ne!(key, idempotency_key("", &other_token));
         assert_ne!(key, idempotency_key("", &other_data));
+        let signed = |signature: &str| {
+            parse_ok(&format!(
+                r#"{{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"A","data":{{"x":1,"y":2}},"flow_token_signature":"{signature}"}}"#
+            ))
+        };
+        assert_ne!(key, idempotency_key("", &signed("j.w.t")));
+        assert_ne!(
+            idempotency_key("", &signed("j.w.t")),
+            idempotency_key("", &signed("j.w.u"))
+        );
+        assert_eq!(
+            idempotency_key("", &signed("j.w.t")),
+            idempotency_key("", &signed("j.w.t"))
+        );
     }
 
     fn data(value: Value) -> Option<prost_types::Struct> {
