@@ -19,11 +19,13 @@ pub enum GatewayError {
     NotAnObject,
     #[error("`action` is missing")]
     MissingAction,
-    #[error("unknown action `{0}`; expected ping, INIT, data_exchange or BACK")]
+    /// The action, as a short escaped excerpt.
+    #[error("unknown action {0}; expected ping, INIT, data_exchange or BACK")]
     UnknownAction(String),
     #[error("`version` is missing")]
     MissingVersion,
-    #[error("unsupported version `{0}`; this endpoint speaks 3.0")]
+    /// The version, as a short escaped excerpt.
+    #[error("unsupported version {0}; this endpoint speaks 3.0")]
     UnsupportedVersion(String),
     #[error("`flow_token` is missing or empty")]
     MissingFlowToken,

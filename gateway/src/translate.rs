@@ -8,6 +8,7 @@
 use axum::http::StatusCode;
 use flowgate_proto::json::{struct_from_json, struct_to_json};
 use flowgate_proto::v1::{self, FlowResponse, flow_response::Outcome};
+use flowgate_sdk::excerpt::{STATUS_EXCERPT_CHARS, excerpt};
 use serde_json::{Map, Value, json};
 
 use crate::error::GatewayError;
@@ -133,7 +134,10 @@ pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
     let version = optional_string(&object, "version")?;
     if let Some(version) = version {
         if !SUPPORTED_VERSIONS.contains(&version) {
-            return Err(GatewayError::UnsupportedVersion(version.to_owned()));
+            return Err(GatewayError::UnsupportedVersion(excerpt(
+                version,
+                STATUS_EXCERPT_CHARS,
+            )));
         }
     }
     let version = version.map(str::to_owned);
@@ -187,7 +191,12 @@ pub fn parse(body: &[u8]) -> Result<Inbound, GatewayError> {
         "INIT" => Inbound::Init,
         "data_exchange" => Inbound::DataExchange,
         "BACK" => Inbound::Back,
-        other => return Err(GatewayError::UnknownAction(other.to_owned())),
+        other => {
+            return Err(GatewayError::UnknownAction(excerpt(
+                other,
+                STATUS_EXCERPT_CHARS,
+            )));
+        }
     };
     let version = version.ok_or(GatewayError::MissingVersion)?;
     if flow_token.is_empty() {
@@ -652,6 +661,23 @@ mod tests {
         let err = data_to_proto(&exchange.data).unwrap_err();
         assert_eq!(err.code(), "number_out_of_range");
         assert!(err.to_string().contains("data.id"), "{err}");
+    }
+
+    #[test]
+    fn a_long_version_or_action_is_quoted_short_and_escaped() {
+        let long = "9\n".repeat(10_000);
+        for body in [
+            json!({"action": "INIT", "version": long, "flow_token": "t"}),
+            json!({"action": long, "version": "3.0", "flow_token": "t"}),
+        ] {
+            let err = parse(body.to_string().as_bytes()).unwrap_err();
+            let message = err.to_string();
+            assert!(message.len() < 200, "{} bytes", message.len());
+            assert!(!message.contains('\n'), "{message}");
+            if message.starts_with("unsupported version") {
+                assert!(message.contains("…"), "{message}");
+            }
+        }
     }
 
     #[test]
