@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_service::sdk::Outcome;
-use flow_service::store::{self, Claim, Finished, MemoryStore, Opened, Store, StoreOptions};
+use flow_service::store::{
+    self, Claim, Finished, MemoryStore, Opened, Store, StoreError, StoreOptions,
+};
 use flowgate_e2e::PgSchema;
 use serde_json::{Map, json};
 
@@ -23,6 +25,23 @@ enum Database {
 }
 
 impl Database {
+    /// A fresh SQLite file.
+    fn sqlite() -> Database {
+        let dir = tempfile::tempdir().unwrap();
+        Database::Sql {
+            url: format!("sqlite://{}", dir.path().join("store.db").display()),
+            _sqlite: Some(dir),
+            _postgres: None,
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Database::Memory(_) => "memory:",
+            Database::Sql { url, .. } => url,
+        }
+    }
+
     /// A new handle on the data with default options: for SQL, a new pool, as
     /// another process (replica) would open it; for memory, another handle in this
     /// process.
@@ -46,15 +65,7 @@ where
     F: Fn(Arc<Database>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let dir = tempfile::tempdir().unwrap();
-    let mut databases = vec![
-        Database::Memory(MemoryStore::default()),
-        Database::Sql {
-            url: format!("sqlite://{}", dir.path().join("store.db").display()),
-            _sqlite: Some(dir),
-            _postgres: None,
-        },
-    ];
+    let mut databases = vec![Database::Memory(MemoryStore::default()), Database::sqlite()];
     if let Some(schema) = PgSchema::create().await {
         databases.push(Database::Sql {
             url: schema.url.clone(),
@@ -274,4 +285,228 @@ async fn one_read_opens_a_call_and_kept_steps_are_shared_as_claimed() {
         other.close().await;
     })
     .await;
+}
+
+// A SQLite file has one writer, which commits every write queued at that moment in one
+// transaction. The cases below queue their writes together: with the test's runtime
+// (one thread), writes started in one `join!` are all queued before the writer runs;
+// another connection holding the write lock meanwhile keeps the writer waiting, so that
+// whatever is queued goes into its next batch on any runtime.
+
+/// Another process's connection to a SQLite file, holding its write lock until released.
+struct Lock(sqlx::SqliteConnection);
+
+impl Lock {
+    async fn take(db: &Database) -> Lock {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Lock(conn)
+    }
+
+    /// Releases the lock after a while, for the writes meanwhile to queue up.
+    async fn release_later(mut self) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("COMMIT").execute(&mut self.0).await.unwrap();
+    }
+}
+
+fn state(n: usize) -> Map<String, serde_json::Value> {
+    let mut state = Map::new();
+    state.insert("n".into(), json!(n));
+    state
+}
+
+/// Many completions of distinct tokens at once, with steps between them: every one is
+/// recorded, and is there for a new process on the file; writes queued before `close`
+/// finish, later ones fail.
+#[tokio::test]
+async fn many_completions_at_once_all_land_in_the_sqlite_file() {
+    let db = Database::sqlite();
+    let store = db.open().await;
+    let calls: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let token = format!("tok-{i}");
+                if i % 3 == 0 {
+                    let (step, state) = (screen(1), state(i));
+                    let kept = store.keep("f", &token, None, &step, Some(&state));
+                    kept.await.map(|()| None)
+                } else {
+                    let done = Outcome::complete(json!({"call": i}));
+                    let key = format!("k{i}");
+                    let finished = store.finish("f", &token, Some(&key), &done, None);
+                    finished.await.map(Some)
+                }
+            })
+        })
+        .collect();
+    for call in calls {
+        let result = call.await.unwrap().unwrap();
+        assert!(
+            matches!(result, None | Some(Finished::Recorded)),
+            "{result:?}"
+        );
+    }
+    let last = Outcome::complete(json!({"call": "last"}));
+    let (finished, ()) = tokio::join!(
+        store.finish("f", "tok-last", None, &last, None),
+        store.close()
+    );
+    assert_eq!(finished.unwrap(), Finished::Recorded);
+    let error = store
+        .finish("f", "tok-after", None, &last, None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("closed"), "{error}");
+
+    let store = db.open().await;
+    for i in 0..300 {
+        let token = format!("tok-{i}");
+        if i % 3 == 0 {
+            assert_eq!(store.session(&token).await.unwrap(), state(i));
+            assert!(!store.is_completed(&token).await.unwrap());
+        } else {
+            let completion = store.completion(&token).await.unwrap().unwrap();
+            assert_eq!(completion.params, json!({"call": i}));
+            assert_eq!(completion.idempotency_key, format!("k{i}"));
+            let opened = store.open_call(&token, Some(&completion.idempotency_key));
+            let stored = opened.await.unwrap().stored;
+            assert_eq!(stored, Some(Outcome::complete(json!({"call": i}))));
+        }
+    }
+    assert!(store.is_completed("tok-last").await.unwrap());
+    assert!(!store.is_completed("tok-after").await.unwrap());
+}
+
+/// Completions of one token under different keys, committed in one batch: the first
+/// queued is recorded, every other one writes nothing.
+#[tokio::test]
+async fn completions_of_one_token_in_one_batch_have_one_winner() {
+    let db = Database::sqlite();
+    let store = db.open().await;
+    let lock = Lock::take(&db).await;
+    let finish = |i: usize| {
+        let store = store.clone();
+        async move {
+            let done = Outcome::complete(json!({"call": i}));
+            store
+                .finish("f", "tok", Some(&format!("k{i}")), &done, None)
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b, c, d, ()) = tokio::join!(
+        finish(0),
+        finish(1),
+        finish(2),
+        finish(3),
+        lock.release_later()
+    );
+    assert_eq!(
+        [a, b, c, d],
+        [
+            Finished::Recorded,
+            Finished::AlreadyCompleted,
+            Finished::AlreadyCompleted,
+            Finished::AlreadyCompleted
+        ]
+    );
+    let completion = store.completion("tok").await.unwrap().unwrap();
+    assert_eq!(
+        (completion.params, completion.idempotency_key.as_str()),
+        (json!({"call": 0}), "k0")
+    );
+    // The losers' outcomes were not stored under their keys either.
+    let opened = store.open_call("tok", Some("k1")).await.unwrap();
+    assert_eq!((opened.completed, opened.stored), (true, None));
+}
+
+/// Steps and a completion in one batch: each has its own effect, as if alone.
+#[tokio::test]
+async fn a_batch_of_steps_and_a_completion_commits_each() {
+    let db = Database::sqlite();
+    let store = db.open().await;
+    store
+        .keep("f", "tok-done", None, &screen(0), Some(&state(0)))
+        .await
+        .unwrap();
+    let lock = Lock::take(&db).await;
+    let done = Outcome::complete(json!({"email": "ada@example.com"}));
+    let (step, one, two) = (screen(1), state(1), state(2));
+    let (one, two, finished, cleaned, ()) = tokio::join!(
+        store.keep("f", "tok-1", Some("k1"), &step, Some(&one)),
+        store.keep("f", "tok-2", Some("k2"), &step, Some(&two)),
+        store.finish("f", "tok-done", Some("kd"), &done, None),
+        store.cleanup_expired(),
+        lock.release_later()
+    );
+    one.unwrap();
+    two.unwrap();
+    assert_eq!(finished.unwrap(), Finished::Recorded);
+    assert_eq!(cleaned.unwrap(), 0);
+    store.close().await;
+
+    let store = db.open().await;
+    assert_eq!(store.session("tok-1").await.unwrap(), state(1));
+    assert_eq!(store.session("tok-2").await.unwrap(), state(2));
+    let opened = store.open_call("tok-done", Some("kd")).await.unwrap();
+    assert_eq!(
+        opened,
+        Opened {
+            completed: true,
+            stored: Some(done),
+            session: Map::new(),
+        }
+    );
+}
+
+/// A write that the database refuses fails its whole batch: every caller in it gets the
+/// error, nothing of the batch is written, and the next batch goes through.
+#[tokio::test]
+async fn a_write_failing_at_the_database_fails_its_batch_and_writes_nothing() {
+    use sqlx::Connection;
+    let db = Database::sqlite();
+    let store = db.open().await;
+    // The database itself refuses sessions of the flow `poison`.
+    let mut other = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON sessions WHEN NEW.flow = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'poisoned session'); END",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    other.close().await.unwrap();
+
+    let lock = Lock::take(&db).await;
+    let done = Outcome::complete(json!({"order": 1}));
+    let (step, one) = (screen(1), state(1));
+    let (finished, kept, poisoned, ()) = tokio::join!(
+        store.finish("f", "tok-a", Some("k"), &done, None),
+        store.keep("f", "tok-b", None, &step, Some(&one)),
+        store.keep("poison", "tok-c", None, &step, Some(&one)),
+        lock.release_later()
+    );
+    for error in [finished.map(drop), kept, poisoned] {
+        let error = error.unwrap_err();
+        assert!(matches!(error, StoreError::Query { .. }), "{error:?}");
+        assert!(error.to_string().contains("poisoned session"), "{error}");
+    }
+    assert!(!store.is_completed("tok-a").await.unwrap());
+    assert_eq!(store.session("tok-b").await.unwrap(), Map::new());
+
+    // A retry without the refused write goes through.
+    let (finished, kept) = tokio::join!(
+        store.finish("f", "tok-a", Some("k"), &done, None),
+        store.keep("f", "tok-b", None, &step, Some(&one)),
+    );
+    assert_eq!(finished.unwrap(), Finished::Recorded);
+    kept.unwrap();
+    assert!(store.is_completed("tok-a").await.unwrap());
+    assert_eq!(store.session("tok-b").await.unwrap(), state(1));
 }

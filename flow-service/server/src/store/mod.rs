@@ -18,6 +18,13 @@
 //! changes (and on PostgreSQL the outcome) without waiting for the disk
 //! ([`Store::keep`]). PostgreSQL also writes the claim first.
 //!
+//! A SQLite file has one writer: every write of the process goes to one task with one
+//! connection, which runs the writes queued at that moment in one transaction and
+//! answers each after the commit (group commit). The commit is fsynced when any of
+//! them is a [`Store::finish`], so that each completion is on disk before its caller
+//! hears back, and each write has the effect it would have alone; when one fails, all
+//! of its batch fail and nothing of the batch is written.
+//!
 //! # What holds across a restart
 //!
 //! Of the flow service (the process stops, cleanly or not, and starts again):
@@ -58,6 +65,10 @@
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod write;
+#[cfg(feature = "sqlite")]
+mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,7 +196,8 @@ pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>,
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Bound on each database operation, including waiting for a connection or, with
-    /// SQLite, for a lock. Past it the call fails with `UNAVAILABLE`, well before the
+    /// SQLite, for a lock; a write to a SQLite file, for its turn with the writer and
+    /// its batch's commit. Past it the call fails with `UNAVAILABLE`, well before the
     /// gateway's deadline. (The memory store never waits.)
     pub timeout: Duration,
     /// How long a call's outcome is kept for retries and resends.

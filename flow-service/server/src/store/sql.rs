@@ -9,11 +9,23 @@
 //!   answer; a lapsed claim is taken over by a compare on `expires_at`, so only one
 //!   caller wins it.
 //! - Every operation is bounded by [`StoreOptions::timeout`].
+//! - Reads and writes take different paths. On a SQLite file, reads go to read-only
+//!   connections (WAL lets them read while a write commits) and every write goes to
+//!   the file's one writer (`super::writer`), which commits the writes queued at that
+//!   moment in one transaction, fsynced when one of them is a `finish`. On PostgreSQL
+//!   (and `sqlite::memory:`, one connection), each write runs in a transaction of its
+//!   own on the pool; a `finish` asks PostgreSQL for a synchronous commit. The
+//!   statements of each write are the same on every path (`super::write`).
 
 use std::future::Future;
 use std::str::FromStr;
 
+#[cfg(feature = "sqlite")]
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
+#[cfg(feature = "sqlite")]
+use sqlx::ConnectOptions;
 #[cfg(feature = "postgres")]
 use sqlx::Connection;
 #[cfg(feature = "postgres")]
@@ -23,6 +35,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::write::{self, ClaimRow, Write, Written};
+#[cfg(feature = "sqlite")]
+use super::writer::Writer;
 use super::{
     CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, millis,
     now_ms, redact, token_key,
@@ -33,25 +48,34 @@ use crate::sdk::Outcome;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Clone)]
-enum Pool {
+pub(super) enum Pool {
     #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
     #[cfg(feature = "postgres")]
     Postgres(PgPool),
 }
 
+/// Where writes go.
+#[derive(Clone)]
+enum Writes {
+    /// Each write in its own transaction on the pool: PostgreSQL (the database orders
+    /// concurrent writers itself) and `sqlite::memory:` (one connection).
+    Pool(Pool),
+    /// A SQLite file: the one writer, which commits queued writes in groups.
+    #[cfg(feature = "sqlite")]
+    Writer(Arc<Writer>),
+}
+
 /// Completions, outcomes and sessions, in SQLite or PostgreSQL. Cheap to clone: clones
-/// share the connection pools.
+/// share the connections (and, for a SQLite file, the writer).
 #[derive(Clone)]
 pub struct SqlStore {
-    /// Durable commits: completions (and everything else but [`Store::open_call`] and
-    /// [`Store::keep`]).
-    pool: Pool,
-    /// Where [`Store::open_call`] reads and [`Store::keep`] writes. For a SQLite file,
-    /// a second pool whose commits skip the fsync (`synchronous=NORMAL`, WAL): they
-    /// survive the process, not the machine. Otherwise the same pool as `pool`
-    /// (PostgreSQL sets the commit's durability per transaction).
-    fast: Pool,
+    /// Where every read goes. For a SQLite file, read-only connections, which WAL lets
+    /// read while the writer commits; otherwise the one pool.
+    reads: Pool,
+    /// Where every write goes: for a SQLite file, the writer (`super::writer`);
+    /// otherwise the same pool as `reads`.
+    writes: Writes,
     options: StoreOptions,
     /// The URL with any password masked, for logs.
     url: String,
@@ -66,40 +90,15 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
-/// A session's state, replacing any earlier one: token hash, flow, state, expiry.
-const UPSERT_SESSION: &str = "INSERT INTO sessions (token_hash, flow, state, expires_at) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO UPDATE \
-     SET flow = excluded.flow, state = excluded.state, expires_at = excluded.expires_at";
-
-/// A call's outcome, replacing its claim: token hash, key, outcome, expiry.
-const UPSERT_OUTCOME: &str = "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash, idempotency_key) \
-     DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at";
-
-/// Runs the same statements on either backend, bounded by the store's timeout: the SQL
-/// is portable, only the pool's type differs.
+/// Runs the same read on either backend's pool, bounded by the store's timeout: the
+/// SQL is portable, only the pool's type differs.
 macro_rules! query {
     ($self:expr, $op:expr, |$pool:ident| $body:expr) => {
-        query!($self, pool, $op, |$pool| $body)
-    };
-    ($self:expr, $which:ident, $op:expr, |$pool:ident| $body:expr) => {
-        match &$self.$which {
+        match &$self.reads {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite($pool) => $self.bounded($op, $body).await,
             #[cfg(feature = "postgres")]
             Pool::Postgres($pool) => $self.bounded($op, $body).await,
-        }
-    };
-}
-
-/// Runs the same expression on either backend's pool.
-macro_rules! on_pool {
-    ($self:expr, |$pool:ident| $body:expr) => {
-        match &$self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite($pool) => $body,
-            #[cfg(feature = "postgres")]
-            Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -113,38 +112,33 @@ impl SqlStore {
     /// [`StoreOptions::timeout`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let shown = redact(url);
-        let (pool, fast) = Self::pools(url, &shown, &options).await?;
-        let store = SqlStore {
-            pool,
-            fast,
+        let (reads, writes) = Self::open(url, &shown, &options).await?;
+        Ok(SqlStore {
+            reads,
+            writes,
             options,
             url: shown,
-        };
-        // Two replicas starting together are fine: sqlx serialises migrations with a
-        // lock (an advisory lock on PostgreSQL).
-        on_pool!(store, |pool| MIGRATOR.run(pool).await)
-            .map_err(|error| StoreError::Migrate(error.into()))?;
-        Ok(store)
+        })
     }
 
-    /// The durable pool and the fast one (see [`SqlStore`]'s fields).
-    async fn pools(
+    /// The connections, with the schema brought up to date. Two replicas starting
+    /// together are fine: sqlx serialises migrations with a lock (an advisory lock on
+    /// PostgreSQL).
+    async fn open(
         url: &str,
         shown: &str,
         options: &StoreOptions,
-    ) -> Result<(Pool, Pool), StoreError> {
+    ) -> Result<(Pool, Writes), StoreError> {
         let connect_error = |error: sqlx::Error| StoreError::Connect {
             url: shown.to_owned(),
             error: error.into(),
         };
+        let migrate_error = |error: sqlx::migrate::MigrateError| StoreError::Migrate(error.into());
         #[cfg(feature = "sqlite")]
         if url.starts_with("sqlite:") {
             let memory = url.contains(":memory:") || url.contains("mode=memory");
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(connect_error)?
-                .create_if_missing(true)
-                // WAL lets readers go on while one writer commits.
-                .journal_mode(SqliteJournalMode::Wal)
                 // Half the bound: SQLite gives up waiting for a lock itself, rather
                 // than leave a statement queued after its caller timed out.
                 .busy_timeout(options.timeout / 2);
@@ -160,23 +154,30 @@ impl SqlStore {
                     .connect_with(connect)
                     .await
                     .map_err(connect_error)?;
-                return Ok((Pool::Sqlite(pool.clone()), Pool::Sqlite(pool)));
+                MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+                return Ok((Pool::Sqlite(pool.clone()), Writes::Pool(Pool::Sqlite(pool))));
             }
-            // A commit of the durable pool is on disk when it returns (the WAL is
-            // fsynced, and with it every commit before it); one of the fast pool is in
-            // the WAL, which survives the process but not the machine.
-            let durable = pool
+            // The writer's connection: it creates the file and the WAL, and migrates.
+            // Its commits are fsynced only when a batch holds a durable write (see
+            // `super::writer`).
+            let writing = connect
                 .clone()
+                .create_if_missing(true)
+                // WAL lets readers go on while the writer commits.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+            let mut conn = tokio::time::timeout(options.timeout, writing.connect())
+                .await
+                .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
+                .map_err(connect_error)?;
+            MIGRATOR.run(&mut conn).await.map_err(migrate_error)?;
+            let writer = Writer::start(conn, writing);
+            let reads = pool
                 .max_connections(4)
-                .connect_with(connect.clone().synchronous(SqliteSynchronous::Full))
+                .connect_with(connect.read_only(true))
                 .await
                 .map_err(connect_error)?;
-            let fast = pool
-                .max_connections(4)
-                .connect_with(connect.synchronous(SqliteSynchronous::Normal))
-                .await
-                .map_err(connect_error)?;
-            return Ok((Pool::Sqlite(durable), Pool::Sqlite(fast)));
+            return Ok((Pool::Sqlite(reads), Writes::Writer(Arc::new(writer))));
         }
         #[cfg(feature = "postgres")]
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -198,7 +199,11 @@ impl SqlStore {
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.timeout)
                 .connect_lazy_with(connect);
-            return Ok((Pool::Postgres(pool.clone()), Pool::Postgres(pool)));
+            MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+            return Ok((
+                Pool::Postgres(pool.clone()),
+                Writes::Pool(Pool::Postgres(pool)),
+            ));
         }
         Err(StoreError::Url(shown.to_owned()))
     }
@@ -208,11 +213,14 @@ impl SqlStore {
     }
 
     /// Bounds `work` by the store's timeout and names it in errors.
-    async fn bounded<T>(
+    async fn bounded<T, E>(
         &self,
         op: &'static str,
-        work: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StoreError> {
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, StoreError>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let timeout = self.options.timeout;
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result.map_err(|error| StoreError::Query {
@@ -222,12 +230,23 @@ impl SqlStore {
             Err(_) => Err(StoreError::Timeout { op, timeout }),
         }
     }
+
+    /// Runs `write`: on a SQLite file through the writer, else in its own transaction
+    /// on the pool; bounded by the store's timeout either way.
+    async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let op = write.op();
+        match &self.writes {
+            Writes::Pool(pool) => self.bounded(op, write::on_pool(pool, &write)).await,
+            #[cfg(feature = "sqlite")]
+            Writes::Writer(writer) => self.bounded(op, writer.write(write)).await,
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
-        match self.pool {
+        match self.reads {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(_) => "sqlite",
             #[cfg(feature = "postgres")]
@@ -239,13 +258,17 @@ impl Store for SqlStore {
         &self.url
     }
 
+    /// Closes the readers, then lets the writer finish what is queued and close.
     async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await);
-        match &self.fast {
+        match &self.reads {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => pool.close().await,
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => pool.close().await,
+        }
+        #[cfg(feature = "sqlite")]
+        if let Writes::Writer(writer) = &self.writes {
+            writer.stop().await;
         }
     }
 
@@ -290,90 +313,43 @@ impl Store for SqlStore {
 
     /// Looks up the call `key` of `token`, claiming it when it is new.
     async fn claim(&self, token: &str, key: &str) -> Result<Claim, StoreError> {
-        let hash = token_key(token);
         let now = now_ms();
-        let lease = now + millis(CLAIM_LEASE);
-        let inserted = query!(self, "claim", |pool| async {
-            sqlx::query(
-                "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
-                         VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(&hash)
-            .bind(key)
-            .bind(lease)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
-        if inserted == 1 {
-            return Ok(Claim::Claimed);
-        }
-        let row: Option<(Option<String>, i64)> = query!(self, "outcome lookup", |pool| async {
-            sqlx::query_as(
-                "SELECT outcome, expires_at FROM outcomes \
-                         WHERE token_hash = $1 AND idempotency_key = $2",
-            )
-            .bind(&hash)
-            .bind(key)
-            .fetch_optional(pool)
-            .await
-        })?;
-        match row {
-            Some((Some(outcome), expires_at)) if expires_at > now => {
-                let outcome =
-                    serde_json::from_str(&outcome).map_err(|error| StoreError::Corrupt {
-                        what: "outcome",
-                        error,
-                    })?;
-                Ok(Claim::Done(outcome))
-            }
-            Some((None, expires_at)) if expires_at > now => Ok(Claim::InProgress),
-            // Lapsed (or cleaned up in between): take it over, unless another call
-            // just did — the compare on `expires_at` lets only one of them win.
-            lapsed => {
-                let seen = lapsed.map(|(_, expires_at)| expires_at);
-                let taken = query!(self, "claim takeover", |pool| async {
-                    sqlx::query(
-                                "UPDATE outcomes SET outcome = NULL, expires_at = $3 \
-                                 WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at = $4",
-                            )
-                            .bind(&hash)
-                            .bind(key)
-                            .bind(lease)
-                            .bind(seen.unwrap_or(i64::MIN))
-                            .execute(pool)
-                            .await
-                            .map(|done| done.rows_affected())
-                })?;
-                Ok(if taken == 1 {
-                    Claim::Claimed
-                } else {
-                    Claim::InProgress
-                })
-            }
+        let written = self
+            .write(Write::Claim {
+                hash: token_key(token),
+                key: key.to_owned(),
+                now,
+                lease: now + millis(CLAIM_LEASE),
+            })
+            .await?;
+        match written {
+            Written::Claim(ClaimRow::Claimed) => Ok(Claim::Claimed),
+            Written::Claim(ClaimRow::InProgress) => Ok(Claim::InProgress),
+            Written::Claim(ClaimRow::Done(outcome)) => serde_json::from_str(&outcome)
+                .map(Claim::Done)
+                .map_err(|error| StoreError::Corrupt {
+                    what: "outcome",
+                    error,
+                }),
+            other => unreachable!("a claim answered {other:?}"),
         }
     }
 
     /// Gives up the claim on `key` without an outcome (the handler failed), so that a
     /// retry runs the handler again.
     async fn release(&self, token: &str, key: &str) -> Result<(), StoreError> {
-        let hash = token_key(token);
-        query!(self, "claim release", |pool| async {
-            sqlx::query(
-                "DELETE FROM outcomes \
-                     WHERE token_hash = $1 AND idempotency_key = $2 AND outcome IS NULL",
-            )
-            .bind(&hash)
-            .bind(key)
-            .execute(pool)
-            .await
-            .map(drop)
+        self.write(Write::Release {
+            hash: token_key(token),
+            key: key.to_owned(),
         })
+        .await
+        .map(drop)
     }
 
-    /// Records what a call of `flow` for `token` answered, in one transaction: the
-    /// completion (when `outcome` is one), the outcome under `key` (when given) and the
-    /// session (when given; a completion deletes it instead, as the token is done).
+    /// Records what a call of `flow` for `token` answered, in one durable transaction
+    /// (on a SQLite file, with the other writes of its batch): the completion (when
+    /// `outcome` is one), the outcome under `key` (when given) and the session (when
+    /// given; a completion deletes it instead, as the token is done).
     async fn finish(
         &self,
         flow: &str,
@@ -382,68 +358,27 @@ impl Store for SqlStore {
         outcome: &Outcome,
         session: Option<&Map<String, Value>>,
     ) -> Result<Finished, StoreError> {
-        let hash = token_key(token);
         let now = now_ms();
-        let outcome_json = serde_json::to_string(outcome).expect("an outcome serialises");
-        let outcome_expires = now + millis(self.options.idempotency_ttl);
-        let session_json = session.map(|s| Value::Object(s.clone()).to_string());
-        let session_expires = now + millis(self.options.session_ttl);
-        let completion = match outcome {
-            Outcome::Complete { params } => Some(params.to_string()),
-            _ => None,
-        };
-        let postgres = self.backend() == "postgres";
-        query!(self, "finish", |pool| async {
-            let mut tx = pool.begin().await?;
-            if postgres {
-                // The connections' default is an asynchronous commit (see `pools`).
-                sqlx::query("SET LOCAL synchronous_commit = on")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(params) = &completion {
-                let inserted = sqlx::query(
-                    "INSERT INTO completions \
-                         (token_hash, flow, params, idempotency_key, completed_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
-                )
-                .bind(&hash)
-                .bind(flow)
-                .bind(params)
-                .bind(key.unwrap_or_default())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    tx.rollback().await?;
-                    return Ok(Finished::AlreadyCompleted);
-                }
-                sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
-            } else if let Some(state) = &session_json {
-                sqlx::query(UPSERT_SESSION)
-                    .bind(&hash)
-                    .bind(flow)
-                    .bind(state)
-                    .bind(session_expires)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(key) = key {
-                sqlx::query(UPSERT_OUTCOME)
-                    .bind(&hash)
-                    .bind(key)
-                    .bind(&outcome_json)
-                    .bind(outcome_expires)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(Finished::Recorded)
-        })
+        let written = self
+            .write(Write::Finish {
+                flow: flow.to_owned(),
+                hash: token_key(token),
+                key: key.map(str::to_owned),
+                completion: match outcome {
+                    Outcome::Complete { params } => Some(params.to_string()),
+                    _ => None,
+                },
+                outcome: serde_json::to_string(outcome).expect("an outcome serialises"),
+                outcome_expires: now + millis(self.options.idempotency_ttl),
+                session: session.map(|s| Value::Object(s.clone()).to_string()),
+                session_expires: now + millis(self.options.session_ttl),
+                now,
+            })
+            .await?;
+        match written {
+            Written::Finished(finished) => Ok(finished),
+            other => unreachable!("a finish answered {other:?}"),
+        }
     }
 
     /// The session of `token`: an empty object when it has none or it expired.
@@ -472,13 +407,13 @@ impl Store for SqlStore {
         self.backend() == "postgres"
     }
 
-    /// One statement on the fast pool: the completion, the stored outcome and the
-    /// session, each a scalar subquery on its table's primary key.
+    /// One statement: the completion, the stored outcome and the session, each a
+    /// scalar subquery on its table's primary key.
     async fn open_call(&self, token: &str, key: Option<&str>) -> Result<Opened, StoreError> {
         let hash = token_key(token);
         let now = now_ms();
         let row: (Option<i64>, Option<String>, Option<String>) =
-            query!(self, fast, "call lookup", |pool| async {
+            query!(self, "call lookup", |pool| async {
                 sqlx::query_as(
                     "SELECT \
                      (SELECT completed_at FROM completions WHERE token_hash = $1), \
@@ -517,9 +452,10 @@ impl Store for SqlStore {
         })
     }
 
-    /// On the fast pool: on a SQLite file, the session alone (when given), committed
-    /// without an fsync — the outcome stays in the process's memory; on PostgreSQL,
-    /// the session and the outcome under `key`, in one asynchronous commit.
+    /// On a SQLite file, the session alone (when given), committed without an fsync
+    /// unless its batch holds a durable write — the outcome stays in the process's
+    /// memory; on PostgreSQL, the session and the outcome under `key`, in one
+    /// asynchronous commit.
     async fn keep(
         &self,
         flow: &str,
@@ -532,58 +468,28 @@ impl Store for SqlStore {
         if key.is_none() && session.is_none() {
             return Ok(());
         }
-        let hash = token_key(token);
         let now = now_ms();
-        let outcome_json =
-            key.map(|_| serde_json::to_string(outcome).expect("an outcome serialises"));
-        let outcome_expires = now + millis(self.options.idempotency_ttl);
-        let session_json = session.map(|s| Value::Object(s.clone()).to_string());
-        let session_expires = now + millis(self.options.session_ttl);
-        query!(self, fast, "keep", |pool| async {
-            let session = session_json.as_deref().map(|state| {
-                sqlx::query(UPSERT_SESSION)
-                    .bind(&hash)
-                    .bind(flow)
-                    .bind(state)
-                    .bind(session_expires)
-            });
-            let outcome = key.zip(outcome_json.as_deref()).map(|(key, outcome)| {
-                sqlx::query(UPSERT_OUTCOME)
-                    .bind(&hash)
-                    .bind(key)
-                    .bind(outcome)
-                    .bind(outcome_expires)
-            });
-            match (session, outcome) {
-                (Some(session), Some(outcome)) => {
-                    let mut tx = pool.begin().await?;
-                    session.execute(&mut *tx).await?;
-                    outcome.execute(&mut *tx).await?;
-                    tx.commit().await
-                }
-                // One statement is a transaction of its own.
-                (Some(one), None) | (None, Some(one)) => one.execute(pool).await.map(drop),
-                (None, None) => Ok(()),
-            }
+        self.write(Write::Keep {
+            flow: flow.to_owned(),
+            hash: token_key(token),
+            outcome: key.map(|key| {
+                let outcome = serde_json::to_string(outcome).expect("an outcome serialises");
+                (key.to_owned(), outcome)
+            }),
+            outcome_expires: now + millis(self.options.idempotency_ttl),
+            session: session.map(|s| Value::Object(s.clone()).to_string()),
+            session_expires: now + millis(self.options.session_ttl),
         })
+        .await
+        .map(drop)
     }
 
     /// Deletes expired outcomes, claims and sessions; returns how many rows went.
     /// Completions are business records and are never deleted here.
     async fn cleanup_expired(&self) -> Result<u64, StoreError> {
-        let now = now_ms();
-        query!(self, "cleanup", |pool| async {
-            let outcomes = sqlx::query("DELETE FROM outcomes WHERE expires_at <= $1")
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            Ok(outcomes + sessions)
-        })
+        match self.write(Write::Cleanup { now: now_ms() }).await? {
+            Written::Deleted(rows) => Ok(rows),
+            other => unreachable!("a cleanup answered {other:?}"),
+        }
     }
 }

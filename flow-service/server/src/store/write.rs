@@ -1,0 +1,358 @@
+//! The SQL store's writes as values ([`Write`]), and [`apply`]: the statements of one
+//! write on one connection of either backend, in whatever transaction the caller holds.
+//!
+//! A write carries everything it needs (token hash, JSON, expiry times), computed by
+//! its caller, so the same write runs in its own transaction on a pool (PostgreSQL,
+//! `sqlite::memory:`) or as one job of a SQLite file's batch (`super::writer`).
+
+#[cfg(feature = "postgres")]
+use sqlx::PgConnection;
+#[cfg(feature = "sqlite")]
+use sqlx::SqliteConnection;
+
+use super::Finished;
+
+/// A session's state, replacing any earlier one: token hash, flow, state, expiry.
+const UPSERT_SESSION: &str = "INSERT INTO sessions (token_hash, flow, state, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO UPDATE \
+     SET flow = excluded.flow, state = excluded.state, expires_at = excluded.expires_at";
+
+/// A call's outcome, replacing its claim: token hash, key, outcome, expiry.
+const UPSERT_OUTCOME: &str = "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash, idempotency_key) \
+     DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at";
+
+/// One write of the store.
+#[derive(Debug)]
+pub(super) enum Write {
+    /// [`Store::finish`](super::Store::finish): the completion (when `completion` holds
+    /// its params), else the session; and the outcome under `key`.
+    Finish {
+        flow: String,
+        hash: String,
+        key: Option<String>,
+        completion: Option<String>,
+        outcome: String,
+        outcome_expires: i64,
+        session: Option<String>,
+        session_expires: i64,
+        now: i64,
+    },
+    /// [`Store::keep`](super::Store::keep): the session and, where calls are claimed,
+    /// the outcome (key, JSON).
+    Keep {
+        flow: String,
+        hash: String,
+        outcome: Option<(String, String)>,
+        outcome_expires: i64,
+        session: Option<String>,
+        session_expires: i64,
+    },
+    /// [`Store::claim`](super::Store::claim).
+    Claim {
+        hash: String,
+        key: String,
+        now: i64,
+        lease: i64,
+    },
+    /// [`Store::release`](super::Store::release).
+    Release { hash: String, key: String },
+    /// [`Store::cleanup_expired`](super::Store::cleanup_expired).
+    Cleanup { now: i64 },
+}
+
+/// What a [`Write`] did, by kind.
+#[derive(Debug)]
+pub(super) enum Written {
+    Finished(Finished),
+    Claim(ClaimRow),
+    Deleted(u64),
+    Done,
+}
+
+/// What a claim found, its outcome still JSON.
+#[derive(Debug)]
+pub(super) enum ClaimRow {
+    Claimed,
+    Done(String),
+    InProgress,
+}
+
+impl Write {
+    /// The operation's name in errors.
+    pub(super) fn op(&self) -> &'static str {
+        match self {
+            Write::Finish { .. } => "finish",
+            Write::Keep { .. } => "keep",
+            Write::Claim { .. } => "claim",
+            Write::Release { .. } => "claim release",
+            Write::Cleanup { .. } => "cleanup",
+        }
+    }
+
+    /// Whether the write must be on disk before its caller hears back: every `finish`
+    /// (above all a completion). Any other write may be lost with the machine, never
+    /// with the process.
+    pub(super) fn durable(&self) -> bool {
+        matches!(self, Write::Finish { .. })
+    }
+
+    /// Whether the write is several statements that must happen together, so that on
+    /// a pool it needs a transaction of its own. (A claim's statements are each atomic
+    /// and guarded by compares; one statement is a transaction of its own.)
+    fn atomic(&self) -> bool {
+        match self {
+            Write::Finish { .. } => true,
+            Write::Keep {
+                outcome, session, ..
+            } => outcome.is_some() && session.is_some(),
+            Write::Claim { .. } | Write::Release { .. } | Write::Cleanup { .. } => false,
+        }
+    }
+}
+
+/// A connection of either backend, to run the same statements on.
+pub(super) enum Conn<'c> {
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'c mut SqliteConnection),
+    #[cfg(feature = "postgres")]
+    Postgres(&'c mut PgConnection),
+}
+
+/// Runs the same expression on either backend's connection: the SQL is portable, only
+/// the connection's type differs.
+macro_rules! on_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => {
+                let $c: &mut SqliteConnection = &mut **conn;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => {
+                let $c: &mut PgConnection = &mut **conn;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `write`'s statements on `conn`, inside whatever transaction it is in. A
+/// completion of a token already completed writes nothing and is
+/// [`Finished::AlreadyCompleted`].
+pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written, sqlx::Error> {
+    match write {
+        Write::Finish {
+            flow,
+            hash,
+            key,
+            completion,
+            outcome,
+            outcome_expires,
+            session,
+            session_expires,
+            now,
+        } => {
+            if let Some(params) = completion {
+                let inserted = on_conn!(conn, |c| sqlx::query(
+                    "INSERT INTO completions \
+                     (token_hash, flow, params, idempotency_key, completed_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(flow)
+                .bind(params)
+                .bind(key.as_deref().unwrap_or_default())
+                .bind(now)
+                .execute(c)
+                .await?
+                .rows_affected());
+                if inserted == 0 {
+                    // Nothing of this write happened: the completion was the first.
+                    return Ok(Written::Finished(Finished::AlreadyCompleted));
+                }
+                on_conn!(conn, |c| sqlx::query(
+                    "DELETE FROM sessions WHERE token_hash = $1"
+                )
+                .bind(hash)
+                .execute(c)
+                .await
+                .map(drop)?);
+            } else if let Some(state) = session {
+                on_conn!(conn, |c| sqlx::query(UPSERT_SESSION)
+                    .bind(hash)
+                    .bind(flow)
+                    .bind(state)
+                    .bind(session_expires)
+                    .execute(c)
+                    .await
+                    .map(drop)?);
+            }
+            if let Some(key) = key {
+                on_conn!(conn, |c| sqlx::query(UPSERT_OUTCOME)
+                    .bind(hash)
+                    .bind(key)
+                    .bind(outcome)
+                    .bind(outcome_expires)
+                    .execute(c)
+                    .await
+                    .map(drop)?);
+            }
+            Ok(Written::Finished(Finished::Recorded))
+        }
+        Write::Keep {
+            flow,
+            hash,
+            outcome,
+            outcome_expires,
+            session,
+            session_expires,
+        } => {
+            if let Some(state) = session {
+                on_conn!(conn, |c| sqlx::query(UPSERT_SESSION)
+                    .bind(hash)
+                    .bind(flow)
+                    .bind(state)
+                    .bind(session_expires)
+                    .execute(c)
+                    .await
+                    .map(drop)?);
+            }
+            if let Some((key, outcome)) = outcome {
+                on_conn!(conn, |c| sqlx::query(UPSERT_OUTCOME)
+                    .bind(hash)
+                    .bind(key)
+                    .bind(outcome)
+                    .bind(outcome_expires)
+                    .execute(c)
+                    .await
+                    .map(drop)?);
+            }
+            Ok(Written::Done)
+        }
+        Write::Claim {
+            hash,
+            key,
+            now,
+            lease,
+        } => {
+            let inserted = on_conn!(conn, |c| sqlx::query(
+                "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+                 VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(hash)
+            .bind(key)
+            .bind(lease)
+            .execute(c)
+            .await?
+            .rows_affected());
+            if inserted == 1 {
+                return Ok(Written::Claim(ClaimRow::Claimed));
+            }
+            let row: Option<(Option<String>, i64)> = on_conn!(conn, |c| sqlx::query_as(
+                "SELECT outcome, expires_at FROM outcomes \
+                 WHERE token_hash = $1 AND idempotency_key = $2",
+            )
+            .bind(hash)
+            .bind(key)
+            .fetch_optional(c)
+            .await?);
+            let seen = match row {
+                Some((Some(outcome), expires_at)) if expires_at > *now => {
+                    return Ok(Written::Claim(ClaimRow::Done(outcome)));
+                }
+                Some((None, expires_at)) if expires_at > *now => {
+                    return Ok(Written::Claim(ClaimRow::InProgress));
+                }
+                lapsed => lapsed.map(|(_, expires_at)| expires_at),
+            };
+            // Lapsed (or cleaned up in between): take it over, unless another call
+            // just did — the compare on `expires_at` lets only one of them win.
+            let taken = on_conn!(conn, |c| sqlx::query(
+                "UPDATE outcomes SET outcome = NULL, expires_at = $3 \
+                 WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at = $4",
+            )
+            .bind(hash)
+            .bind(key)
+            .bind(lease)
+            .bind(seen.unwrap_or(i64::MIN))
+            .execute(c)
+            .await?
+            .rows_affected());
+            Ok(Written::Claim(if taken == 1 {
+                ClaimRow::Claimed
+            } else {
+                ClaimRow::InProgress
+            }))
+        }
+        Write::Release { hash, key } => {
+            on_conn!(conn, |c| sqlx::query(
+                "DELETE FROM outcomes \
+                 WHERE token_hash = $1 AND idempotency_key = $2 AND outcome IS NULL",
+            )
+            .bind(hash)
+            .bind(key)
+            .execute(c)
+            .await
+            .map(drop)?);
+            Ok(Written::Done)
+        }
+        Write::Cleanup { now } => {
+            let outcomes = on_conn!(conn, |c| sqlx::query(
+                "DELETE FROM outcomes WHERE expires_at <= $1"
+            )
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+            let sessions = on_conn!(conn, |c| sqlx::query(
+                "DELETE FROM sessions WHERE expires_at <= $1"
+            )
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+            Ok(Written::Deleted(outcomes + sessions))
+        }
+    }
+}
+
+/// Runs `write` on a connection of `pool`, in a transaction of its own when it is several
+/// statements; a durable write on PostgreSQL asks for a synchronous commit.
+pub(super) async fn on_pool(
+    pool: &super::sql::Pool,
+    write: &Write,
+) -> Result<Written, sqlx::Error> {
+    use sqlx::Connection;
+    match pool {
+        #[cfg(feature = "sqlite")]
+        super::sql::Pool::Sqlite(pool) => {
+            let mut conn = pool.acquire().await?;
+            if !write.atomic() {
+                return apply(&mut Conn::Sqlite(&mut conn), write).await;
+            }
+            let mut tx = conn.begin().await?;
+            let written = apply(&mut Conn::Sqlite(&mut tx), write).await?;
+            tx.commit().await?;
+            Ok(written)
+        }
+        #[cfg(feature = "postgres")]
+        super::sql::Pool::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            if !write.atomic() {
+                return apply(&mut Conn::Postgres(&mut conn), write).await;
+            }
+            let mut tx = conn.begin().await?;
+            if write.durable() {
+                // The connections' default is an asynchronous commit (see `sql::pools`).
+                sqlx::query("SET LOCAL synchronous_commit = on")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let written = apply(&mut Conn::Postgres(&mut tx), write).await?;
+            tx.commit().await?;
+            Ok(written)
+        }
+    }
+}
