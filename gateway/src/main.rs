@@ -19,7 +19,11 @@ use flowgate_gateway::{AppState, Listeners, run};
 
 /// mimalloc: its per-thread free lists make the many short-lived allocations of a
 /// request (buffers of hyper, h2 and tonic, JSON) far cheaper than glibc's malloc,
-/// which took a sixth of the CPU per request.
+/// which took a sixth of the CPU per request. Built with its `no_thp` feature: by
+/// default mimalloc asks the kernel for transparent huge pages on its arenas, and
+/// partly used 2 MiB pages raised the gateway's resident memory by 9 MiB idle and by
+/// 15 MiB holding 10,000 idle connections. (Where the kernel's THP setting is
+/// `always` rather than `madvise`, the kernel may still use them.)
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
