@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use flowgate_proto::json::struct_to_json;
-use flowgate_proto::token_hash;
 use flowgate_proto::v1::{self, FlowResponse, flow_response};
+use flowgate_proto::{token_digest, token_hash_of};
 use tokio::sync::watch;
 use tonic::Status;
 use tracing::{Instrument, Span};
@@ -187,6 +187,8 @@ struct Call {
     request: Request,
     /// The idempotency key, when the call has one.
     key: Option<String>,
+    /// The flow token's SHA-256: its hash on the span, and half of the call's [`CallId`].
+    token: [u8; 32],
     /// The outcome this process kept for the same call, when it finished here before.
     recent: Option<Outcome>,
     /// Whether this call holds its key's claim, to release it if the call fails.
@@ -205,11 +207,14 @@ impl Call {
         if incoming.flow_token.is_empty() {
             return Err(Status::invalid_argument("flow_token is required"));
         }
+        let token = token_digest(&incoming.flow_token);
         let span = Span::current();
         span.record("flow", name);
         span.record("action", incoming.action.as_str());
         span.record("screen", incoming.screen.as_str());
-        span.record("token_hash", token_hash(&incoming.flow_token));
+        if !span.is_disabled() {
+            span.record("token_hash", token_hash_of(&token));
+        }
         span.record("request_id", context.request_id.as_str());
         span.record("attempt", context.attempt);
         let key = Some(context.idempotency_key.clone()).filter(|k| !k.is_empty());
@@ -226,6 +231,7 @@ impl Call {
                 ..Request::default()
             },
             key,
+            token,
             recent: None,
             claimed: false,
         })
@@ -258,14 +264,8 @@ impl Call {
     /// the idempotency key.
     fn id(&self) -> Option<CallId> {
         let key = self.key.as_ref()?;
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            self.request.flow_token.as_bytes(),
-        );
-        let mut token = [0; 32];
-        token.copy_from_slice(digest.as_ref());
         Some(CallId {
-            token,
+            token: self.token,
             key: key.clone(),
         })
     }
