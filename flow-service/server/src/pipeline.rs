@@ -48,7 +48,9 @@ use tonic::Status;
 use tracing::{Instrument, Span};
 
 use crate::sdk::{Action, Flow, Outcome, Request, Session};
-use crate::service::{Flows, TOKEN_NO_LONGER_VALID, context_from_proto, outcome_to_proto};
+use crate::service::{
+    Flows, TOKEN_NO_LONGER_VALID, context_from_proto, outcome_ref_to_proto, outcome_to_proto,
+};
 use crate::store::{CLAIM_LEASE, Claim, Finished, Store, StoreError};
 use crate::tokens::{self, TokenPolicy};
 
@@ -278,7 +280,7 @@ impl Call {
             let outcome = self.handler().await?;
             self.check_flow_json(&outcome)?;
             // Unusable data is refused before anything is recorded.
-            let response = outcome_to_proto(outcome.clone()).map_err(Early::Failed)?;
+            let response = outcome_ref_to_proto(&outcome).map_err(Early::Failed)?;
             self.commit(&outcome).await?;
             Ok((outcome, response))
         }
@@ -350,14 +352,19 @@ impl Call {
 
     /// Step 6: the flow's handler for the action, in its own span (a child of the
     /// server span).
-    async fn handler(&self) -> Result<Outcome, Early> {
+    async fn handler(&mut self) -> Result<Outcome, Early> {
         let span = tracing::info_span!(
             "flow.handler",
             flow = self.name,
             action = self.action.as_str(),
             screen = %self.request.screen,
         );
-        let request = self.request.clone();
+        // The data goes to the handler rather than a copy of it: no later step reads it.
+        let data = std::mem::take(&mut self.request.data);
+        let request = Request {
+            data,
+            ..self.request.clone()
+        };
         let outcome = match self.action {
             Action::Init => self.flow.init(request).instrument(span).await,
             Action::Back => self.flow.back(request).instrument(span).await,
@@ -466,7 +473,7 @@ impl Call {
             Err(Early::Stored(outcome)) => {
                 span.record("outcome", outcome_kind(&outcome));
                 tracing::info!("repeated call answered with its stored outcome");
-                (outcome_to_proto(outcome.clone()), Some(outcome))
+                (outcome_ref_to_proto(&outcome), Some(outcome))
             }
             Err(Early::Refused(reason)) => {
                 let outcome = Outcome::token_invalid(TOKEN_NO_LONGER_VALID);
