@@ -629,14 +629,19 @@ impl Lead {
                     let now = Instant::now();
                     table.sequence += 1;
                     let sequence = table.sequence;
-                    table.entries.insert(
-                        self.id.clone(),
-                        Entry::Done {
-                            outcome,
-                            sequence,
-                            at: now,
-                        },
-                    );
+                    let done = Entry::Done {
+                        outcome,
+                        sequence,
+                        at: now,
+                    };
+                    // The call's `Running` entry is replaced where it stands: no copy
+                    // of the id, no second insertion.
+                    match table.entries.get_mut(&self.id) {
+                        Some(entry) => *entry = done,
+                        None => {
+                            table.entries.insert(self.id.clone(), done);
+                        }
+                    }
                     table.finished.push_back((self.id.clone(), sequence, now));
                     table.evict(calls.capacity, calls.ttl, now);
                 }
