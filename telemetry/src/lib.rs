@@ -213,3 +213,47 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
         .is_valid()
         .then(|| span_context.trace_id().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing::level_filters::LevelFilter;
+
+    fn tracer() -> opentelemetry_sdk::trace::Tracer {
+        SdkTracerProvider::builder().build().tracer("test")
+    }
+
+    /// The filter's level reaches `tracing` as the stack's maximum, in every set-up, so
+    /// that callsites below it are off without being asked on each hit; what it
+    /// enables still reaches the layers.
+    #[test]
+    fn the_log_filter_caps_the_level_of_every_callsite() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            for exporting in [false, true] {
+                for (directives, level) in [
+                    ("warn", LevelFilter::WARN),
+                    ("info", LevelFilter::INFO),
+                    ("warn,flowgate_telemetry=debug", LevelFilter::DEBUG),
+                ] {
+                    let subscriber =
+                        subscriber(tracer(), format, exporting, EnvFilter::new(directives));
+                    assert_eq!(
+                        tracing::Subscriber::max_level_hint(&subscriber),
+                        Some(level),
+                        "{format:?} {exporting} {directives}"
+                    );
+                }
+                let subscriber = subscriber(tracer(), format, exporting, EnvFilter::new("warn"));
+                tracing::subscriber::with_default(subscriber, || {
+                    assert!(tracing::enabled!(Level::WARN));
+                    assert!(!tracing::enabled!(Level::INFO));
+                    assert!(tracing::info_span!("off").is_disabled());
+                    assert!(!tracing::warn_span!("on").is_disabled());
+                    // Spans reach the OpenTelemetry layer: an enabled one has a trace.
+                    assert!(trace_id(&tracing::warn_span!("traced")).is_some());
+                });
+            }
+        }
+    }
+}
