@@ -129,9 +129,33 @@ fn install_with(
     format: LogFormat,
     exporting: bool,
 ) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    subscriber(tracer, format, exporting, filter)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    Ok(())
+}
+
+/// The subscriber [`install_with`] installs: the OpenTelemetry layer (spans only unless
+/// exporting), the log lines, and `filter` (`RUST_LOG`) over both.
+///
+/// The filter is the outermost layer. Under the OpenTelemetry layer's own per-layer
+/// filter, a level filter placed innermost cannot tell `tracing` that a callsite is
+/// off for good: the stack then reports no maximum level and every disabled `debug!`
+/// or `info_span!` of every crate (h2, hyper, tonic, ours) is asked again on each hit.
+/// Outermost, it turns a disabled callsite off once, and the macros skip it below the
+/// level at no cost.
+fn subscriber(
+    tracer: opentelemetry_sdk::trace::Tracer,
+    format: LogFormat,
+    exporting: bool,
+    filter: EnvFilter,
+) -> impl tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a> {
     use std::io::IsTerminal;
     use tracing_subscriber::Layer;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(exporting)
@@ -141,33 +165,25 @@ fn install_with(
         .with_filter(tracing_subscriber::filter::filter_fn(move |metadata| {
             exporting || metadata.is_span()
         }));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
     // Colours only for a person at a terminal: in a file or a log collector they are
     // escape codes, and formatting them costs on every line.
     let ansi = std::io::stderr().is_terminal();
-    let result = match format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    result.map_err(|_| TelemetryError::AlreadyInstalled)?;
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    Ok(())
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(lines)
+        .with(filter)
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -196,4 +212,48 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing::level_filters::LevelFilter;
+
+    fn tracer() -> opentelemetry_sdk::trace::Tracer {
+        SdkTracerProvider::builder().build().tracer("test")
+    }
+
+    /// The filter's level reaches `tracing` as the stack's maximum, in every set-up, so
+    /// that callsites below it are off without being asked on each hit; what it
+    /// enables still reaches the layers.
+    #[test]
+    fn the_log_filter_caps_the_level_of_every_callsite() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            for exporting in [false, true] {
+                for (directives, level) in [
+                    ("warn", LevelFilter::WARN),
+                    ("info", LevelFilter::INFO),
+                    ("warn,flowgate_telemetry=debug", LevelFilter::DEBUG),
+                ] {
+                    let subscriber =
+                        subscriber(tracer(), format, exporting, EnvFilter::new(directives));
+                    assert_eq!(
+                        tracing::Subscriber::max_level_hint(&subscriber),
+                        Some(level),
+                        "{format:?} {exporting} {directives}"
+                    );
+                }
+                let subscriber = subscriber(tracer(), format, exporting, EnvFilter::new("warn"));
+                tracing::subscriber::with_default(subscriber, || {
+                    assert!(tracing::enabled!(Level::WARN));
+                    assert!(!tracing::enabled!(Level::INFO));
+                    assert!(tracing::info_span!("off").is_disabled());
+                    assert!(!tracing::warn_span!("on").is_disabled());
+                    // Spans reach the OpenTelemetry layer: an enabled one has a trace.
+                    assert!(trace_id(&tracing::warn_span!("traced")).is_some());
+                });
+            }
+        }
+    }
 }

@@ -38,6 +38,10 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
 /// Makes `span` a child of the trace in `headers`, if they carry one. Call before the
 /// span is first entered.
 pub fn set_parent_from(span: &tracing::Span, headers: &http::HeaderMap) {
+    // A span the log filter turned off has no trace to continue: skip reading the headers.
+    if span.is_disabled() {
+        return;
+    }
     let parent = extract(headers);
     if opentelemetry::trace::TraceContextExt::has_active_span(&parent) {
         let _ = span.set_parent(parent);

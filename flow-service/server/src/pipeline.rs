@@ -41,14 +41,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use flowgate_proto::json::struct_to_json;
-use flowgate_proto::token_hash;
 use flowgate_proto::v1::{self, FlowResponse, flow_response};
+use flowgate_proto::{token_digest, token_hash_of};
 use tokio::sync::watch;
 use tonic::Status;
 use tracing::{Instrument, Span};
 
 use crate::sdk::{Action, Flow, Outcome, Request, Session};
-use crate::service::{Flows, TOKEN_NO_LONGER_VALID, context_from_proto, outcome_to_proto};
+use crate::service::{
+    Flows, TOKEN_NO_LONGER_VALID, context_from_proto, outcome_ref_to_proto, outcome_to_proto,
+};
 use crate::store::{CLAIM_LEASE, Claim, Finished, Store, StoreError};
 use crate::tokens::{self, TokenPolicy};
 
@@ -187,6 +189,8 @@ struct Call {
     request: Request,
     /// The idempotency key, when the call has one.
     key: Option<String>,
+    /// The flow token's SHA-256: its hash on the span, and half of the call's [`CallId`].
+    token: [u8; 32],
     /// The outcome this process kept for the same call, when it finished here before.
     recent: Option<Outcome>,
     /// Whether this call holds its key's claim, to release it if the call fails.
@@ -205,11 +209,14 @@ impl Call {
         if incoming.flow_token.is_empty() {
             return Err(Status::invalid_argument("flow_token is required"));
         }
+        let token = token_digest(&incoming.flow_token);
         let span = Span::current();
         span.record("flow", name);
         span.record("action", incoming.action.as_str());
         span.record("screen", incoming.screen.as_str());
-        span.record("token_hash", token_hash(&incoming.flow_token));
+        if !span.is_disabled() {
+            span.record("token_hash", token_hash_of(&token));
+        }
         span.record("request_id", context.request_id.as_str());
         span.record("attempt", context.attempt);
         let key = Some(context.idempotency_key.clone()).filter(|k| !k.is_empty());
@@ -226,6 +233,7 @@ impl Call {
                 ..Request::default()
             },
             key,
+            token,
             recent: None,
             claimed: false,
         })
@@ -258,14 +266,8 @@ impl Call {
     /// the idempotency key.
     fn id(&self) -> Option<CallId> {
         let key = self.key.as_ref()?;
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            self.request.flow_token.as_bytes(),
-        );
-        let mut token = [0; 32];
-        token.copy_from_slice(digest.as_ref());
         Some(CallId {
-            token,
+            token: self.token,
             key: key.clone(),
         })
     }
@@ -278,7 +280,7 @@ impl Call {
             let outcome = self.handler().await?;
             self.check_flow_json(&outcome)?;
             // Unusable data is refused before anything is recorded.
-            let response = outcome_to_proto(outcome.clone()).map_err(Early::Failed)?;
+            let response = outcome_ref_to_proto(&outcome).map_err(Early::Failed)?;
             self.commit(&outcome).await?;
             Ok((outcome, response))
         }
@@ -350,14 +352,19 @@ impl Call {
 
     /// Step 6: the flow's handler for the action, in its own span (a child of the
     /// server span).
-    async fn handler(&self) -> Result<Outcome, Early> {
+    async fn handler(&mut self) -> Result<Outcome, Early> {
         let span = tracing::info_span!(
             "flow.handler",
             flow = self.name,
             action = self.action.as_str(),
             screen = %self.request.screen,
         );
-        let request = self.request.clone();
+        // The data goes to the handler rather than a copy of it: no later step reads it.
+        let data = std::mem::take(&mut self.request.data);
+        let request = Request {
+            data,
+            ..self.request.clone()
+        };
         let outcome = match self.action {
             Action::Init => self.flow.init(request).instrument(span).await,
             Action::Back => self.flow.back(request).instrument(span).await,
@@ -466,7 +473,7 @@ impl Call {
             Err(Early::Stored(outcome)) => {
                 span.record("outcome", outcome_kind(&outcome));
                 tracing::info!("repeated call answered with its stored outcome");
-                (outcome_to_proto(outcome.clone()), Some(outcome))
+                (outcome_ref_to_proto(&outcome), Some(outcome))
             }
             Err(Early::Refused(reason)) => {
                 let outcome = Outcome::token_invalid(TOKEN_NO_LONGER_VALID);
@@ -622,14 +629,19 @@ impl Lead {
                     let now = Instant::now();
                     table.sequence += 1;
                     let sequence = table.sequence;
-                    table.entries.insert(
-                        self.id.clone(),
-                        Entry::Done {
-                            outcome,
-                            sequence,
-                            at: now,
-                        },
-                    );
+                    let done = Entry::Done {
+                        outcome,
+                        sequence,
+                        at: now,
+                    };
+                    // The call's `Running` entry is replaced where it stands: no copy
+                    // of the id, no second insertion.
+                    match table.entries.get_mut(&self.id) {
+                        Some(entry) => *entry = done,
+                        None => {
+                            table.entries.insert(self.id.clone(), done);
+                        }
+                    }
                     table.finished.push_back((self.id.clone(), sequence, now));
                     table.evict(calls.capacity, calls.ttl, now);
                 }

@@ -337,8 +337,15 @@ pub(crate) fn context_from_proto(context: Option<v1::RequestContext>) -> Context
 /// Converts an SDK outcome into the wire message. Data that is not a JSON object is a
 /// bug in the flow, reported as `INTERNAL`.
 pub fn outcome_to_proto(outcome: Outcome) -> Result<FlowResponse, Status> {
-    let object = |value: Value, what: &str| match value {
-        Value::Object(object) => struct_from_json(&object, what)
+    outcome_ref_to_proto(&outcome)
+}
+
+/// [`outcome_to_proto`] of a borrowed outcome: the pipeline keeps the outcome for the
+/// store and for resends, and converting from a reference spares a deep copy of its
+/// data on every call.
+pub(crate) fn outcome_ref_to_proto(outcome: &Outcome) -> Result<FlowResponse, Status> {
+    let object = |value: &Value, what: &str| match value {
+        Value::Object(object) => struct_from_json(object, what)
             .map_err(|e| Status::internal(format!("the flow answered unusable {what}: {e}"))),
         _ => Err(Status::internal(format!(
             "the flow answered {what} that is not a JSON object"
@@ -350,15 +357,17 @@ pub fn outcome_to_proto(outcome: Outcome) -> Result<FlowResponse, Status> {
             data,
             error_message,
         } => flow_response::Outcome::NextScreen(v1::NextScreen {
-            screen,
+            screen: screen.clone(),
             data: Some(object(data, "data")?),
-            error_message,
+            error_message: error_message.clone(),
         }),
         Outcome::Complete { params } => flow_response::Outcome::Complete(v1::Complete {
             params: Some(object(params, "params")?),
         }),
         Outcome::TokenInvalid { message } => {
-            flow_response::Outcome::TokenInvalid(v1::TokenInvalid { message })
+            flow_response::Outcome::TokenInvalid(v1::TokenInvalid {
+                message: message.clone(),
+            })
         }
     };
     Ok(FlowResponse {
