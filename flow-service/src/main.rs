@@ -13,7 +13,8 @@ use flowgate_cli::shutdown_signal;
 
 /// mimalloc: its per-thread free lists make the many short-lived allocations of a call
 /// (buffers of hyper, h2 and tonic, protobuf and JSON, the store's rows) far cheaper
-/// than glibc's malloc.
+/// than glibc's malloc. Built without transparent huge pages, like the gateway's (see
+/// there).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
