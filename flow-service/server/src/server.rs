@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use axum::error_handling::HandleErrorLayer;
 use flowgate_proto::v1::flow_service_server::FlowServiceServer;
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::body::Body;
 use tonic::service::LayerExt;
 use tonic_health::ServingStatus;
@@ -239,11 +239,19 @@ pub async fn run_with(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(flow_calls)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     cleanup.abort();
     served?;
     Ok(())
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off. An answer's HEADERS,
+/// DATA and trailers frames can leave in separate writes; with Nagle on, a later one
+/// waits for the caller to acknowledge the first, and Linux delays that acknowledgement
+/// by up to 40 ms. (tonic sets this option only on listeners it binds itself.)
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The span of a flow call: named for the gRPC method like the caller's client span,
@@ -487,6 +495,20 @@ mod tests {
             .collect();
         listed.sort();
         assert_eq!(listed, in_proto);
+    }
+
+    /// Accepted connections send small frames at once (no Nagle delay).
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        use tokio_stream::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming(listener);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_side = accepted.next().await.unwrap().unwrap();
+        assert!(server_side.nodelay().unwrap());
+        // The option is the accepted socket's own, not inherited from the client's.
+        assert!(!client.nodelay().unwrap());
     }
 
     /// Every code's label is the name the metrics have always carried.
