@@ -138,6 +138,44 @@ macro_rules! on_conn {
     };
 }
 
+/// [`UPSERT_SESSION`] on `conn`: the one statement `finish` and `keep` share for a
+/// session.
+async fn upsert_session(
+    conn: &mut Conn<'_>,
+    hash: &str,
+    flow: &str,
+    state: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    on_conn!(conn, |c| sqlx::query(UPSERT_SESSION)
+        .bind(hash)
+        .bind(flow)
+        .bind(state)
+        .bind(expires_at)
+        .execute(c)
+        .await
+        .map(drop))
+}
+
+/// [`UPSERT_OUTCOME`] on `conn`: the one statement `finish` and `keep` share for an
+/// outcome.
+async fn upsert_outcome(
+    conn: &mut Conn<'_>,
+    hash: &str,
+    key: &str,
+    outcome: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    on_conn!(conn, |c| sqlx::query(UPSERT_OUTCOME)
+        .bind(hash)
+        .bind(key)
+        .bind(outcome)
+        .bind(expires_at)
+        .execute(c)
+        .await
+        .map(drop))
+}
+
 /// Runs `write`'s statements on `conn`, inside whatever transaction it is in. A
 /// completion of a token already completed writes nothing and is
 /// [`Finished::AlreadyCompleted`].
@@ -180,24 +218,10 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                 .await
                 .map(drop)?);
             } else if let Some(state) = session {
-                on_conn!(conn, |c| sqlx::query(UPSERT_SESSION)
-                    .bind(hash)
-                    .bind(flow)
-                    .bind(state)
-                    .bind(session_expires)
-                    .execute(c)
-                    .await
-                    .map(drop)?);
+                upsert_session(conn, hash, flow, state, *session_expires).await?;
             }
             if let Some(key) = key {
-                on_conn!(conn, |c| sqlx::query(UPSERT_OUTCOME)
-                    .bind(hash)
-                    .bind(key)
-                    .bind(outcome)
-                    .bind(outcome_expires)
-                    .execute(c)
-                    .await
-                    .map(drop)?);
+                upsert_outcome(conn, hash, key, outcome, *outcome_expires).await?;
             }
             Ok(Written::Finished(Finished::Recorded))
         }
@@ -210,24 +234,10 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
             session_expires,
         } => {
             if let Some(state) = session {
-                on_conn!(conn, |c| sqlx::query(UPSERT_SESSION)
-                    .bind(hash)
-                    .bind(flow)
-                    .bind(state)
-                    .bind(session_expires)
-                    .execute(c)
-                    .await
-                    .map(drop)?);
+                upsert_session(conn, hash, flow, state, *session_expires).await?;
             }
             if let Some((key, outcome)) = outcome {
-                on_conn!(conn, |c| sqlx::query(UPSERT_OUTCOME)
-                    .bind(hash)
-                    .bind(key)
-                    .bind(outcome)
-                    .bind(outcome_expires)
-                    .execute(c)
-                    .await
-                    .map(drop)?);
+                upsert_outcome(conn, hash, key, outcome, *outcome_expires).await?;
             }
             Ok(Written::Done)
         }
