@@ -51,7 +51,7 @@ use crate::sdk::{Action, Flow, Outcome, Request, Session};
 use crate::service::{
     Flows, TOKEN_NO_LONGER_VALID, context_from_proto, outcome_ref_to_proto, outcome_to_proto,
 };
-use crate::store::{CLAIM_LEASE, Claim, Finished, Store, StoreError};
+use crate::store::{CLAIM_LEASE, Claim, Finished, Store, StoreError, TokenKey};
 use crate::tokens::{self, TokenPolicy};
 
 /// The proto fields of an `INIT`, `data_exchange` or `BACK` call.
@@ -189,8 +189,9 @@ struct Call {
     request: Request,
     /// The idempotency key, when the call has one.
     key: Option<String>,
-    /// The flow token's SHA-256: its hash on the span, and half of the call's [`CallId`].
-    token: [u8; 32],
+    /// The flow token's key in the store (its hex SHA-256), computed once: what every
+    /// store operation of the call names the token by, and half of the call's [`CallId`].
+    token: TokenKey,
     /// The outcome this process kept for the same call, when it finished here before.
     recent: Option<Outcome>,
     /// Whether this call holds its key's claim, to release it if the call fails.
@@ -209,13 +210,13 @@ impl Call {
         if incoming.flow_token.is_empty() {
             return Err(Status::invalid_argument("flow_token is required"));
         }
-        let token = token_digest(&incoming.flow_token);
+        let digest = token_digest(&incoming.flow_token);
         let span = Span::current();
         span.record("flow", name);
         span.record("action", incoming.action.as_str());
         span.record("screen", incoming.screen.as_str());
         if !span.is_disabled() {
-            span.record("token_hash", token_hash_of(&token));
+            span.record("token_hash", token_hash_of(&digest));
         }
         span.record("request_id", context.request_id.as_str());
         span.record("attempt", context.attempt);
@@ -233,7 +234,7 @@ impl Call {
                 ..Request::default()
             },
             key,
-            token,
+            token: TokenKey::from_digest(&digest),
             recent: None,
             claimed: false,
         })
@@ -262,8 +263,8 @@ impl Call {
         Ok(())
     }
 
-    /// What tells this call apart from others, for step 4: the token's SHA-256 and
-    /// the idempotency key.
+    /// What tells this call apart from others, for step 4: the token's key and the
+    /// idempotency key.
     fn id(&self) -> Option<CallId> {
         let key = self.key.as_ref()?;
         Some(CallId {
@@ -301,7 +302,7 @@ impl Call {
         {
             match self
                 .store
-                .claim(&self.request.flow_token, key)
+                .claim(&self.token, key)
                 .await
                 .map_err(unavailable)?
             {
@@ -316,7 +317,7 @@ impl Call {
         }
         let opened = self
             .store
-            .open_call(&self.request.flow_token, look_up)
+            .open_call(&self.token, look_up)
             .await
             .map_err(unavailable)?;
         if let Some(outcome) = opened.stored {
@@ -339,7 +340,7 @@ impl Call {
                 Some(completed) => completed,
                 None => self
                     .store
-                    .is_completed(&self.request.flow_token)
+                    .is_completed(&self.token)
                     .await
                     .map_err(unavailable)?,
             };
@@ -408,7 +409,7 @@ impl Call {
     /// Step 8: a completion, its outcome and the session's end in one durable
     /// transaction; any other outcome kept with the session's changes.
     async fn commit(&self, outcome: &Outcome) -> Result<(), Early> {
-        let token = &self.request.flow_token;
+        let token = &self.token;
         let session = self.request.session.changes();
         if !matches!(outcome, Outcome::Complete { .. }) {
             return self
@@ -484,7 +485,7 @@ impl Call {
             Err(Early::Failed(status)) => {
                 if let (true, Some(key)) = (self.claimed, &self.key) {
                     // Nothing was recorded for this call: free its key so a retry runs it.
-                    if let Err(error) = self.store.release(&self.request.flow_token, key).await {
+                    if let Err(error) = self.store.release(&self.token, key).await {
                         tracing::warn!(
                             %error,
                             "could not release an idempotency key; it lapses by itself",
@@ -501,10 +502,11 @@ impl Call {
 const RECENT_CALLS: usize = 32 * 1024;
 const RECENT_CALL_TTL: Duration = Duration::from_secs(3600);
 
-/// A call, as its resends name it: the flow token's SHA-256 and the idempotency key.
+/// A call, as its resends name it: the flow token's key (its SHA-256) and the
+/// idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct CallId {
-    token: [u8; 32],
+    token: TokenKey,
     key: String,
 }
 
@@ -1017,7 +1019,7 @@ mod tests {
     fn finished_calls_are_bounded() {
         let calls = Arc::new(Calls::new(2, Duration::from_secs(3600)));
         let id = |n: u8| CallId {
-            token: [n; 32],
+            token: TokenKey::from_digest(&[n; 32]),
             key: "k".into(),
         };
         for n in 0..5 {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use flow_service::service::TOKEN_NO_LONGER_VALID;
-use flow_service::store::{self, StoreOptions};
+use flow_service::store::{self, StoreOptions, TokenKey};
 use flow_service::tokens::{self, Secret, TokenPolicy};
 use flowgate_e2e::{
     Gateway, GatewayOptions, PgSchema, Probe, Proxy, Service, ServiceOptions, whatsapp,
@@ -189,7 +189,11 @@ async fn replicas_racing_to_complete_a_token_complete_it_once() {
     let store = store::connect(&schema.url, StoreOptions::default())
         .await
         .unwrap();
-    let completion = store.completion("tok-a").await.unwrap().unwrap();
+    let completion = store
+        .completion(&TokenKey::new("tok-a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(completion.params["by"], winner);
 
     let same = whatsapp("data_exchange", "tok-b", "DONE", json!({"ms": 500}));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flow_service::sdk::Outcome;
 use flow_service::store::{
-    self, Claim, Finished, MemoryStore, Opened, Store, StoreError, StoreOptions,
+    self, Claim, Finished, MemoryStore, Opened, Store, StoreError, StoreOptions, TokenKey,
 };
 use flowgate_e2e::PgSchema;
 use serde_json::{Map, json};
@@ -80,6 +80,11 @@ where
     }
 }
 
+/// The store's key of a flow token: what the call pipeline computes once per call.
+fn key_of(token: &str) -> TokenKey {
+    TokenKey::new(token)
+}
+
 fn screen(n: u32) -> Outcome {
     Outcome::screen("NEXT", json!({"n": n}))
 }
@@ -88,37 +93,46 @@ fn screen(n: u32) -> Outcome {
 async fn a_completion_is_recorded_once_and_survives_reopening() {
     check(|db| async move {
         let store = db.open().await;
-        assert!(!store.is_completed("tok").await.unwrap());
+        assert!(!store.is_completed(&key_of("tok")).await.unwrap());
         let done = Outcome::complete(json!({"email": "ada@example.com"}));
-        assert_eq!(store.claim("tok", "k1").await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim(&key_of("tok"), "k1").await.unwrap(),
+            Claim::Claimed
+        );
         assert_eq!(
             store
-                .finish("signup", "tok", Some("k1"), &done, None)
+                .finish("signup", &key_of("tok"), Some("k1"), &done, None)
                 .await
                 .unwrap(),
             Finished::Recorded
         );
-        assert!(store.is_completed("tok").await.unwrap());
-        assert!(!store.is_completed("other").await.unwrap());
+        assert!(store.is_completed(&key_of("tok")).await.unwrap());
+        assert!(!store.is_completed(&key_of("other")).await.unwrap());
         // A second completion of the token, under another key, writes nothing.
         let again = Outcome::complete(json!({"email": "eve@example.com"}));
         assert_eq!(
             store
-                .finish("signup", "tok", Some("k2"), &again, None)
+                .finish("signup", &key_of("tok"), Some("k2"), &again, None)
                 .await
                 .unwrap(),
             Finished::AlreadyCompleted
         );
-        assert_eq!(store.claim("tok", "k2").await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim(&key_of("tok"), "k2").await.unwrap(),
+            Claim::Claimed
+        );
         store.close().await;
 
         // A new connection sees the same (for SQL, as a new process would).
         let store = db.open().await;
-        let completion = store.completion("tok").await.unwrap().unwrap();
+        let completion = store.completion(&key_of("tok")).await.unwrap().unwrap();
         assert_eq!(completion.flow, "signup");
         assert_eq!(completion.params, json!({"email": "ada@example.com"}));
         assert_eq!(completion.idempotency_key, "k1");
-        assert_eq!(store.claim("tok", "k1").await.unwrap(), Claim::Done(done));
+        assert_eq!(
+            store.claim(&key_of("tok"), "k1").await.unwrap(),
+            Claim::Done(done)
+        );
     })
     .await;
 }
@@ -127,28 +141,40 @@ async fn a_completion_is_recorded_once_and_survives_reopening() {
 async fn a_repeated_key_gets_the_first_outcome() {
     check(|db| async move {
         let store = db.open().await;
-        assert_eq!(store.claim("tok", "k").await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim(&key_of("tok"), "k").await.unwrap(),
+            Claim::Claimed
+        );
         // While the first call runs, the same call elsewhere waits its turn.
-        assert_eq!(store.claim("tok", "k").await.unwrap(), Claim::InProgress);
+        assert_eq!(
+            store.claim(&key_of("tok"), "k").await.unwrap(),
+            Claim::InProgress
+        );
         store
-            .finish("f", "tok", Some("k"), &screen(1), None)
+            .finish("f", &key_of("tok"), Some("k"), &screen(1), None)
             .await
             .unwrap();
         for _ in 0..2 {
             assert_eq!(
-                store.claim("tok", "k").await.unwrap(),
+                store.claim(&key_of("tok"), "k").await.unwrap(),
                 Claim::Done(screen(1))
             );
         }
         // The same key of another token is another call.
-        assert_eq!(store.claim("tok-2", "k").await.unwrap(), Claim::Claimed);
-        // A released claim (the handler failed) lets a retry run it.
-        store.release("tok-2", "k").await.unwrap();
-        assert_eq!(store.claim("tok-2", "k").await.unwrap(), Claim::Claimed);
-        // Releasing never removes a finished outcome.
-        store.release("tok", "k").await.unwrap();
         assert_eq!(
-            store.claim("tok", "k").await.unwrap(),
+            store.claim(&key_of("tok-2"), "k").await.unwrap(),
+            Claim::Claimed
+        );
+        // A released claim (the handler failed) lets a retry run it.
+        store.release(&key_of("tok-2"), "k").await.unwrap();
+        assert_eq!(
+            store.claim(&key_of("tok-2"), "k").await.unwrap(),
+            Claim::Claimed
+        );
+        // Releasing never removes a finished outcome.
+        store.release(&key_of("tok"), "k").await.unwrap();
+        assert_eq!(
+            store.claim(&key_of("tok"), "k").await.unwrap(),
             Claim::Done(screen(1))
         );
     })
@@ -167,8 +193,10 @@ async fn racing_completions_have_one_winner() {
                 tokio::spawn(async move {
                     let key = format!("k{i}");
                     let outcome = Outcome::complete(json!({"call": i}));
-                    store.claim("tok", &key).await.unwrap();
-                    store.finish("f", "tok", Some(&key), &outcome, None).await
+                    store.claim(&key_of("tok"), &key).await.unwrap();
+                    store
+                        .finish("f", &key_of("tok"), Some(&key), &outcome, None)
+                        .await
                 })
             })
             .collect();
@@ -185,7 +213,11 @@ async fn racing_completions_have_one_winner() {
             .filter(|r| matches!(r, Ok(Finished::AlreadyCompleted)))
             .count();
         assert_eq!((recorded, refused), (1, 7), "{results:?}");
-        let winner = replicas[0].completion("tok").await.unwrap().unwrap();
+        let winner = replicas[0]
+            .completion(&key_of("tok"))
+            .await
+            .unwrap()
+            .unwrap();
         let i = winner.params["call"].as_u64().unwrap();
         assert_eq!(winner.idempotency_key, format!("k{i}"));
     })
@@ -196,21 +228,27 @@ async fn racing_completions_have_one_winner() {
 async fn sessions_live_until_they_expire_or_the_token_completes() {
     check(|db| async move {
         let store = db.open().await;
-        assert_eq!(store.session("tok").await.unwrap(), Map::new());
+        assert_eq!(store.session(&key_of("tok")).await.unwrap(), Map::new());
         let mut state = Map::new();
         state.insert("department".into(), json!("cardiology"));
         store
-            .finish("f", "tok", Some("k1"), &screen(1), Some(&state))
+            .finish("f", &key_of("tok"), Some("k1"), &screen(1), Some(&state))
             .await
             .unwrap();
-        assert_eq!(store.session("tok").await.unwrap(), state);
-        assert_eq!(store.session("tok-2").await.unwrap(), Map::new());
+        assert_eq!(store.session(&key_of("tok")).await.unwrap(), state);
+        assert_eq!(store.session(&key_of("tok-2")).await.unwrap(), Map::new());
         // Completing the token ends its session.
         store
-            .finish("f", "tok", Some("k2"), &Outcome::complete(json!({})), None)
+            .finish(
+                "f",
+                &key_of("tok"),
+                Some("k2"),
+                &Outcome::complete(json!({})),
+                None,
+            )
             .await
             .unwrap();
-        assert_eq!(store.session("tok").await.unwrap(), Map::new());
+        assert_eq!(store.session(&key_of("tok")).await.unwrap(), Map::new());
 
         // With lifetimes of zero, everything but completions expires at once and is
         // cleaned up.
@@ -222,20 +260,23 @@ async fn sessions_live_until_they_expire_or_the_token_completes() {
             })
             .await;
         short
-            .finish("f", "tok-3", Some("k"), &screen(3), Some(&state))
+            .finish("f", &key_of("tok-3"), Some("k"), &screen(3), Some(&state))
             .await
             .unwrap();
-        assert_eq!(short.session("tok-3").await.unwrap(), Map::new());
+        assert_eq!(short.session(&key_of("tok-3")).await.unwrap(), Map::new());
         // An expired outcome no longer answers: the call runs again.
-        assert_eq!(short.claim("tok-3", "k").await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            short.claim(&key_of("tok-3"), "k").await.unwrap(),
+            Claim::Claimed
+        );
         short
-            .finish("f", "tok-3", Some("k"), &screen(3), Some(&state))
+            .finish("f", &key_of("tok-3"), Some("k"), &screen(3), Some(&state))
             .await
             .unwrap();
         // The outcomes of tok (k1, k2), and tok-3's outcome and session, at least.
         assert!(short.cleanup_expired().await.unwrap() >= 2);
         assert_eq!(short.cleanup_expired().await.unwrap(), 0);
-        assert!(short.is_completed("tok").await.unwrap());
+        assert!(short.is_completed(&key_of("tok")).await.unwrap());
     })
     .await;
 }
@@ -247,36 +288,39 @@ async fn sessions_live_until_they_expire_or_the_token_completes() {
 async fn one_read_opens_a_call_and_kept_steps_are_shared_as_claimed() {
     check(|db| async move {
         let store = db.open().await;
-        let opened = store.open_call("tok", Some("k1")).await.unwrap();
+        let opened = store.open_call(&key_of("tok"), Some("k1")).await.unwrap();
         assert_eq!(opened, Opened::default());
 
         let mut state = Map::new();
         state.insert("department".into(), json!("cardiology"));
         store
-            .keep("f", "tok", Some("k1"), &screen(1), Some(&state))
+            .keep("f", &key_of("tok"), Some("k1"), &screen(1), Some(&state))
             .await
             .unwrap();
         // Another process on the same data.
         let other = db.open().await;
-        let opened = other.open_call("tok", Some("k1")).await.unwrap();
+        let opened = other.open_call(&key_of("tok"), Some("k1")).await.unwrap();
         assert_eq!(opened.session, state);
         assert!(!opened.completed);
         let shared = other.claims_calls();
         assert_eq!(shared, other.backend() != "sqlite");
         assert_eq!(opened.stored, shared.then(|| screen(1)));
         // Without a key, no outcome is looked up.
-        assert_eq!(other.open_call("tok", None).await.unwrap().stored, None);
+        assert_eq!(
+            other.open_call(&key_of("tok"), None).await.unwrap().stored,
+            None
+        );
 
         // A completion is seen by every handle, with its outcome under its key.
         let done = Outcome::complete(json!({"email": "ada@example.com"}));
         assert_eq!(
             store
-                .finish("f", "tok", Some("k2"), &done, None)
+                .finish("f", &key_of("tok"), Some("k2"), &done, None)
                 .await
                 .unwrap(),
             Finished::Recorded
         );
-        let opened = other.open_call("tok", Some("k2")).await.unwrap();
+        let opened = other.open_call(&key_of("tok"), Some("k2")).await.unwrap();
         assert!(opened.completed);
         assert_eq!(opened.stored, Some(done));
         // Completing the token ended its session.
@@ -331,7 +375,7 @@ async fn many_completions_at_once_all_land_in_the_sqlite_file() {
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                let token = format!("tok-{i}");
+                let token = key_of(&format!("tok-{i}"));
                 if i % 3 == 0 {
                     let (step, state) = (screen(1), state(i));
                     let kept = store.keep("f", &token, None, &step, Some(&state));
@@ -353,20 +397,21 @@ async fn many_completions_at_once_all_land_in_the_sqlite_file() {
         );
     }
     let last = Outcome::complete(json!({"call": "last"}));
+    let (tok_last, tok_after) = (key_of("tok-last"), key_of("tok-after"));
     let (finished, ()) = tokio::join!(
-        store.finish("f", "tok-last", None, &last, None),
+        store.finish("f", &tok_last, None, &last, None),
         store.close()
     );
     assert_eq!(finished.unwrap(), Finished::Recorded);
     let error = store
-        .finish("f", "tok-after", None, &last, None)
+        .finish("f", &tok_after, None, &last, None)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("closed"), "{error}");
 
     let store = db.open().await;
     for i in 0..300 {
-        let token = format!("tok-{i}");
+        let token = key_of(&format!("tok-{i}"));
         if i % 3 == 0 {
             assert_eq!(store.session(&token).await.unwrap(), state(i));
             assert!(!store.is_completed(&token).await.unwrap());
@@ -379,8 +424,8 @@ async fn many_completions_at_once_all_land_in_the_sqlite_file() {
             assert_eq!(stored, Some(Outcome::complete(json!({"call": i}))));
         }
     }
-    assert!(store.is_completed("tok-last").await.unwrap());
-    assert!(!store.is_completed("tok-after").await.unwrap());
+    assert!(store.is_completed(&tok_last).await.unwrap());
+    assert!(!store.is_completed(&tok_after).await.unwrap());
 }
 
 /// Completions of one token under different keys, committed in one batch: the first
@@ -395,7 +440,7 @@ async fn completions_of_one_token_in_one_batch_have_one_winner() {
         async move {
             let done = Outcome::complete(json!({"call": i}));
             store
-                .finish("f", "tok", Some(&format!("k{i}")), &done, None)
+                .finish("f", &key_of("tok"), Some(&format!("k{i}")), &done, None)
                 .await
                 .unwrap()
         }
@@ -416,13 +461,13 @@ async fn completions_of_one_token_in_one_batch_have_one_winner() {
             Finished::AlreadyCompleted
         ]
     );
-    let completion = store.completion("tok").await.unwrap().unwrap();
+    let completion = store.completion(&key_of("tok")).await.unwrap().unwrap();
     assert_eq!(
         (completion.params, completion.idempotency_key.as_str()),
         (json!({"call": 0}), "k0")
     );
     // The losers' outcomes were not stored under their keys either.
-    let opened = store.open_call("tok", Some("k1")).await.unwrap();
+    let opened = store.open_call(&key_of("tok"), Some("k1")).await.unwrap();
     assert_eq!((opened.completed, opened.stored), (true, None));
 }
 
@@ -431,17 +476,18 @@ async fn completions_of_one_token_in_one_batch_have_one_winner() {
 async fn a_batch_of_steps_and_a_completion_commits_each() {
     let db = Database::sqlite();
     let store = db.open().await;
+    let (tok_1, tok_2, tok_done) = (key_of("tok-1"), key_of("tok-2"), key_of("tok-done"));
     store
-        .keep("f", "tok-done", None, &screen(0), Some(&state(0)))
+        .keep("f", &tok_done, None, &screen(0), Some(&state(0)))
         .await
         .unwrap();
     let lock = Lock::take(&db).await;
     let done = Outcome::complete(json!({"email": "ada@example.com"}));
     let (step, one, two) = (screen(1), state(1), state(2));
     let (one, two, finished, cleaned, ()) = tokio::join!(
-        store.keep("f", "tok-1", Some("k1"), &step, Some(&one)),
-        store.keep("f", "tok-2", Some("k2"), &step, Some(&two)),
-        store.finish("f", "tok-done", Some("kd"), &done, None),
+        store.keep("f", &tok_1, Some("k1"), &step, Some(&one)),
+        store.keep("f", &tok_2, Some("k2"), &step, Some(&two)),
+        store.finish("f", &tok_done, Some("kd"), &done, None),
         store.cleanup_expired(),
         lock.release_later()
     );
@@ -452,9 +498,9 @@ async fn a_batch_of_steps_and_a_completion_commits_each() {
     store.close().await;
 
     let store = db.open().await;
-    assert_eq!(store.session("tok-1").await.unwrap(), state(1));
-    assert_eq!(store.session("tok-2").await.unwrap(), state(2));
-    let opened = store.open_call("tok-done", Some("kd")).await.unwrap();
+    assert_eq!(store.session(&tok_1).await.unwrap(), state(1));
+    assert_eq!(store.session(&tok_2).await.unwrap(), state(2));
+    let opened = store.open_call(&tok_done, Some("kd")).await.unwrap();
     assert_eq!(
         opened,
         Opened {
@@ -486,10 +532,11 @@ async fn a_write_failing_at_the_database_fails_its_batch_and_writes_nothing() {
     let lock = Lock::take(&db).await;
     let done = Outcome::complete(json!({"order": 1}));
     let (step, one) = (screen(1), state(1));
+    let (tok_a, tok_b, tok_c) = (key_of("tok-a"), key_of("tok-b"), key_of("tok-c"));
     let (finished, kept, poisoned, ()) = tokio::join!(
-        store.finish("f", "tok-a", Some("k"), &done, None),
-        store.keep("f", "tok-b", None, &step, Some(&one)),
-        store.keep("poison", "tok-c", None, &step, Some(&one)),
+        store.finish("f", &tok_a, Some("k"), &done, None),
+        store.keep("f", &tok_b, None, &step, Some(&one)),
+        store.keep("poison", &tok_c, None, &step, Some(&one)),
         lock.release_later()
     );
     for error in [finished.map(drop), kept, poisoned] {
@@ -497,16 +544,51 @@ async fn a_write_failing_at_the_database_fails_its_batch_and_writes_nothing() {
         assert!(matches!(error, StoreError::Query { .. }), "{error:?}");
         assert!(error.to_string().contains("poisoned session"), "{error}");
     }
-    assert!(!store.is_completed("tok-a").await.unwrap());
-    assert_eq!(store.session("tok-b").await.unwrap(), Map::new());
+    assert!(!store.is_completed(&tok_a).await.unwrap());
+    assert_eq!(store.session(&tok_b).await.unwrap(), Map::new());
 
     // A retry without the refused write goes through.
     let (finished, kept) = tokio::join!(
-        store.finish("f", "tok-a", Some("k"), &done, None),
-        store.keep("f", "tok-b", None, &step, Some(&one)),
+        store.finish("f", &tok_a, Some("k"), &done, None),
+        store.keep("f", &tok_b, None, &step, Some(&one)),
     );
     assert_eq!(finished.unwrap(), Finished::Recorded);
     kept.unwrap();
-    assert!(store.is_completed("tok-a").await.unwrap());
-    assert_eq!(store.session("tok-b").await.unwrap(), state(1));
+    assert!(store.is_completed(&tok_a).await.unwrap());
+    assert_eq!(store.session(&tok_b).await.unwrap(), state(1));
+}
+
+/// Records are keyed by the token's SHA-256 in lowercase hex, as they always were: a
+/// record an earlier version wrote is found, and what is written now is keyed the same.
+#[tokio::test]
+async fn sql_records_are_keyed_by_the_tokens_hex_sha256() {
+    use sqlx::Connection;
+    // SHA-256 of "tok" and of "old-tok" (`printf tok | sha256sum`).
+    const TOK: &str = "1a7674eb4ee78df7e1ac439a93c3fa8e3c945784d4dec9fd8e3011738b2f1d62";
+    const OLD_TOK: &str = "e994b5f76e12c52e41edbb41e3f2deb79da8be67afa3800e8eb3d5eb99ee526e";
+    assert_eq!(key_of("tok").as_str(), TOK);
+    let db = Database::sqlite();
+    let store = db.open().await;
+    store
+        .keep("f", &key_of("tok"), None, &screen(1), Some(&state(1)))
+        .await
+        .unwrap();
+    let mut other = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+    let (stored,): (String,) = sqlx::query_as("SELECT token_hash FROM sessions")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(stored, TOK);
+    // A completion as written before, straight into the file.
+    sqlx::query(
+        "INSERT INTO completions (token_hash, flow, params, idempotency_key, completed_at) \
+         VALUES ($1, 'f', '{}', 'k', 0)",
+    )
+    .bind(OLD_TOK)
+    .execute(&mut other)
+    .await
+    .unwrap();
+    other.close().await.unwrap();
+    assert!(store.is_completed(&key_of("old-tok")).await.unwrap());
+    assert!(!store.is_completed(&key_of("tok")).await.unwrap());
 }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Map, Value};
 
 use super::{
-    CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, millis,
-    now_ms, token_key,
+    CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, TokenKey,
+    millis, now_ms,
 };
 use crate::sdk::Outcome;
 
@@ -27,15 +27,16 @@ pub struct MemoryStore {
     options: StoreOptions,
 }
 
-/// The three "tables", keyed like the SQL ones: by the token's hex SHA-256.
+/// The three "tables", keyed like the SQL ones: by the token's hex SHA-256, held
+/// inline ([`TokenKey`] is `Copy`), so a key into them allocates nothing for the token.
 #[derive(Debug, Default)]
 struct Data {
-    completions: HashMap<String, Completion>,
+    completions: HashMap<TokenKey, Completion>,
     /// By (token, idempotency key): the outcome (`None` while claimed) and when the
     /// entry expires, in Unix milliseconds.
-    outcomes: HashMap<(String, String), (Option<Outcome>, i64)>,
+    outcomes: HashMap<(TokenKey, String), (Option<Outcome>, i64)>,
     /// By token: the state and when it expires.
-    sessions: HashMap<String, (Map<String, Value>, i64)>,
+    sessions: HashMap<TokenKey, (Map<String, Value>, i64)>,
 }
 
 impl MemoryStore {
@@ -83,20 +84,20 @@ impl Store for MemoryStore {
         "memory:"
     }
 
-    async fn is_completed(&self, token: &str) -> Result<bool, StoreError> {
-        Ok(self.data().completions.contains_key(&token_key(token)))
+    async fn is_completed(&self, token: &TokenKey) -> Result<bool, StoreError> {
+        Ok(self.data().completions.contains_key(token))
     }
 
-    async fn completion(&self, token: &str) -> Result<Option<Completion>, StoreError> {
-        Ok(self.data().completions.get(&token_key(token)).cloned())
+    async fn completion(&self, token: &TokenKey) -> Result<Option<Completion>, StoreError> {
+        Ok(self.data().completions.get(token).cloned())
     }
 
-    async fn claim(&self, token: &str, key: &str) -> Result<Claim, StoreError> {
+    async fn claim(&self, token: &TokenKey, key: &str) -> Result<Claim, StoreError> {
         let now = now_ms();
         let mut data = self.data();
         let entry = data
             .outcomes
-            .entry((token_key(token), key.to_owned()))
+            .entry((*token, key.to_owned()))
             .or_insert((None, i64::MIN));
         match entry {
             (Some(outcome), expires_at) if *expires_at > now => Ok(Claim::Done(outcome.clone())),
@@ -109,8 +110,8 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn release(&self, token: &str, key: &str) -> Result<(), StoreError> {
-        let id = (token_key(token), key.to_owned());
+    async fn release(&self, token: &TokenKey, key: &str) -> Result<(), StoreError> {
+        let id = (*token, key.to_owned());
         let mut data = self.data();
         if matches!(data.outcomes.get(&id), Some((None, _))) {
             data.outcomes.remove(&id);
@@ -121,20 +122,19 @@ impl Store for MemoryStore {
     async fn finish(
         &self,
         flow: &str,
-        token: &str,
+        token: &TokenKey,
         key: Option<&str>,
         outcome: &Outcome,
         session: Option<&Map<String, Value>>,
     ) -> Result<Finished, StoreError> {
-        let hash = token_key(token);
         let now = now_ms();
         let mut data = self.data();
         if let Outcome::Complete { params } = outcome {
-            if data.completions.contains_key(&hash) {
+            if data.completions.contains_key(token) {
                 return Ok(Finished::AlreadyCompleted);
             }
             data.completions.insert(
-                hash.clone(),
+                *token,
                 Completion {
                     flow: flow.to_owned(),
                     params: params.clone(),
@@ -142,23 +142,24 @@ impl Store for MemoryStore {
                     completed_at: now,
                 },
             );
-            data.sessions.remove(&hash);
+            data.sessions.remove(token);
         } else if let Some(state) = session {
             let expires_at = now + millis(self.options.session_ttl);
-            data.sessions
-                .insert(hash.clone(), (state.clone(), expires_at));
+            data.sessions.insert(*token, (state.clone(), expires_at));
         }
         if let Some(key) = key {
             let expires_at = now + millis(self.options.idempotency_ttl);
-            data.outcomes
-                .insert((hash, key.to_owned()), (Some(outcome.clone()), expires_at));
+            data.outcomes.insert(
+                (*token, key.to_owned()),
+                (Some(outcome.clone()), expires_at),
+            );
         }
         Ok(Finished::Recorded)
     }
 
-    async fn session(&self, token: &str) -> Result<Map<String, Value>, StoreError> {
+    async fn session(&self, token: &TokenKey) -> Result<Map<String, Value>, StoreError> {
         let now = now_ms();
-        Ok(match self.data().sessions.get(&token_key(token)) {
+        Ok(match self.data().sessions.get(token) {
             Some((state, expires_at)) if *expires_at > now => state.clone(),
             _ => Map::new(),
         })
@@ -170,22 +171,19 @@ impl Store for MemoryStore {
         true
     }
 
-    async fn open_call(&self, token: &str, key: Option<&str>) -> Result<Opened, StoreError> {
-        let hash = token_key(token);
+    async fn open_call(&self, token: &TokenKey, key: Option<&str>) -> Result<Opened, StoreError> {
         let now = now_ms();
         let data = self.data();
-        let stored = key.and_then(
-            |key| match data.outcomes.get(&(hash.clone(), key.to_owned())) {
-                Some((Some(outcome), expires_at)) if *expires_at > now => Some(outcome.clone()),
-                _ => None,
-            },
-        );
-        let session = match data.sessions.get(&hash) {
+        let stored = key.and_then(|key| match data.outcomes.get(&(*token, key.to_owned())) {
+            Some((Some(outcome), expires_at)) if *expires_at > now => Some(outcome.clone()),
+            _ => None,
+        });
+        let session = match data.sessions.get(token) {
             Some((state, expires_at)) if *expires_at > now => state.clone(),
             _ => Map::new(),
         };
         Ok(Opened {
-            completed: data.completions.contains_key(&hash),
+            completed: data.completions.contains_key(token),
             stored,
             session,
         })
@@ -194,7 +192,7 @@ impl Store for MemoryStore {
     async fn keep(
         &self,
         flow: &str,
-        token: &str,
+        token: &TokenKey,
         key: Option<&str>,
         outcome: &Outcome,
         session: Option<&Map<String, Value>>,

@@ -58,9 +58,9 @@
 //!   between processes and replicas, and every operation is bounded by
 //!   [`StoreOptions::timeout`].
 //!
-//! Raw flow tokens are never stored: records are keyed by the token's hex SHA-256
-//! ([`token_key`]). A failure is a [`StoreError`], which the service answers with
-//! `UNAVAILABLE` (HTTP 503).
+//! Raw flow tokens are never stored, nor handed to a store: records are keyed by the
+//! token's hex SHA-256 ([`TokenKey`]), which the caller computes once per call. A
+//! failure is a [`StoreError`], which the service answers with `UNAVAILABLE` (HTTP 503).
 
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -87,6 +87,14 @@ pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 /// What the flow service keeps between calls. Every method is one atomic step: it
 /// happens whole or not at all.
+///
+/// A token is named by its [`TokenKey`] — its hex SHA-256, the value every backend
+/// stores — not by the token itself: the call pipeline hashes each call's token once
+/// (it needs the digest for its span and single flight anyway) and hands the key to
+/// every method, so a store never hashes it again, and the raw token never reaches it.
+/// Earlier versions took `token: &str` and hashed it in each method; the key is the
+/// same value they computed ([`token_key`]), so existing data is found as before.
+/// A caller holding a token makes its key with [`TokenKey::new`].
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `memory`, `sqlite` or `postgres`.
@@ -96,19 +104,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn url(&self) -> &str;
 
     /// Whether `token` has been completed.
-    async fn is_completed(&self, token: &str) -> Result<bool, StoreError>;
+    async fn is_completed(&self, token: &TokenKey) -> Result<bool, StoreError>;
 
     /// The completion of `token`, if it has one.
-    async fn completion(&self, token: &str) -> Result<Option<Completion>, StoreError>;
+    async fn completion(&self, token: &TokenKey) -> Result<Option<Completion>, StoreError>;
 
     /// Looks up the call `key` of `token`, claiming it when it is new or its earlier
     /// claim lapsed ([`CLAIM_LEASE`]). Of two calls claiming one key, one gets
     /// [`Claim::Claimed`].
-    async fn claim(&self, token: &str, key: &str) -> Result<Claim, StoreError>;
+    async fn claim(&self, token: &TokenKey, key: &str) -> Result<Claim, StoreError>;
 
     /// Gives up the claim on `key` without an outcome (the handler failed), so that a
     /// retry runs the handler again. A finished outcome is never removed.
-    async fn release(&self, token: &str, key: &str) -> Result<(), StoreError>;
+    async fn release(&self, token: &TokenKey, key: &str) -> Result<(), StoreError>;
 
     /// Records what a call of `flow` for `token` answered, all or nothing: the
     /// completion (when `outcome` is one), the outcome under `key` (when given) and the
@@ -118,14 +126,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn finish(
         &self,
         flow: &str,
-        token: &str,
+        token: &TokenKey,
         key: Option<&str>,
         outcome: &Outcome,
         session: Option<&Map<String, Value>>,
     ) -> Result<Finished, StoreError>;
 
     /// The session of `token`: an empty object when it has none or it expired.
-    async fn session(&self, token: &str) -> Result<Map<String, Value>, StoreError>;
+    async fn session(&self, token: &TokenKey) -> Result<Map<String, Value>, StoreError>;
 
     /// Whether the pipeline claims each call's idempotency key here ([`Store::claim`])
     /// before its handler runs. True where another process may run the same call at
@@ -136,7 +144,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// What a call of `token` needs before its handler runs, in one read: whether the
     /// token is completed, the outcome stored under `key` (when given) and the session.
-    async fn open_call(&self, token: &str, key: Option<&str>) -> Result<Opened, StoreError>;
+    async fn open_call(&self, token: &TokenKey, key: Option<&str>) -> Result<Opened, StoreError>;
 
     /// Keeps what a call that did not complete its token answered: the session (when
     /// given) and, where calls are claimed ([`Store::claims_calls`]), the outcome
@@ -146,7 +154,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn keep(
         &self,
         flow: &str,
-        token: &str,
+        token: &TokenKey,
         key: Option<&str>,
         outcome: &Outcome,
         session: Option<&Map<String, Value>>,
@@ -293,10 +301,44 @@ pub struct Completion {
     pub completed_at: i64,
 }
 
-/// How a flow token is keyed in a store: its hex SHA-256.
+/// How a flow token is keyed in a store: its SHA-256 as 64 lowercase hex digits, the
+/// `token_hash` column of every table. What the [`Store`] methods take in place of the
+/// token, so that it is hashed once per call, by the caller ([`Store`]'s docs).
+///
+/// The digits are held inline: the key is `Copy`, and a copy (the memory store's map
+/// keys) allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey([u8; 64]);
+
+impl TokenKey {
+    /// The key of `token`.
+    pub fn new(token: &str) -> Self {
+        Self::from_digest(&flowgate_proto::token_digest(token))
+    }
+
+    /// The key of the token whose SHA-256 is `digest`
+    /// ([`flowgate_proto::token_digest`]), for a caller that has the digest already.
+    pub fn from_digest(digest: &[u8; 32]) -> Self {
+        let mut digits = [0; 64];
+        hex::encode_to_slice(digest, &mut digits).expect("32 bytes are 64 hex digits");
+        Self(digits)
+    }
+
+    /// The key as stored: 64 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TokenKey").field(&self.as_str()).finish()
+    }
+}
+
+/// [`TokenKey::new`] as a `String`: how a flow token is keyed in a store.
 pub fn token_key(token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    hex::encode(digest.as_ref())
+    TokenKey::new(token).as_str().to_owned()
 }
 
 /// `url` with the password, if any, replaced by `***`.
@@ -352,6 +394,28 @@ mod tests {
         let key = token_key("my_flow_token");
         assert_eq!(key.len(), 64);
         assert!(key.starts_with(&flowgate_proto::token_hash("my_flow_token")));
+    }
+
+    #[test]
+    fn a_token_key_is_the_stored_hex_sha256() {
+        // SHA-256("abc"), FIPS 180-2: the value the `token_hash` columns hold.
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(TokenKey::new("abc").as_str(), abc);
+        assert_eq!(token_key("abc"), abc);
+        let digest = flowgate_proto::token_digest("my_flow_token");
+        assert_eq!(
+            TokenKey::from_digest(&digest),
+            TokenKey::new("my_flow_token")
+        );
+        assert_eq!(
+            TokenKey::new("my_flow_token").as_str(),
+            token_key("my_flow_token")
+        );
+        assert_ne!(TokenKey::new("abc"), TokenKey::new("abd"));
+        assert_eq!(
+            format!("{:?}", TokenKey::new("abc")),
+            format!("TokenKey({abc:?})")
+        );
     }
 
     #[tokio::test]

@@ -39,8 +39,8 @@ use super::write::{self, ClaimRow, Write, Written};
 #[cfg(feature = "sqlite")]
 use super::writer::Writer;
 use super::{
-    CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, millis,
-    now_ms, redact, token_key,
+    CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, TokenKey,
+    millis, now_ms, redact,
 };
 use crate::sdk::Outcome;
 
@@ -273,11 +273,10 @@ impl Store for SqlStore {
     }
 
     /// Whether `token` has been completed.
-    async fn is_completed(&self, token: &str) -> Result<bool, StoreError> {
-        let hash = token_key(token);
+    async fn is_completed(&self, token: &TokenKey) -> Result<bool, StoreError> {
         let row: Option<(i64,)> = query!(self, "completion lookup", |pool| async {
             sqlx::query_as("SELECT completed_at FROM completions WHERE token_hash = $1")
-                .bind(&hash)
+                .bind(token.as_str())
                 .fetch_optional(pool)
                 .await
         })?;
@@ -285,15 +284,14 @@ impl Store for SqlStore {
     }
 
     /// The completion of `token`, if it has one.
-    async fn completion(&self, token: &str) -> Result<Option<Completion>, StoreError> {
-        let hash = token_key(token);
+    async fn completion(&self, token: &TokenKey) -> Result<Option<Completion>, StoreError> {
         let row: Option<(String, String, String, i64)> =
             query!(self, "completion lookup", |pool| async {
                 sqlx::query_as(
                     "SELECT flow, params, idempotency_key, completed_at \
                          FROM completions WHERE token_hash = $1",
                 )
-                .bind(&hash)
+                .bind(token.as_str())
                 .fetch_optional(pool)
                 .await
             })?;
@@ -312,11 +310,11 @@ impl Store for SqlStore {
     }
 
     /// Looks up the call `key` of `token`, claiming it when it is new.
-    async fn claim(&self, token: &str, key: &str) -> Result<Claim, StoreError> {
+    async fn claim(&self, token: &TokenKey, key: &str) -> Result<Claim, StoreError> {
         let now = now_ms();
         let written = self
             .write(Write::Claim {
-                hash: token_key(token),
+                hash: *token,
                 key: key.to_owned(),
                 now,
                 lease: now + millis(CLAIM_LEASE),
@@ -337,9 +335,9 @@ impl Store for SqlStore {
 
     /// Gives up the claim on `key` without an outcome (the handler failed), so that a
     /// retry runs the handler again.
-    async fn release(&self, token: &str, key: &str) -> Result<(), StoreError> {
+    async fn release(&self, token: &TokenKey, key: &str) -> Result<(), StoreError> {
         self.write(Write::Release {
-            hash: token_key(token),
+            hash: *token,
             key: key.to_owned(),
         })
         .await
@@ -353,7 +351,7 @@ impl Store for SqlStore {
     async fn finish(
         &self,
         flow: &str,
-        token: &str,
+        token: &TokenKey,
         key: Option<&str>,
         outcome: &Outcome,
         session: Option<&Map<String, Value>>,
@@ -362,7 +360,7 @@ impl Store for SqlStore {
         let written = self
             .write(Write::Finish {
                 flow: flow.to_owned(),
-                hash: token_key(token),
+                hash: *token,
                 key: key.map(str::to_owned),
                 completion: match outcome {
                     Outcome::Complete { params } => Some(params.to_string()),
@@ -382,12 +380,11 @@ impl Store for SqlStore {
     }
 
     /// The session of `token`: an empty object when it has none or it expired.
-    async fn session(&self, token: &str) -> Result<Map<String, Value>, StoreError> {
-        let hash = token_key(token);
+    async fn session(&self, token: &TokenKey) -> Result<Map<String, Value>, StoreError> {
         let now = now_ms();
         let row: Option<(String,)> = query!(self, "session lookup", |pool| async {
             sqlx::query_as("SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $2")
-                .bind(&hash)
+                .bind(token.as_str())
                 .bind(now)
                 .fetch_optional(pool)
                 .await
@@ -409,8 +406,7 @@ impl Store for SqlStore {
 
     /// One statement: the completion, the stored outcome and the session, each a
     /// scalar subquery on its table's primary key.
-    async fn open_call(&self, token: &str, key: Option<&str>) -> Result<Opened, StoreError> {
-        let hash = token_key(token);
+    async fn open_call(&self, token: &TokenKey, key: Option<&str>) -> Result<Opened, StoreError> {
         let now = now_ms();
         let row: (Option<i64>, Option<String>, Option<String>) =
             query!(self, "call lookup", |pool| async {
@@ -421,7 +417,7 @@ impl Store for SqlStore {
                       WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at > $3), \
                      (SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $3)",
                 )
-                .bind(&hash)
+                .bind(token.as_str())
                 .bind(key.unwrap_or_default())
                 .bind(now)
                 .fetch_one(pool)
@@ -459,7 +455,7 @@ impl Store for SqlStore {
     async fn keep(
         &self,
         flow: &str,
-        token: &str,
+        token: &TokenKey,
         key: Option<&str>,
         outcome: &Outcome,
         session: Option<&Map<String, Value>>,
@@ -471,7 +467,7 @@ impl Store for SqlStore {
         let now = now_ms();
         self.write(Write::Keep {
             flow: flow.to_owned(),
-            hash: token_key(token),
+            hash: *token,
             outcome: key.map(|key| {
                 let outcome = serde_json::to_string(outcome).expect("an outcome serialises");
                 (key.to_owned(), outcome)

@@ -1,7 +1,7 @@
 //! The SQL store's writes as values ([`Write`]), and [`apply`]: the statements of one
 //! write on one connection of either backend, in whatever transaction the caller holds.
 //!
-//! A write carries everything it needs (token hash, JSON, expiry times), computed by
+//! A write carries everything it needs (token key, JSON, expiry times), computed by
 //! its caller, so the same write runs in its own transaction on a pool (PostgreSQL,
 //! `sqlite::memory:`) or as one job of a SQLite file's batch (`super::writer`).
 
@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 #[cfg(feature = "sqlite")]
 use sqlx::SqliteConnection;
 
-use super::Finished;
+use super::{Finished, TokenKey};
 
 /// A session's state, replacing any earlier one: token hash, flow, state, expiry.
 const UPSERT_SESSION: &str = "INSERT INTO sessions (token_hash, flow, state, expires_at) \
@@ -29,7 +29,7 @@ pub(super) enum Write {
     /// its params), else the session; and the outcome under `key`.
     Finish {
         flow: String,
-        hash: String,
+        hash: TokenKey,
         key: Option<String>,
         completion: Option<String>,
         outcome: String,
@@ -42,7 +42,7 @@ pub(super) enum Write {
     /// the outcome (key, JSON).
     Keep {
         flow: String,
-        hash: String,
+        hash: TokenKey,
         outcome: Option<(String, String)>,
         outcome_expires: i64,
         session: Option<String>,
@@ -50,13 +50,13 @@ pub(super) enum Write {
     },
     /// [`Store::claim`](super::Store::claim).
     Claim {
-        hash: String,
+        hash: TokenKey,
         key: String,
         now: i64,
         lease: i64,
     },
     /// [`Store::release`](super::Store::release).
-    Release { hash: String, key: String },
+    Release { hash: TokenKey, key: String },
     /// [`Store::cleanup_expired`](super::Store::cleanup_expired).
     Cleanup { now: i64 },
 }
@@ -142,13 +142,13 @@ macro_rules! on_conn {
 /// session.
 async fn upsert_session(
     conn: &mut Conn<'_>,
-    hash: &str,
+    hash: &TokenKey,
     flow: &str,
     state: &str,
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
     on_conn!(conn, |c| sqlx::query(UPSERT_SESSION)
-        .bind(hash)
+        .bind(hash.as_str())
         .bind(flow)
         .bind(state)
         .bind(expires_at)
@@ -161,13 +161,13 @@ async fn upsert_session(
 /// outcome.
 async fn upsert_outcome(
     conn: &mut Conn<'_>,
-    hash: &str,
+    hash: &TokenKey,
     key: &str,
     outcome: &str,
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
     on_conn!(conn, |c| sqlx::query(UPSERT_OUTCOME)
-        .bind(hash)
+        .bind(hash.as_str())
         .bind(key)
         .bind(outcome)
         .bind(expires_at)
@@ -198,7 +198,7 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                      (token_hash, flow, params, idempotency_key, completed_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
                 )
-                .bind(hash)
+                .bind(hash.as_str())
                 .bind(flow)
                 .bind(params)
                 .bind(key.as_deref().unwrap_or_default())
@@ -213,7 +213,7 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                 on_conn!(conn, |c| sqlx::query(
                     "DELETE FROM sessions WHERE token_hash = $1"
                 )
-                .bind(hash)
+                .bind(hash.as_str())
                 .execute(c)
                 .await
                 .map(drop)?);
@@ -251,7 +251,7 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                 "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
                  VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING",
             )
-            .bind(hash)
+            .bind(hash.as_str())
             .bind(key)
             .bind(lease)
             .execute(c)
@@ -264,7 +264,7 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                 "SELECT outcome, expires_at FROM outcomes \
                  WHERE token_hash = $1 AND idempotency_key = $2",
             )
-            .bind(hash)
+            .bind(hash.as_str())
             .bind(key)
             .fetch_optional(c)
             .await?);
@@ -283,7 +283,7 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                 "UPDATE outcomes SET outcome = NULL, expires_at = $3 \
                  WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at = $4",
             )
-            .bind(hash)
+            .bind(hash.as_str())
             .bind(key)
             .bind(lease)
             .bind(seen.unwrap_or(i64::MIN))
@@ -301,7 +301,7 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                 "DELETE FROM outcomes \
                  WHERE token_hash = $1 AND idempotency_key = $2 AND outcome IS NULL",
             )
-            .bind(hash)
+            .bind(hash.as_str())
             .bind(key)
             .execute(c)
             .await

@@ -66,6 +66,12 @@ pub(super) struct Writer {
     queue: mpsc::Sender<Message>,
 }
 
+// Nearly every message is a write; a stop is sent once per store, so the variants'
+// difference in size wastes nothing, where boxing the job would allocate per write.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a stop is sent once; a write would pay for a box every time"
+)]
 enum Message {
     Write(Job),
     /// Stop after the writes queued before this; answered once the connection is closed.
