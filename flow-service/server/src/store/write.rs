@@ -138,38 +138,20 @@ macro_rules! on_conn {
     };
 }
 
-/// [`UPSERT_SESSION`] on `conn`: the one statement `finish` and `keep` share for a
-/// session.
-async fn upsert_session(
+/// One of the two upserts `finish` and `keep` share, on `conn`: [`UPSERT_SESSION`]
+/// (the token's flow and session state) or [`UPSERT_OUTCOME`] (an idempotency key and
+/// its outcome). Both bind the token's key, two strings and an expiry, in that order.
+async fn upsert(
     conn: &mut Conn<'_>,
+    statement: &'static str,
     hash: &TokenKey,
-    flow: &str,
-    state: &str,
+    (first, second): (&str, &str),
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
-    on_conn!(conn, |c| sqlx::query(UPSERT_SESSION)
+    on_conn!(conn, |c| sqlx::query(statement)
         .bind(hash.as_str())
-        .bind(flow)
-        .bind(state)
-        .bind(expires_at)
-        .execute(c)
-        .await
-        .map(drop))
-}
-
-/// [`UPSERT_OUTCOME`] on `conn`: the one statement `finish` and `keep` share for an
-/// outcome.
-async fn upsert_outcome(
-    conn: &mut Conn<'_>,
-    hash: &TokenKey,
-    key: &str,
-    outcome: &str,
-    expires_at: i64,
-) -> Result<(), sqlx::Error> {
-    on_conn!(conn, |c| sqlx::query(UPSERT_OUTCOME)
-        .bind(hash.as_str())
-        .bind(key)
-        .bind(outcome)
+        .bind(first)
+        .bind(second)
         .bind(expires_at)
         .execute(c)
         .await
@@ -218,10 +200,10 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
                 .await
                 .map(drop)?);
             } else if let Some(state) = session {
-                upsert_session(conn, hash, flow, state, *session_expires).await?;
+                upsert(conn, UPSERT_SESSION, hash, (flow, state), *session_expires).await?;
             }
             if let Some(key) = key {
-                upsert_outcome(conn, hash, key, outcome, *outcome_expires).await?;
+                upsert(conn, UPSERT_OUTCOME, hash, (key, outcome), *outcome_expires).await?;
             }
             Ok(Written::Finished(Finished::Recorded))
         }
@@ -234,10 +216,10 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
             session_expires,
         } => {
             if let Some(state) = session {
-                upsert_session(conn, hash, flow, state, *session_expires).await?;
+                upsert(conn, UPSERT_SESSION, hash, (flow, state), *session_expires).await?;
             }
             if let Some((key, outcome)) = outcome {
-                upsert_outcome(conn, hash, key, outcome, *outcome_expires).await?;
+                upsert(conn, UPSERT_OUTCOME, hash, (key, outcome), *outcome_expires).await?;
             }
             Ok(Written::Done)
         }
