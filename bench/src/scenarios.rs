@@ -67,6 +67,10 @@ enum Role {
 
 const READY_WAIT: Duration = Duration::from_secs(30);
 
+/// How many times a flowgate set-up is started before its run fails. Each server takes
+/// a port this process found free and let go, so another socket can take it first.
+const START_ATTEMPTS: usize = 2;
+
 impl Bench {
     pub fn new(
         binaries: Binaries,
@@ -152,29 +156,19 @@ impl Bench {
         pace: Pace,
     ) -> anyhow::Result<Run> {
         let run = self.next_run();
-        let mut services = Vec::with_capacity(replicas);
-        for replica in 0..replicas {
-            let url = store.url(&self.dir, &run);
-            services.push(self.binaries.flow_service(
-                &format!("flow-service-{replica}"),
-                &url,
-                &self.dir,
-            )?);
-        }
-        let meta = sealed.is_some().then_some(&self.meta);
-        let backends: Vec<&Server> = services.iter().collect();
-        let mut gateway = self
-            .binaries
-            .gateway(&backends, &self.cert, meta, &self.dir)?;
-        let target = Target::new(gateway.addr, "/flow-endpoint", &self.cert.cert_pem)?;
-        let probe_step = probe(meta.map(|_| &self.sealer), &run);
-        if let Err(error) = load::wait_ready(&target, &probe_step, READY_WAIT).await {
-            gateway.check_alive()?;
-            for service in &mut services {
-                service.check_alive()?;
+        let meta = sealed.is_some();
+        let mut attempt = 1;
+        let (gateway, services, target) = loop {
+            match self.start_flowgate(store, replicas, meta, &run).await {
+                Ok(started) => break started,
+                Err(error) if attempt < START_ATTEMPTS => {
+                    // Reported, not hidden: a start that fails every time still fails.
+                    eprintln!("starting flowgate failed; starting it again: {error:#}");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
             }
-            return Err(error.context(gateway.log_tail()));
-        }
+        };
         let mut watched = vec![(Role::Gateway, gateway.watched())];
         watched.extend(services.iter().map(|s| (Role::FlowService, s.watched())));
         let workload = match sealed {
@@ -182,6 +176,42 @@ impl Bench {
             None => Workload::plain(shape, &run),
         };
         self.measure(name, &target, workload, pace, &watched).await
+    }
+
+    /// Starts `replicas` flow services on `store` and a gateway in front of them (Meta's
+    /// encrypted endpoint when `meta`), and waits until the gateway answers a probe.
+    /// Fails with the log of whichever exited, or the gateway's.
+    async fn start_flowgate(
+        &self,
+        store: &Store,
+        replicas: usize,
+        meta: bool,
+        run: &str,
+    ) -> anyhow::Result<(Server, Vec<Server>, Target)> {
+        let mut services = Vec::with_capacity(replicas);
+        for replica in 0..replicas {
+            let url = store.url(&self.dir, run);
+            services.push(self.binaries.flow_service(
+                &format!("flow-service-{replica}"),
+                &url,
+                &self.dir,
+            )?);
+        }
+        let meta = meta.then_some(&self.meta);
+        let backends: Vec<&Server> = services.iter().collect();
+        let mut gateway = self
+            .binaries
+            .gateway(&backends, &self.cert, meta, &self.dir)?;
+        let target = Target::new(gateway.addr, "/flow-endpoint", &self.cert.cert_pem)?;
+        let probe_step = probe(meta.map(|_| &self.sealer), run);
+        if let Err(error) = load::wait_ready(&target, &probe_step, READY_WAIT).await {
+            gateway.check_alive()?;
+            for service in &mut services {
+                service.check_alive()?;
+            }
+            return Err(error.context(gateway.log_tail()));
+        }
+        Ok((gateway, services, target))
     }
 
     /// pywa under uvicorn, the encrypted sign-up step from `sealed`.
