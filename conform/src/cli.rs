@@ -16,7 +16,7 @@ use crate::{Options, Target};
 #[derive(Debug, Parser)]
 #[command(name = "flowgate-conform", version)]
 pub struct Cli {
-    /// The endpoint's URL, e.g. https://flows.example.com/flow-endpoint.
+    /// The endpoint's URL, e.g. `https://flows.example.com/flow-endpoint`.
     #[arg(long, conflicts_with = "grpc", required_unless_present = "grpc")]
     pub url: Option<String>,
     /// A flowgate.v1 flow service, e.g. http://127.0.0.1:50051 (https:// with --ca).

@@ -3,7 +3,7 @@
 //!
 //! Every call passes one stack of stock tower layers, outermost first:
 //!
-//! 1. [`CallMetricsLayer`] (every call): `flow_service_calls_total` and
+//! 1. `CallMetricsLayer` (every call): `flow_service_calls_total` and
 //!    `flow_service_call_duration_seconds` by method — an allow-list of the methods
 //!    served, `other` for any other path — and gRPC status code (a refused caller is
 //!    counted with `code="Unauthenticated"`);
@@ -13,7 +13,7 @@
 //!    the flow-call stack below; health and reflection go straight to their services,
 //!    so a busy replica is never reported dead;
 //! 4. `TraceLayer` (flow calls): the server span, a child of the caller's trace from
-//!    the gRPC metadata, carrying the call's fields (see [`crate::pipeline`]);
+//!    the gRPC metadata, carrying the call's fields (see `src/pipeline.rs`);
 //! 5. `HandleErrorLayer` (flow calls): a shed call is answered `RESOURCE_EXHAUSTED` (the
 //!    gateway's 503 with `Retry-After`) at once, and counted in `flow_service_shed_total`;
 //! 6. `LoadShed` (flow calls): refuses rather than queues a call beyond the limit;

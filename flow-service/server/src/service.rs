@@ -2,7 +2,7 @@
 //! call to a registered [`Flow`], checks the answer against the flow's Flow JSON, and
 //! converts between proto messages and the SDK's types.
 //!
-//! Around every handler runs the same pipeline of steps, in [`crate::pipeline`]: token
+//! Around every handler runs the same pipeline of steps, in `src/pipeline.rs`: token
 //! policy, idempotency claim, single use, session, handler, Flow JSON check, commit.
 
 use std::collections::HashMap;
@@ -174,7 +174,7 @@ impl Flows {
 
 /// Serves `flowgate.v1.FlowService` for a set of [`Flows`], keeping state in a [`Store`].
 /// Clones share everything, including the calls in flight: one server, one single
-/// flight (see [`crate::pipeline`]).
+/// flight (see `src/pipeline.rs`).
 #[derive(Debug, Clone)]
 pub struct FlowServer {
     flows: Arc<Flows>,

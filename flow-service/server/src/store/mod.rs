@@ -83,7 +83,7 @@ pub use sql::SqlStore;
 
 /// How long an in-progress call holds its idempotency key. A call whose process died
 /// mid-way frees its key after this; until then a resend is answered `UNAVAILABLE`.
-pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(30);
+pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 /// What the flow service keeps between calls. Every method is one atomic step: it
 /// happens whole or not at all.
