@@ -115,9 +115,22 @@ impl AppState {
     /// Builds the routes of a configuration: reads key files and prepares one
     /// channel per distinct flow service. Must be called inside a Tokio runtime.
     pub fn from_config(config: &Config) -> Result<Self, StartError> {
+        // Every route's keys are loaded and checked before any upstream is made: an
+        // upstream starts background tasks (DNS refresh, health watch), and a
+        // configuration error should stop the gateway before anything runs.
+        let envelopes = config
+            .routes
+            .iter()
+            .map(|route| {
+                Envelope::load(&route.mode).map_err(|e| StartError {
+                    origin: route.origin.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut upstreams: Vec<Upstream> = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
+        for (route, envelope) in config.routes.iter().zip(envelopes) {
             let upstream = match upstreams.iter().find(|u| u.url() == route.backend) {
                 Some(upstream) => upstream.clone(),
                 None => {
@@ -135,10 +148,6 @@ impl AppState {
                     upstream
                 }
             };
-            let envelope = Envelope::load(&route.mode).map_err(|e| StartError {
-                origin: route.origin.clone(),
-                reason: e.to_string(),
-            })?;
             if let ModeConfig::Meta(meta) = &route.mode {
                 if meta.app_secrets.is_empty() {
                     tracing::warn!(
