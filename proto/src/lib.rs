@@ -5,7 +5,7 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, served through gRPC reflection.
 //! - [`json`]: the one place where JSON and `google.protobuf.Struct` meet, including the
 //!   rule for numbers a double cannot hold exactly.
-//! - [`token_hash`]: how a flow token appears in logs ([`token_digest`], [`token_hash_of`]).
+//! - [`token_hash`]: how a flow token appears in logs.
 
 pub mod json;
 
@@ -22,24 +22,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// A short, stable, non-reversible fingerprint of a flow token for logs and traces:
 /// the first 16 hex digits of its SHA-256. Raw tokens never appear in logs.
 pub fn token_hash(token: &str) -> String {
-    token_hash_of(&token_digest(token))
-}
-
-/// The SHA-256 of a flow token: [`token_hash`] is its first 8 bytes in hex. For a caller
-/// that needs the digest too, so that it is computed once.
-pub fn token_digest(token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let mut bytes = [0; 32];
-    bytes.copy_from_slice(digest.as_ref());
-    bytes
-}
-
-/// [`token_hash`] of the token whose [`token_digest`] this is.
-pub fn token_hash_of(digest: &[u8; 32]) -> String {
-    // Into a fixed buffer at once: `hex::encode` builds the string a char at a time.
-    let mut digits = [0; 16];
-    hex::encode_to_slice(&digest[..8], &mut digits).expect("8 bytes are 16 hex digits");
-    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
+    hex::encode(&digest.as_ref()[..8])
 }
 
 #[cfg(test)]
@@ -55,10 +39,6 @@ mod tests {
         assert!(!hash.contains("flow"));
         // SHA-256("my_flow_token"), computed independently.
         assert_eq!(hash, "e88703fa3a66a161");
-        assert_eq!(token_hash_of(&token_digest("my_flow_token")), hash);
-        for token in ["", "v1.abc.def", "é"] {
-            assert_eq!(token_hash(token), hex::encode(&token_digest(token)[..8]));
-        }
     }
 
     #[test]

@@ -42,7 +42,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use flowgate_proto::json::struct_to_json;
 use flowgate_proto::v1::{self, FlowResponse, flow_response};
-use flowgate_proto::{token_digest, token_hash_of};
 use tokio::sync::watch;
 use tonic::Status;
 use tracing::{Instrument, Span};
@@ -210,14 +209,12 @@ impl Call {
         if incoming.flow_token.is_empty() {
             return Err(Status::invalid_argument("flow_token is required"));
         }
-        let digest = token_digest(&incoming.flow_token);
+        let token = TokenKey::new(&incoming.flow_token);
         let span = Span::current();
         span.record("flow", name);
         span.record("action", incoming.action.as_str());
         span.record("screen", incoming.screen.as_str());
-        if !span.is_disabled() {
-            span.record("token_hash", token_hash_of(&digest));
-        }
+        span.record("token_hash", token.log_hash());
         span.record("request_id", context.request_id.as_str());
         span.record("attempt", context.attempt);
         let key = Some(context.idempotency_key.clone()).filter(|k| !k.is_empty());
@@ -234,7 +231,7 @@ impl Call {
                 ..Request::default()
             },
             key,
-            token: TokenKey::from_digest(&digest),
+            token,
             recent: None,
             claimed: false,
         })
@@ -1019,7 +1016,7 @@ mod tests {
     fn finished_calls_are_bounded() {
         let calls = Arc::new(Calls::new(2, Duration::from_secs(3600)));
         let id = |n: u8| CallId {
-            token: TokenKey::from_digest(&[n; 32]),
+            token: TokenKey::new(&format!("token-{n}")),
             key: "k".into(),
         };
         for n in 0..5 {

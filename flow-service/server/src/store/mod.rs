@@ -313,15 +313,17 @@ pub struct TokenKey([u8; 64]);
 impl TokenKey {
     /// The key of `token`.
     pub fn new(token: &str) -> Self {
-        Self::from_digest(&flowgate_proto::token_digest(token))
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut digits = [0; 64];
+        hex::encode_to_slice(digest.as_ref(), &mut digits).expect("32 bytes are 64 hex digits");
+        Self(digits)
     }
 
-    /// The key of the token whose SHA-256 is `digest`
-    /// ([`flowgate_proto::token_digest`]), for a caller that has the digest already.
-    pub fn from_digest(digest: &[u8; 32]) -> Self {
-        let mut digits = [0; 64];
-        hex::encode_to_slice(digest, &mut digits).expect("32 bytes are 64 hex digits");
-        Self(digits)
+    /// How the token appears in logs and traces: the key's first 16 hex digits, the
+    /// same as [`flowgate_proto::token_hash`] (the gateway's logs), computed without
+    /// hashing again.
+    pub fn log_hash(&self) -> &str {
+        &self.as_str()[..16]
     }
 
     /// The key as stored: 64 lowercase hex digits.
@@ -402,11 +404,12 @@ mod tests {
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(TokenKey::new("abc").as_str(), abc);
         assert_eq!(token_key("abc"), abc);
-        let digest = flowgate_proto::token_digest("my_flow_token");
-        assert_eq!(
-            TokenKey::from_digest(&digest),
-            TokenKey::new("my_flow_token")
-        );
+        for token in ["my_flow_token", "", "v1.abc.def", "é"] {
+            assert_eq!(
+                TokenKey::new(token).log_hash(),
+                flowgate_proto::token_hash(token)
+            );
+        }
         assert_eq!(
             TokenKey::new("my_flow_token").as_str(),
             token_key("my_flow_token")
