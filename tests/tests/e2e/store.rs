@@ -181,6 +181,45 @@ async fn a_repeated_key_gets_the_first_outcome() {
     .await;
 }
 
+/// A claim whose lease ran out (its caller died holding it) is taken over by exactly
+/// one later claim, which then runs the call. (SQL only: the memory store's leases
+/// cannot be aged from outside.)
+#[tokio::test]
+async fn a_lapsed_claim_is_taken_over_once() {
+    use sqlx::Connection;
+    check(|db| async move {
+        let Database::Sql { url, .. } = &*db else {
+            return;
+        };
+        let store = db.open().await;
+        let token = key_of("tok");
+        // What a caller that died leaves: a claim without an outcome, its lease over.
+        let lapsed = "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+                      VALUES ($1, 'k', NULL, 1)";
+        if url.starts_with("sqlite:") {
+            let mut other = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let query = sqlx::query(lapsed).bind(token.as_str());
+            query.execute(&mut other).await.unwrap();
+        } else {
+            let mut other = sqlx::PgConnection::connect(url).await.unwrap();
+            let query = sqlx::query(lapsed).bind(token.as_str());
+            query.execute(&mut other).await.unwrap();
+        }
+        assert_eq!(store.claim(&token, "k").await.unwrap(), Claim::Claimed);
+        // The taken-over claim holds a new lease: the same call elsewhere waits.
+        assert_eq!(store.claim(&token, "k").await.unwrap(), Claim::InProgress);
+        store
+            .finish("f", &token, Some("k"), &screen(1), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(&token, "k").await.unwrap(),
+            Claim::Done(screen(1))
+        );
+    })
+    .await;
+}
+
 /// Two replicas (two pools; for memory, two handles) on one database, many calls
 /// racing to complete one token under different keys: exactly one wins.
 #[tokio::test]
@@ -331,11 +370,11 @@ async fn one_read_opens_a_call_and_kept_steps_are_shared_as_claimed() {
     .await;
 }
 
-// A SQLite file has one writer, which commits every write queued at that moment in one
-// transaction. The cases below queue their writes together: with the test's runtime
-// (one thread), writes started in one `join!` are all queued before the writer runs;
-// another connection holding the write lock meanwhile keeps the writer waiting, so that
-// whatever is queued goes into its next batch on any runtime.
+// A SQLite file has one writer, which takes the first write queued, then the file's
+// write lock, then every write queued by then, and commits them in one transaction. The
+// cases below hold the write lock from another connection while they queue their
+// writes (one `join!`), so that the writer, waiting for the lock with the first, takes
+// the rest into the same batch.
 
 /// Another process's connection to a SQLite file, holding its write lock until released.
 struct Lock(sqlx::SqliteConnection);

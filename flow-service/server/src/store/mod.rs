@@ -62,6 +62,8 @@
 //! token's hex SHA-256 ([`TokenKey`]), which the caller computes once per call. A
 //! failure is a [`StoreError`], which the service answers with `UNAVAILABLE` (HTTP 503).
 
+#[cfg(feature = "sqlite")]
+mod lite;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;

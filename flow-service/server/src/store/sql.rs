@@ -9,10 +9,11 @@
 //!   answer; a lapsed claim is taken over by a compare on `expires_at`, so only one
 //!   caller wins it.
 //! - Every operation is bounded by [`StoreOptions::timeout`].
-//! - Reads and writes take different paths. On a SQLite file, reads go to read-only
-//!   connections (WAL lets them read while a write commits) and every write goes to
-//!   the file's one writer (`super::writer`), which commits the writes queued at that
-//!   moment in one transaction, fsynced when one of them is a `finish`. On PostgreSQL
+//! - Reads and writes take different paths. On a SQLite file, reads run on the
+//!   caller's thread on read-only connections (`super::lite`; WAL lets them read while
+//!   a write commits) and every write goes to the file's one writer (`super::writer`),
+//!   which commits the writes queued at that moment in one transaction, fsynced when
+//!   one of them is a `finish`. On PostgreSQL
 //!   (and `sqlite::memory:`, one connection), each write runs in a transaction of its
 //!   own on the pool; a `finish` asks PostgreSQL for a synchronous commit. The
 //!   statements of each write are the same on every path (`super::write`).
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 #[cfg(feature = "sqlite")]
 use sqlx::ConnectOptions;
-#[cfg(feature = "postgres")]
 use sqlx::Connection;
 #[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -35,7 +35,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::write::{self, ClaimRow, Write, Written};
+#[cfg(feature = "sqlite")]
+use super::lite::{self, Readers};
+use super::write::{self, Arg, ClaimRow, Row, Write, Written, bind_args};
 #[cfg(feature = "sqlite")]
 use super::writer::Writer;
 use super::{
@@ -55,6 +57,16 @@ pub(super) enum Pool {
     Postgres(PgPool),
 }
 
+/// Where reads go.
+#[derive(Clone)]
+enum Reads {
+    /// The one pool: PostgreSQL and `sqlite::memory:`.
+    Pool(Pool),
+    /// A SQLite file: read-only connections used on the caller's thread.
+    #[cfg(feature = "sqlite")]
+    File(Arc<Readers>),
+}
+
 /// Where writes go.
 #[derive(Clone)]
 enum Writes {
@@ -72,7 +84,7 @@ enum Writes {
 pub struct SqlStore {
     /// Where every read goes. For a SQLite file, read-only connections, which WAL lets
     /// read while the writer commits; otherwise the one pool.
-    reads: Pool,
+    reads: Reads,
     /// Where every write goes: for a SQLite file, the writer (`super::writer`);
     /// otherwise the same pool as `reads`.
     writes: Writes,
@@ -88,19 +100,6 @@ impl std::fmt::Debug for SqlStore {
             .field("options", &self.options)
             .finish()
     }
-}
-
-/// Runs the same read on either backend's pool, bounded by the store's timeout: the
-/// SQL is portable, only the pool's type differs.
-macro_rules! query {
-    ($self:expr, $op:expr, |$pool:ident| $body:expr) => {
-        match &$self.reads {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite($pool) => $self.bounded($op, $body).await,
-            #[cfg(feature = "postgres")]
-            Pool::Postgres($pool) => $self.bounded($op, $body).await,
-        }
-    };
 }
 
 impl SqlStore {
@@ -128,7 +127,7 @@ impl SqlStore {
         url: &str,
         shown: &str,
         options: &StoreOptions,
-    ) -> Result<(Pool, Writes), StoreError> {
+    ) -> Result<(Reads, Writes), StoreError> {
         let connect_error = |error: sqlx::Error| StoreError::Connect {
             url: shown.to_owned(),
             error: error.into(),
@@ -155,29 +154,53 @@ impl SqlStore {
                     .await
                     .map_err(connect_error)?;
                 MIGRATOR.run(&pool).await.map_err(migrate_error)?;
-                return Ok((Pool::Sqlite(pool.clone()), Writes::Pool(Pool::Sqlite(pool))));
+                return Ok((
+                    Reads::Pool(Pool::Sqlite(pool.clone())),
+                    Writes::Pool(Pool::Sqlite(pool)),
+                ));
             }
-            // The writer's connection: it creates the file and the WAL, and migrates.
-            // Its commits are fsynced only when a batch holds a durable write (see
-            // `super::writer`).
-            let writing = connect
+            // A sqlx connection creates the file and the WAL, and migrates; then the
+            // file's reads and its writer go through rusqlite (`super::lite`).
+            let _ = pool;
+            let creating = connect
                 .clone()
                 .create_if_missing(true)
                 // WAL lets readers go on while the writer commits.
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal);
-            let mut conn = tokio::time::timeout(options.timeout, writing.connect())
+            let mut conn = tokio::time::timeout(options.timeout, creating.connect())
                 .await
                 .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
                 .map_err(connect_error)?;
             MIGRATOR.run(&mut conn).await.map_err(migrate_error)?;
-            let writer = Writer::start(conn, writing);
-            let reads = pool
-                .max_connections(4)
-                .connect_with(connect.read_only(true))
-                .await
-                .map_err(connect_error)?;
-            return Ok((Pool::Sqlite(reads), Writes::Writer(Arc::new(writer))));
+            conn.close().await.map_err(connect_error)?;
+            let path = connect.get_filename().to_owned();
+            let busy = options.timeout / 2;
+            let lite_error = |error: rusqlite::Error| StoreError::Connect {
+                url: shown.to_owned(),
+                error: error.into(),
+            };
+            // Its commits are fsynced only when a batch holds a durable write (see
+            // `super::writer`).
+            let writing = lite::open_writer(&path, busy).map_err(lite_error)?;
+            let writer = Writer::start(writing, path.clone(), busy).map_err(|error| {
+                StoreError::Connect {
+                    url: shown.to_owned(),
+                    error: error.into(),
+                }
+            })?;
+            let readers = Readers::new(path, busy);
+            // A first read now: a file that cannot be read fails the start, not a call.
+            readers
+                .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+                .map_err(|error| StoreError::Connect {
+                    url: shown.to_owned(),
+                    error: error.into(),
+                })?;
+            return Ok((
+                Reads::File(Arc::new(readers)),
+                Writes::Writer(Arc::new(writer)),
+            ));
         }
         #[cfg(feature = "postgres")]
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -201,7 +224,7 @@ impl SqlStore {
                 .connect_lazy_with(connect);
             MIGRATOR.run(&pool).await.map_err(migrate_error)?;
             return Ok((
-                Pool::Postgres(pool.clone()),
+                Reads::Pool(Pool::Postgres(pool.clone())),
                 Writes::Pool(Pool::Postgres(pool)),
             ));
         }
@@ -231,6 +254,35 @@ impl SqlStore {
         }
     }
 
+    /// The first row of the read `sql`, if any: on a SQLite file on this thread, else
+    /// on the pool, bounded by the store's timeout.
+    async fn fetch_optional<T: Row>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>, StoreError> {
+        match &self.reads {
+            #[cfg(feature = "sqlite")]
+            Reads::Pool(Pool::Sqlite(pool)) => {
+                let read = bind_args!(sqlx::query_as::<_, T>(sql), args).fetch_optional(pool);
+                self.bounded(op, read).await
+            }
+            #[cfg(feature = "postgres")]
+            Reads::Pool(Pool::Postgres(pool)) => {
+                let read = bind_args!(sqlx::query_as::<_, T>(sql), args).fetch_optional(pool);
+                self.bounded(op, read).await
+            }
+            #[cfg(feature = "sqlite")]
+            Reads::File(readers) => readers
+                .read(|conn| lite::fetch_optional(conn, sql, args))
+                .map_err(|error| StoreError::Query {
+                    op,
+                    error: error.into(),
+                }),
+        }
+    }
+
     /// Runs `write`: on a SQLite file through the writer, else in its own transaction
     /// on the pool; bounded by the store's timeout either way.
     async fn write(&self, write: Write) -> Result<Written, StoreError> {
@@ -248,9 +300,9 @@ impl Store for SqlStore {
     fn backend(&self) -> &'static str {
         match self.reads {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => "sqlite",
+            Reads::Pool(Pool::Sqlite(_)) | Reads::File(_) => "sqlite",
             #[cfg(feature = "postgres")]
-            Pool::Postgres(_) => "postgres",
+            Reads::Pool(Pool::Postgres(_)) => "postgres",
         }
     }
 
@@ -262,9 +314,11 @@ impl Store for SqlStore {
     async fn close(&self) {
         match &self.reads {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => pool.close().await,
+            Reads::Pool(Pool::Sqlite(pool)) => pool.close().await,
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => pool.close().await,
+            Reads::Pool(Pool::Postgres(pool)) => pool.close().await,
+            #[cfg(feature = "sqlite")]
+            Reads::File(readers) => readers.close(),
         }
         #[cfg(feature = "sqlite")]
         if let Writes::Writer(writer) = &self.writes {
@@ -274,27 +328,26 @@ impl Store for SqlStore {
 
     /// Whether `token` has been completed.
     async fn is_completed(&self, token: &TokenKey) -> Result<bool, StoreError> {
-        let row: Option<(i64,)> = query!(self, "completion lookup", |pool| async {
-            sqlx::query_as("SELECT completed_at FROM completions WHERE token_hash = $1")
-                .bind(token.as_str())
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<(i64,)> = self
+            .fetch_optional(
+                "completion lookup",
+                "SELECT completed_at FROM completions WHERE token_hash = $1",
+                &[Arg::Text(token.as_str())],
+            )
+            .await?;
         Ok(row.is_some())
     }
 
     /// The completion of `token`, if it has one.
     async fn completion(&self, token: &TokenKey) -> Result<Option<Completion>, StoreError> {
-        let row: Option<(String, String, String, i64)> =
-            query!(self, "completion lookup", |pool| async {
-                sqlx::query_as(
-                    "SELECT flow, params, idempotency_key, completed_at \
-                         FROM completions WHERE token_hash = $1",
-                )
-                .bind(token.as_str())
-                .fetch_optional(pool)
-                .await
-            })?;
+        let row: Option<(String, String, String, i64)> = self
+            .fetch_optional(
+                "completion lookup",
+                "SELECT flow, params, idempotency_key, completed_at \
+                 FROM completions WHERE token_hash = $1",
+                &[Arg::Text(token.as_str())],
+            )
+            .await?;
         row.map(|(flow, params, idempotency_key, completed_at)| {
             Ok(Completion {
                 flow,
@@ -382,13 +435,13 @@ impl Store for SqlStore {
     /// The session of `token`: an empty object when it has none or it expired.
     async fn session(&self, token: &TokenKey) -> Result<Map<String, Value>, StoreError> {
         let now = now_ms();
-        let row: Option<(String,)> = query!(self, "session lookup", |pool| async {
-            sqlx::query_as("SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $2")
-                .bind(token.as_str())
-                .bind(now)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<(String,)> = self
+            .fetch_optional(
+                "session lookup",
+                "SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $2",
+                &[Arg::Text(token.as_str()), Arg::Int(now)],
+            )
+            .await?;
         match row {
             None => Ok(Map::new()),
             Some((state,)) => serde_json::from_str(&state).map_err(|error| StoreError::Corrupt {
@@ -408,22 +461,23 @@ impl Store for SqlStore {
     /// scalar subquery on its table's primary key.
     async fn open_call(&self, token: &TokenKey, key: Option<&str>) -> Result<Opened, StoreError> {
         let now = now_ms();
-        let row: (Option<i64>, Option<String>, Option<String>) =
-            query!(self, "call lookup", |pool| async {
-                sqlx::query_as(
-                    "SELECT \
-                     (SELECT completed_at FROM completions WHERE token_hash = $1), \
-                     (SELECT outcome FROM outcomes \
-                      WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at > $3), \
-                     (SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $3)",
-                )
-                .bind(token.as_str())
-                .bind(key.unwrap_or_default())
-                .bind(now)
-                .fetch_one(pool)
-                .await
-            })?;
-        let (completed, outcome, state) = row;
+        let row: Option<(Option<i64>, Option<String>, Option<String>)> = self
+            .fetch_optional(
+                "call lookup",
+                "SELECT \
+                 (SELECT completed_at FROM completions WHERE token_hash = $1), \
+                 (SELECT outcome FROM outcomes \
+                  WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at > $3), \
+                 (SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $3)",
+                &[
+                    Arg::Text(token.as_str()),
+                    Arg::Text(key.unwrap_or_default()),
+                    Arg::Int(now),
+                ],
+            )
+            .await?;
+        // A SELECT without FROM returns exactly one row.
+        let (completed, outcome, state) = row.unwrap_or_default();
         let stored =
             match (key, outcome) {
                 (Some(_), Some(outcome)) => Some(serde_json::from_str(&outcome).map_err(

@@ -1,9 +1,10 @@
 //! The SQL store's writes as values ([`Write`]), and [`apply`]: the statements of one
-//! write on one connection of either backend, in whatever transaction the caller holds.
+//! write on one connection ([`Exec`]), in whatever transaction the caller holds.
 //!
 //! A write carries everything it needs (token key, JSON, expiry times), computed by
-//! its caller, so the same write runs in its own transaction on a pool (PostgreSQL,
-//! `sqlite::memory:`) or as one job of a SQLite file's batch (`super::writer`).
+//! its caller, so the same write runs in its own transaction on a sqlx pool
+//! (PostgreSQL, `sqlite::memory:`) or as one job of a SQLite file's batch
+//! (`super::writer`, on a rusqlite connection).
 
 #[cfg(feature = "postgres")]
 use sqlx::PgConnection;
@@ -111,7 +112,76 @@ impl Write {
     }
 }
 
-/// A connection of either backend, to run the same statements on.
+/// A value bound to a statement: the store binds only text and integers.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Arg<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// A row read back, by every backend built: a tuple of the columns' types.
+#[cfg(feature = "sqlite")]
+pub(super) trait SqliteRow:
+    for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+    + for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>
+{
+}
+#[cfg(feature = "sqlite")]
+impl<T> SqliteRow for T where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>
+{
+}
+#[cfg(not(feature = "sqlite"))]
+pub(super) trait SqliteRow {}
+#[cfg(not(feature = "sqlite"))]
+impl<T> SqliteRow for T {}
+
+/// See [`SqliteRow`].
+#[cfg(feature = "postgres")]
+pub(super) trait PgRow: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {}
+#[cfg(feature = "postgres")]
+impl<T> PgRow for T where T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {}
+#[cfg(not(feature = "postgres"))]
+pub(super) trait PgRow {}
+#[cfg(not(feature = "postgres"))]
+impl<T> PgRow for T {}
+
+/// A row type every backend reads: `(i64,)`, `(Option<String>, i64)`…
+pub(super) trait Row: SqliteRow + PgRow + Send + Unpin + 'static {}
+impl<T> Row for T where T: SqliteRow + PgRow + Send + Unpin + 'static {}
+
+/// What runs a write's statements: a sqlx connection ([`Conn`]) or a SQLite file's
+/// writing connection (`super::lite::Lite`, whose futures never wait). The SQL is the
+/// same portable text on every backend, its values bound to `$1`, `$2`… in order.
+pub(super) trait Exec {
+    type Error;
+    /// Runs `sql`; how many rows it changed.
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, Self::Error>;
+    /// The first row `sql` returns, if any.
+    async fn fetch_optional<T: Row>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>, Self::Error>;
+}
+
+/// Binds `args` to a sqlx query, in order.
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match *arg {
+                Arg::Text(text) => query.bind(text),
+                Arg::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+pub(super) use bind_args;
+
+/// A sqlx connection of either backend.
 pub(super) enum Conn<'c> {
     #[cfg(feature = "sqlite")]
     Sqlite(&'c mut SqliteConnection),
@@ -138,30 +208,50 @@ macro_rules! on_conn {
     };
 }
 
+impl Exec for Conn<'_> {
+    type Error = sqlx::Error;
+
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+        on_conn!(self, |c| bind_args!(sqlx::query(sql), args)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))
+    }
+
+    async fn fetch_optional<T: Row>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>, sqlx::Error> {
+        on_conn!(self, |c| bind_args!(sqlx::query_as::<_, T>(sql), args)
+            .fetch_optional(c)
+            .await)
+    }
+}
+
 /// One of the two upserts `finish` and `keep` share, on `conn`: [`UPSERT_SESSION`]
 /// (the token's flow and session state) or [`UPSERT_OUTCOME`] (an idempotency key and
 /// its outcome). Both bind the token's key, two strings and an expiry, in that order.
-async fn upsert(
-    conn: &mut Conn<'_>,
+async fn upsert<E: Exec>(
+    conn: &mut E,
     statement: &'static str,
     hash: &TokenKey,
     (first, second): (&str, &str),
     expires_at: i64,
-) -> Result<(), sqlx::Error> {
-    on_conn!(conn, |c| sqlx::query(statement)
-        .bind(hash.as_str())
-        .bind(first)
-        .bind(second)
-        .bind(expires_at)
-        .execute(c)
-        .await
-        .map(drop))
+) -> Result<(), E::Error> {
+    let args = [
+        Arg::Text(hash.as_str()),
+        Arg::Text(first),
+        Arg::Text(second),
+        Arg::Int(expires_at),
+    ];
+    conn.execute(statement, &args).await.map(drop)
 }
 
 /// Runs `write`'s statements on `conn`, inside whatever transaction it is in. A
 /// completion of a token already completed writes nothing and is
 /// [`Finished::AlreadyCompleted`].
-pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written, sqlx::Error> {
+pub(super) async fn apply<E: Exec>(conn: &mut E, write: &Write) -> Result<Written, E::Error> {
     match write {
         Write::Finish {
             flow,
@@ -175,30 +265,29 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
             now,
         } => {
             if let Some(params) = completion {
-                let inserted = on_conn!(conn, |c| sqlx::query(
-                    "INSERT INTO completions \
-                     (token_hash, flow, params, idempotency_key, completed_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
-                )
-                .bind(hash.as_str())
-                .bind(flow)
-                .bind(params)
-                .bind(key.as_deref().unwrap_or_default())
-                .bind(now)
-                .execute(c)
-                .await?
-                .rows_affected());
+                let inserted = conn
+                    .execute(
+                        "INSERT INTO completions \
+                         (token_hash, flow, params, idempotency_key, completed_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
+                        &[
+                            Arg::Text(hash.as_str()),
+                            Arg::Text(flow),
+                            Arg::Text(params),
+                            Arg::Text(key.as_deref().unwrap_or_default()),
+                            Arg::Int(*now),
+                        ],
+                    )
+                    .await?;
                 if inserted == 0 {
                     // Nothing of this write happened: the completion was the first.
                     return Ok(Written::Finished(Finished::AlreadyCompleted));
                 }
-                on_conn!(conn, |c| sqlx::query(
-                    "DELETE FROM sessions WHERE token_hash = $1"
+                conn.execute(
+                    "DELETE FROM sessions WHERE token_hash = $1",
+                    &[Arg::Text(hash.as_str())],
                 )
-                .bind(hash.as_str())
-                .execute(c)
-                .await
-                .map(drop)?);
+                .await?;
             } else if let Some(state) = session {
                 upsert(conn, UPSERT_SESSION, hash, (flow, state), *session_expires).await?;
             }
@@ -229,27 +318,23 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
             now,
             lease,
         } => {
-            let inserted = on_conn!(conn, |c| sqlx::query(
-                "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
-                 VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(hash.as_str())
-            .bind(key)
-            .bind(lease)
-            .execute(c)
-            .await?
-            .rows_affected());
+            let inserted = conn
+                .execute(
+                    "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+                     VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING",
+                    &[Arg::Text(hash.as_str()), Arg::Text(key), Arg::Int(*lease)],
+                )
+                .await?;
             if inserted == 1 {
                 return Ok(Written::Claim(ClaimRow::Claimed));
             }
-            let row: Option<(Option<String>, i64)> = on_conn!(conn, |c| sqlx::query_as(
-                "SELECT outcome, expires_at FROM outcomes \
-                 WHERE token_hash = $1 AND idempotency_key = $2",
-            )
-            .bind(hash.as_str())
-            .bind(key)
-            .fetch_optional(c)
-            .await?);
+            let row: Option<(Option<String>, i64)> = conn
+                .fetch_optional(
+                    "SELECT outcome, expires_at FROM outcomes \
+                     WHERE token_hash = $1 AND idempotency_key = $2",
+                    &[Arg::Text(hash.as_str()), Arg::Text(key)],
+                )
+                .await?;
             let seen = match row {
                 Some((Some(outcome), expires_at)) if expires_at > *now => {
                     return Ok(Written::Claim(ClaimRow::Done(outcome)));
@@ -261,17 +346,18 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
             };
             // Lapsed (or cleaned up in between): take it over, unless another call
             // just did — the compare on `expires_at` lets only one of them win.
-            let taken = on_conn!(conn, |c| sqlx::query(
-                "UPDATE outcomes SET outcome = NULL, expires_at = $3 \
-                 WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at = $4",
-            )
-            .bind(hash.as_str())
-            .bind(key)
-            .bind(lease)
-            .bind(seen.unwrap_or(i64::MIN))
-            .execute(c)
-            .await?
-            .rows_affected());
+            let taken = conn
+                .execute(
+                    "UPDATE outcomes SET outcome = NULL, expires_at = $3 \
+                     WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at = $4",
+                    &[
+                        Arg::Text(hash.as_str()),
+                        Arg::Text(key),
+                        Arg::Int(*lease),
+                        Arg::Int(seen.unwrap_or(i64::MIN)),
+                    ],
+                )
+                .await?;
             Ok(Written::Claim(if taken == 1 {
                 ClaimRow::Claimed
             } else {
@@ -279,32 +365,27 @@ pub(super) async fn apply(conn: &mut Conn<'_>, write: &Write) -> Result<Written,
             }))
         }
         Write::Release { hash, key } => {
-            on_conn!(conn, |c| sqlx::query(
+            conn.execute(
                 "DELETE FROM outcomes \
                  WHERE token_hash = $1 AND idempotency_key = $2 AND outcome IS NULL",
+                &[Arg::Text(hash.as_str()), Arg::Text(key)],
             )
-            .bind(hash.as_str())
-            .bind(key)
-            .execute(c)
-            .await
-            .map(drop)?);
+            .await?;
             Ok(Written::Done)
         }
         Write::Cleanup { now } => {
-            let outcomes = on_conn!(conn, |c| sqlx::query(
-                "DELETE FROM outcomes WHERE expires_at <= $1"
-            )
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
-            let sessions = on_conn!(conn, |c| sqlx::query(
-                "DELETE FROM sessions WHERE expires_at <= $1"
-            )
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            let outcomes = conn
+                .execute(
+                    "DELETE FROM outcomes WHERE expires_at <= $1",
+                    &[Arg::Int(*now)],
+                )
+                .await?;
+            let sessions = conn
+                .execute(
+                    "DELETE FROM sessions WHERE expires_at <= $1",
+                    &[Arg::Int(*now)],
+                )
+                .await?;
             Ok(Written::Deleted(outcomes + sessions))
         }
     }

@@ -2,16 +2,21 @@
 //!
 //! SQLite lets one connection write at a time. Rather than have many connections queue
 //! for that lock (SQLite's busy handler sleeps 1, 2, 5, 10… ms between tries) and pay one
-//! fsync per completion, every write of the store goes to one task that owns the one
-//! writing connection:
+//! fsync per completion, every write of the store goes to one thread that owns the one
+//! writing connection (rusqlite, `super::lite`: the batch runs whole on that thread,
+//! its commit's fsync blocking no task):
 //!
-//! - it takes every write queued at that moment (at most [`BATCH`]) and runs them, in
-//!   order, in ONE transaction (`BEGIN IMMEDIATE` … `COMMIT`), then answers each;
-//! - the batch commits with `synchronous=FULL` when any of its writes is durable (a
+//! - it takes the first write queued, takes the file's write lock (`BEGIN IMMEDIATE`),
+//!   then every write queued by then (at most [`BATCH`] in all), and runs them, in
+//!   order, in ONE transaction, then commits and answers each. Writes that arrive while
+//!   the writer waits for the lock (another process holds it) thus join its batch;
+//! - the batch commits with `synchronous=FULL` when its first write is durable (a
 //!   `finish`), so that every completion is on disk before its caller hears back, and
 //!   with `synchronous=NORMAL` otherwise (in the WAL: it survives the process, not the
-//!   machine). A write that needs no fsync may ride along in a durable batch; it never
-//!   waits for one otherwise;
+//!   machine). SQLite fixes the setting before the transaction, so a batch that began
+//!   without an fsync ends before the first durable write, which begins the next. A
+//!   write that needs no fsync may ride along in a durable batch; it never waits for
+//!   one otherwise;
 //! - each write has the same effect as alone: a completion of a token completed before,
 //!   in this batch too, writes nothing and is [`Finished::AlreadyCompleted`](super::Finished);
 //! - when a statement fails, the whole batch is rolled back and every write of it fails
@@ -32,13 +37,15 @@
 //! [`Writer::stop`] lets the writes queued before it finish, refuses the rest and closes
 //! the connection.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::write::{Conn, Write, Written, apply};
+use super::lite::{Lite, open_writer};
+use super::write::{Write, Written, apply};
 
 /// Most writes in one transaction: a bound on how long one batch holds the lock.
 pub(super) const BATCH: usize = 256;
@@ -54,13 +61,13 @@ pub(super) enum WriteError {
     #[error("{error} (the batch of {writes} writes was rolled back)")]
     Batch {
         writes: usize,
-        error: Arc<sqlx::Error>,
+        error: Arc<rusqlite::Error>,
     },
     #[error("the store is closed")]
     Closed,
 }
 
-/// The handle on the writer task. Dropping every handle stops the task too.
+/// The handle on the writer thread. Dropping every handle stops the thread too.
 #[derive(Debug)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Message>,
@@ -84,12 +91,14 @@ struct Job {
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`, a connection opened with `options`
-    /// (`synchronous=NORMAL`), which it reopens with when the connection breaks.
-    pub(super) fn start(conn: SqliteConnection, options: SqliteConnectOptions) -> Self {
+    /// Starts the writer thread on `conn`, opened by [`open_writer`] on `path`, which it
+    /// reopens when the connection breaks (waiting at most `busy` for a lock).
+    pub(super) fn start(conn: Connection, path: PathBuf, busy: Duration) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(run(conn, options, jobs));
-        Writer { queue }
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, &path, busy, jobs))?;
+        Ok(Writer { queue })
     }
 
     /// Queues `write` and waits until its batch is committed (or failed). Bounded by
@@ -113,44 +122,66 @@ impl Writer {
     }
 }
 
-/// The writer task: one batch at a time until stopped or every handle is gone.
-async fn run(
-    mut conn: SqliteConnection,
-    options: SqliteConnectOptions,
+/// The writer thread: one batch at a time until stopped or every handle is gone.
+fn run(
+    mut conn: Connection,
+    path: &std::path::Path,
+    busy: Duration,
     mut queue: mpsc::Receiver<Message>,
 ) {
-    let mut messages = Vec::with_capacity(BATCH);
     // The connection's `synchronous` setting: it was opened with NORMAL.
     let mut full = false;
+    // A durable write taken from the queue during a batch without an fsync: it begins
+    // the next batch.
+    let mut held: Option<Job> = None;
     let mut stopping = Vec::new();
-    while queue.recv_many(&mut messages, BATCH).await > 0 {
-        let mut jobs = Vec::with_capacity(messages.len());
-        for message in messages.drain(..) {
-            match message {
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match queue.blocking_recv() {
                 // A write whose caller gave up (timed out) before now never runs.
-                Message::Write(job) if stopping.is_empty() && !job.reply.is_closed() => {
-                    jobs.push(job)
-                }
-                // Dropped: a write after a stop is answered `Closed`.
-                Message::Write(_) => {}
-                Message::Stop(done) => stopping.push(done),
-            }
-        }
-        if !jobs.is_empty() {
-            commit(&mut conn, &options, &mut full, jobs).await;
-        }
-        if !stopping.is_empty() {
-            queue.close();
-            // Writes queued meanwhile are dropped, answered `Closed`.
-            while let Ok(message) = queue.try_recv() {
-                if let Message::Stop(done) = message {
+                Some(Message::Write(job)) if job.reply.is_closed() => continue,
+                Some(Message::Write(job)) => job,
+                Some(Message::Stop(done)) => {
                     stopping.push(done);
+                    break;
                 }
+                None => break,
+            },
+        };
+        let durable = first.write.durable();
+        let began = begin(&conn, &mut full, durable);
+        // Every write queued by now, in order, up to a batch; a stop ends it.
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH {
+            match queue.try_recv() {
+                Ok(Message::Write(job)) if job.reply.is_closed() => {}
+                Ok(Message::Write(job)) if !durable && job.write.durable() => {
+                    held = Some(job);
+                    break;
+                }
+                Ok(Message::Write(job)) => jobs.push(job),
+                Ok(Message::Stop(done)) => {
+                    stopping.push(done);
+                    break;
+                }
+                Err(_) => break,
             }
+        }
+        let written = began.and_then(|()| batch(&conn, &jobs));
+        answer(&mut conn, path, busy, &mut full, jobs, written);
+        if !stopping.is_empty() {
             break;
         }
     }
-    if let Err(error) = conn.close().await {
+    queue.close();
+    // Writes queued meanwhile are dropped, answered `Closed`.
+    while let Ok(message) = queue.try_recv() {
+        if let Message::Stop(done) = message {
+            stopping.push(done);
+        }
+    }
+    if let Err((_, error)) = conn.close() {
         tracing::warn!(%error, "closing the SQLite writer's connection failed");
     }
     for done in stopping {
@@ -158,15 +189,49 @@ async fn run(
     }
 }
 
-/// Runs `jobs` as one batch and answers each.
-async fn commit(
-    conn: &mut SqliteConnection,
-    options: &SqliteConnectOptions,
+/// Sets `synchronous` for a batch that is `durable` or not (outside a transaction:
+/// SQLite refuses to change it inside one), then takes the write lock: IMMEDIATE, so
+/// that no statement of the batch can find it taken by another process half-way.
+fn begin(conn: &Connection, full: &mut bool, durable: bool) -> rusqlite::Result<()> {
+    if durable != *full {
+        let set = if durable { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", set)?;
+        *full = durable;
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")
+}
+
+/// Every job's statements in the transaction begun, then the commit; on any failure,
+/// the transaction rolled back.
+fn batch(conn: &Connection, jobs: &[Job]) -> rusqlite::Result<Vec<Written>> {
+    let mut written = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match futures_executor::block_on(apply(&mut Lite(conn), &job.write)) {
+            Ok(done) => written.push(done),
+            Err(error) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(error);
+            }
+        }
+    }
+    if let Err(error) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(error);
+    }
+    Ok(written)
+}
+
+/// Answers each job of a batch; after a failure, replaces a connection that is broken
+/// or whose transaction state is unknown, so that the next batch starts clean.
+fn answer(
+    conn: &mut Connection,
+    path: &std::path::Path,
+    busy: Duration,
     full: &mut bool,
     jobs: Vec<Job>,
+    written: rusqlite::Result<Vec<Written>>,
 ) {
-    let durable = jobs.iter().any(|job| job.write.durable());
-    match batch(conn, full, durable, &jobs).await {
+    match written {
         Ok(written) => {
             for (job, written) in jobs.into_iter().zip(written) {
                 let _ = job.reply.send(Ok(written));
@@ -174,10 +239,8 @@ async fn commit(
         }
         Err(error) => {
             tracing::debug!(%error, writes = jobs.len(), "a batch of writes failed");
-            // A broken connection, or one whose transaction state is unknown (a failed
-            // COMMIT or ROLLBACK), is replaced, so the next batch starts clean.
-            if conn.is_in_transaction() || !matches!(error, sqlx::Error::Database(_)) {
-                match options.connect().await {
+            if !conn.is_autocommit() || !matches!(error, rusqlite::Error::SqliteFailure(..)) {
+                match open_writer(path, busy) {
                     Ok(fresh) => {
                         drop(std::mem::replace(conn, fresh));
                         *full = false;
@@ -198,39 +261,4 @@ async fn commit(
             }
         }
     }
-}
-
-/// One transaction with every job's statements, committed with `synchronous=FULL` when
-/// `durable`.
-async fn batch(
-    conn: &mut SqliteConnection,
-    full: &mut bool,
-    durable: bool,
-    jobs: &[Job],
-) -> Result<Vec<Written>, sqlx::Error> {
-    if durable != *full {
-        // Outside the transaction: the setting is read when it commits.
-        let set = if durable {
-            "PRAGMA synchronous = FULL"
-        } else {
-            "PRAGMA synchronous = NORMAL"
-        };
-        sqlx::query(set).execute(&mut *conn).await?;
-        *full = durable;
-    }
-    // IMMEDIATE: the write lock is taken now, so no statement of the batch can find
-    // it taken by another process half-way through.
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut written = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        match apply(&mut Conn::Sqlite(&mut tx), &job.write).await {
-            Ok(done) => written.push(done),
-            Err(error) => {
-                let _ = tx.rollback().await;
-                return Err(error);
-            }
-        }
-    }
-    tx.commit().await?;
-    Ok(written)
 }
