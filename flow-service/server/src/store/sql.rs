@@ -141,11 +141,11 @@ impl SqlStore {
                 // Half the bound: SQLite gives up waiting for a lock itself, rather
                 // than leave a statement queued after its caller timed out.
                 .busy_timeout(options.timeout / 2);
-            let pool = SqlitePoolOptions::new().acquire_timeout(options.timeout);
             if memory {
                 // An in-memory database lives as long as a connection to it: keep one,
                 // and one pool (a second would open another database).
-                let pool = pool
+                let pool = SqlitePoolOptions::new()
+                    .acquire_timeout(options.timeout)
                     .max_connections(1)
                     .min_connections(1)
                     .idle_timeout(None)
@@ -161,7 +161,6 @@ impl SqlStore {
             }
             // A sqlx connection creates the file and the WAL, and migrates; then the
             // file's reads and its writer go through rusqlite (`super::lite`).
-            let _ = pool;
             let creating = connect
                 .clone()
                 .create_if_missing(true)
