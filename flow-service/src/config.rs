@@ -93,7 +93,8 @@ pub struct Args {
     pub database_url: String,
 
     /// Bound on each database operation (and on connecting at start); past it the call
-    /// fails with UNAVAILABLE (HTTP 503).
+    /// fails with UNAVAILABLE (HTTP 503). A read of a SQLite file waits at most half of
+    /// it for a lock.
     #[arg(long, env = "FLOW_SERVICE_DATABASE_TIMEOUT", default_value = "2s")]
     pub database_timeout: String,
 

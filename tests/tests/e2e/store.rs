@@ -374,7 +374,8 @@ async fn one_read_opens_a_call_and_kept_steps_are_shared_as_claimed() {
 // write lock, then every write queued by then, and commits them in one transaction. The
 // cases below hold the write lock from another connection while they queue their
 // writes (one `join!`), so that the writer, waiting for the lock with the first, takes
-// the rest into the same batch.
+// the rest into the same batch. Each case queues a durable write (`finish`) first: a
+// batch that began without an fsync would end before it.
 
 /// Another process's connection to a SQLite file, holding its write lock until released.
 struct Lock(sqlx::SqliteConnection);
@@ -391,8 +392,12 @@ impl Lock {
     }
 
     /// Releases the lock after a while, for the writes meanwhile to queue up.
-    async fn release_later(mut self) {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    async fn release_later(self) {
+        self.release_after(Duration::from_millis(300)).await
+    }
+
+    async fn release_after(mut self, wait: Duration) {
+        tokio::time::sleep(wait).await;
         sqlx::query("COMMIT").execute(&mut self.0).await.unwrap();
     }
 }
@@ -523,10 +528,10 @@ async fn a_batch_of_steps_and_a_completion_commits_each() {
     let lock = Lock::take(&db).await;
     let done = Outcome::complete(json!({"email": "ada@example.com"}));
     let (step, one, two) = (screen(1), state(1), state(2));
-    let (one, two, finished, cleaned, ()) = tokio::join!(
+    let (finished, one, two, cleaned, ()) = tokio::join!(
+        store.finish("f", &tok_done, Some("kd"), &done, None),
         store.keep("f", &tok_1, Some("k1"), &step, Some(&one)),
         store.keep("f", &tok_2, Some("k2"), &step, Some(&two)),
-        store.finish("f", &tok_done, Some("kd"), &done, None),
         store.cleanup_expired(),
         lock.release_later()
     );
@@ -595,6 +600,38 @@ async fn a_write_failing_at_the_database_fails_its_batch_and_writes_nothing() {
     kept.unwrap();
     assert!(store.is_completed(&tok_a).await.unwrap());
     assert_eq!(store.session(&tok_b).await.unwrap(), state(1));
+}
+
+/// When the writer cannot get the lock within its busy timeout (half the store's), the
+/// write it was waiting with fails; a write queued meanwhile gets its own try, within
+/// its own time.
+#[tokio::test]
+async fn a_write_that_waits_too_long_for_the_lock_fails_alone() {
+    let db = Database::sqlite();
+    let store = db
+        .open_with(StoreOptions {
+            timeout: Duration::from_millis(1000),
+            ..StoreOptions::default()
+        })
+        .await;
+    let lock = Lock::take(&db).await;
+    let (first, second) = (key_of("tok-1"), key_of("tok-2"));
+    let (step, one, two) = (screen(1), state(1), state(2));
+    let (waited, queued, ()) = tokio::join!(
+        // Taken at once; the lock is held past the writer's 500 ms busy timeout.
+        store.keep("f", &first, None, &step, Some(&one)),
+        async {
+            // Queued while the writer waits for the lock with the first.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            store.keep("f", &second, None, &step, Some(&two)).await
+        },
+        lock.release_after(Duration::from_millis(700))
+    );
+    let error = waited.unwrap_err();
+    assert!(error.to_string().contains("locked"), "{error}");
+    queued.unwrap();
+    assert_eq!(store.session(&first).await.unwrap(), Map::new());
+    assert_eq!(store.session(&second).await.unwrap(), state(2));
 }
 
 /// Records are keyed by the token's SHA-256 in lowercase hex, as they always were: a

@@ -31,12 +31,13 @@ use super::write::{Arg, Exec, Row};
 /// first appears, not by N, so each is bound by name.
 const PARAMS: [&str; 5] = ["$1", "$2", "$3", "$4", "$5"];
 
-/// Binds `args` to `$1`, `$2`… of `statement`.
+/// Binds `args` to `$1`, `$2`… of `statement`: one value for each of its parameters,
+/// else an error (a missing value would otherwise be NULL).
 fn bind(statement: &mut Statement<'_>, args: &[Arg<'_>]) -> rusqlite::Result<()> {
-    assert!(
-        args.len() <= PARAMS.len(),
-        "at most five values per statement"
-    );
+    let wanted = statement.parameter_count();
+    if args.len() != wanted || wanted > PARAMS.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(args.len(), wanted));
+    }
     for (name, arg) in PARAMS.iter().zip(args) {
         let index = statement
             .parameter_index(name)?
@@ -116,7 +117,8 @@ pub(super) enum ReadError {
 
 /// Read-only connections to a SQLite file, each used by one read at a time on the
 /// caller's thread. A read takes an idle one or opens one, and puts it back: there are
-/// never more than reads at once, which is at most the runtime's threads.
+/// as many as the most reads ever at once (the runtime's threads, unless reads come
+/// from other threads too), kept until the store closes.
 #[derive(Debug)]
 pub(super) struct Readers {
     path: PathBuf,
@@ -214,11 +216,26 @@ mod tests {
             .read(|conn| fetch_optional(conn, "SELECT a FROM t WHERE b = $1", &[Arg::Int(8)]))
             .unwrap();
         assert_eq!(none, None);
-        // A value for a parameter the statement lacks is an error, not ignored.
-        let error = readers
-            .read(|conn| fetch_optional::<(String,)>(conn, "SELECT a FROM t", &[Arg::Int(8)]))
-            .unwrap_err();
-        assert!(error.to_string().contains("$1"), "{error}");
+        // A value for a parameter the statement lacks, or none for one it has, is an
+        // error: neither is ignored nor bound as NULL.
+        for (sql, args) in [
+            ("SELECT a FROM t", &[Arg::Int(8)][..]),
+            (
+                "SELECT a FROM t WHERE b = $1 AND a = $2",
+                &[Arg::Int(7)][..],
+            ),
+        ] {
+            let error = readers
+                .read(|conn| fetch_optional::<(String,)>(conn, sql, args))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ReadError::Sqlite(rusqlite::Error::InvalidParameterCount(..))
+                ),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]

@@ -56,7 +56,8 @@
 //!   `postgres://…` with the `postgres` feature) — the same portable SQL
 //!   (`flow-service/migrations/`) on both. The database's keys make the guarantees hold
 //!   between processes and replicas, and every operation is bounded by
-//!   [`StoreOptions::timeout`].
+//!   [`StoreOptions::timeout`] (a read of a SQLite file waits at most half of it for a
+//!   lock, but runs on the caller's thread and cannot be cut short while it reads).
 //!
 //! Raw flow tokens are never stored, nor handed to a store: records are keyed by the
 //! token's hex SHA-256 ([`TokenKey`]), which the caller computes once per call. A
@@ -208,7 +209,9 @@ pub struct StoreOptions {
     /// Bound on each database operation, including waiting for a connection or, with
     /// SQLite, for a lock; a write to a SQLite file, for its turn with the writer and
     /// its batch's commit. Past it the call fails with `UNAVAILABLE`, well before the
-    /// gateway's deadline. (The memory store never waits.)
+    /// gateway's deadline. A read of a SQLite file runs on the caller's thread: it
+    /// waits at most half of this for a lock (SQLite's busy timeout), but a disk that
+    /// stalls stalls it. (The memory store never waits.)
     pub timeout: Duration,
     /// How long a call's outcome is kept for retries and resends.
     pub idempotency_ttl: Duration,

@@ -8,7 +8,9 @@
 //! - An outcome row is first a claim (`outcome` NULL, held until `expires_at`), then the
 //!   answer; a lapsed claim is taken over by a compare on `expires_at`, so only one
 //!   caller wins it.
-//! - Every operation is bounded by [`StoreOptions::timeout`].
+//! - Every operation is bounded by [`StoreOptions::timeout`], except a read of a SQLite
+//!   file, which runs on the caller's thread: it waits at most half the timeout for a
+//!   lock (SQLite's busy timeout) and is otherwise as fast as the disk (`super::lite`).
 //! - Reads and writes take different paths. On a SQLite file, reads run on the
 //!   caller's thread on read-only connections (`super::lite`; WAL lets them read while
 //!   a write commits) and every write goes to the file's one writer (`super::writer`),
@@ -107,7 +109,8 @@ impl SqlStore {
     ///
     /// `sqlite://PATH` (created if missing), `sqlite::memory:` (gone with the process),
     /// or `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`), each when its
-    /// feature is built. Fails when the database cannot be reached within
+    /// feature is built. Of a `sqlite://` URL only the path counts once the schema is
+    /// migrated: query options (`?mode=…`, `?vfs=…`) apply to the migration alone. Fails when the database cannot be reached within
     /// [`StoreOptions::timeout`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let shown = redact(url);
@@ -189,9 +192,10 @@ impl SqlStore {
                 }
             })?;
             let readers = Readers::new(path, busy);
-            // A first read now: a file that cannot be read fails the start, not a call.
+            // A first read of the schema now: a file that cannot be read fails the
+            // start, not a call.
             readers
-                .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+                .read(|conn| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
                 .map_err(|error| StoreError::Connect {
                     url: shown.to_owned(),
                     error: error.into(),
@@ -253,8 +257,8 @@ impl SqlStore {
         }
     }
 
-    /// The first row of the read `sql`, if any: on a SQLite file on this thread, else
-    /// on the pool, bounded by the store's timeout.
+    /// The first row of the read `sql`, if any: on a SQLite file on this thread (see
+    /// `super::lite`), else on the pool, bounded by the store's timeout.
     async fn fetch_optional<T: Row>(
         &self,
         op: &'static str,

@@ -32,7 +32,8 @@
 //! the same `SUCCESS` without running the handler, and a kept session holds the step's
 //! changes, which the step's retry makes again. The writer itself never waits for the
 //! lock longer than the connection's busy timeout (half the store's timeout: only
-//! another process can hold it), and fails that batch then.
+//! another process can hold it), and fails that write then; the writes queued
+//! meanwhile get their own try.
 //!
 //! [`Writer::stop`] lets the writes queued before it finish, refuses the rest and closes
 //! the connection.
@@ -137,6 +138,7 @@ fn run(
     let mut stopping = Vec::new();
     loop {
         let first = match held.take() {
+            Some(job) if job.reply.is_closed() => continue,
             Some(job) => job,
             None => match queue.blocking_recv() {
                 // A write whose caller gave up (timed out) before now never runs.
@@ -150,7 +152,12 @@ fn run(
             },
         };
         let durable = first.write.durable();
-        let began = begin(&conn, &mut full, durable);
+        if let Err(error) = begin(&conn, &mut full, durable) {
+            // The lock did not come within the busy timeout (or the connection broke):
+            // this write fails; those queued meanwhile get their own try.
+            answer(&mut conn, path, busy, &mut full, vec![first], Err(error));
+            continue;
+        }
         // Every write queued by now, in order, up to a batch; a stop ends it.
         let mut jobs = vec![first];
         while jobs.len() < BATCH {
@@ -168,7 +175,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let written = began.and_then(|()| batch(&conn, &jobs));
+        let written = batch(&conn, &jobs);
         answer(&mut conn, path, busy, &mut full, jobs, written);
         if !stopping.is_empty() {
             break;
