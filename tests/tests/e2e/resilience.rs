@@ -217,8 +217,11 @@ async fn a_slow_replica_times_out_and_load_moves_to_the_fast_ones() {
                     200 => ok.fetch_add(1, Ordering::SeqCst),
                     504 => {
                         assert_eq!(body["error"]["code"], "upstream_timeout");
+                        // At the gateway's 600 ms deadline, not after the replica's
+                        // 5 s; the client's clock also counts the connection and a
+                        // busy machine's scheduling, hence the slack.
                         assert!(
-                            started.elapsed() < Duration::from_millis(600),
+                            started.elapsed() < Duration::from_millis(2_000),
                             "504 after {:?}",
                             started.elapsed()
                         );
