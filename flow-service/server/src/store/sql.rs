@@ -15,10 +15,10 @@
 //!   caller's thread on read-only connections (`super::lite`; WAL lets them read while
 //!   a write commits) and every write goes to the file's one writer (`super::writer`),
 //!   which commits the writes queued at that moment in one transaction, fsynced when
-//!   one of them is a `finish`. On PostgreSQL
-//!   (and `sqlite::memory:`, one connection), each write runs in a transaction of its
-//!   own on the pool; a `finish` asks PostgreSQL for a synchronous commit. The
-//!   statements of each write are the same on every path (`super::write`).
+//!   one of them is a `finish`. On PostgreSQL (and `sqlite::memory:`, one connection),
+//!   each write runs in a transaction of its own on the pool; a `finish` asks
+//!   PostgreSQL for a synchronous commit. The statements of each write are the same on
+//!   every path (`super::write`).
 
 use std::future::Future;
 use std::str::FromStr;
@@ -37,6 +37,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+#[cfg(feature = "sqlite")]
+use super::DatabaseError;
 #[cfg(feature = "sqlite")]
 use super::lite::{self, Readers};
 use super::write::{self, Arg, ClaimRow, Row, Write, Written, bind_args};
@@ -110,8 +112,8 @@ impl SqlStore {
     /// `sqlite://PATH` (created if missing), `sqlite::memory:` (gone with the process),
     /// or `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`), each when its
     /// feature is built. Of a `sqlite://` URL only the path counts once the schema is
-    /// migrated: query options (`?mode=…`, `?vfs=…`) apply to the migration alone. Fails when the database cannot be reached within
-    /// [`StoreOptions::timeout`].
+    /// migrated: query options (`?mode=…`, `?vfs=…`) apply to the migration alone.
+    /// Fails when the database cannot be reached within [`StoreOptions::timeout`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let shown = redact(url);
         let (reads, writes) = Self::open(url, &shown, &options).await?;
@@ -178,28 +180,22 @@ impl SqlStore {
             conn.close().await.map_err(connect_error)?;
             let path = connect.get_filename().to_owned();
             let busy = options.timeout / 2;
-            let lite_error = |error: rusqlite::Error| StoreError::Connect {
+            // rusqlite's errors, the writer thread's spawn and a closed reader alike.
+            let cannot_open = |error: DatabaseError| StoreError::Connect {
                 url: shown.to_owned(),
-                error: error.into(),
+                error,
             };
             // Its commits are fsynced only when a batch holds a durable write (see
             // `super::writer`).
-            let writing = lite::open_writer(&path, busy).map_err(lite_error)?;
-            let writer = Writer::start(writing, path.clone(), busy).map_err(|error| {
-                StoreError::Connect {
-                    url: shown.to_owned(),
-                    error: error.into(),
-                }
-            })?;
+            let writing = lite::open_writer(&path, busy).map_err(|e| cannot_open(e.into()))?;
+            let writer =
+                Writer::start(writing, path.clone(), busy).map_err(|e| cannot_open(e.into()))?;
             let readers = Readers::new(path, busy);
             // A first read of the schema now: a file that cannot be read fails the
             // start, not a call.
             readers
                 .read(|conn| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
-                .map_err(|error| StoreError::Connect {
-                    url: shown.to_owned(),
-                    error: error.into(),
-                })?;
+                .map_err(|e| cannot_open(e.into()))?;
             return Ok((
                 Reads::File(Arc::new(readers)),
                 Writes::Writer(Arc::new(writer)),
