@@ -5,11 +5,11 @@
 //!
 //! **Why not sqlx here.** sqlx runs each SQLite connection on a thread of its own and
 //! hands every statement, and its answer, across a channel between that thread and the
-//! caller's. A sign-up step made five or six such round trips (pool, read, `BEGIN`,
-//! upsert, `COMMIT`), each a futex wake-up and a context switch, and they cost more
-//! than SQLite itself: in a profile of the flow service under load, sqlx's SQLite
-//! threads were 42 % of its CPU, mostly switching, while SQLite's own work was a few
-//! percent. Here a read runs on the caller's thread, and a batch of writes runs whole
+//! caller's. A step that keeps a session made five or six such round trips (pool,
+//! read, `BEGIN`, upsert, `COMMIT`), each a futex wake-up and a context switch, and
+//! they cost more than SQLite itself: in a profile of the flow service under load,
+//! sqlx's SQLite threads were 42 % of its CPU, mostly switching, while SQLite's own
+//! work was a few percent. Here a read runs on the caller's thread, and a batch of writes runs whole
 //! on the writer's thread.
 //!
 //! **A read blocks its thread for as long as it runs.** A read is one primary-key
@@ -95,14 +95,18 @@ impl Exec for Lite<'_> {
 /// fsynced unless the writer asks (`synchronous=NORMAL`), waiting at most `busy` for
 /// another process's lock.
 pub(super) fn open_writer(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(busy)?;
+    let conn = open(path, OpenFlags::SQLITE_OPEN_READ_WRITE, busy)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// A connection to `path` with `flags`, used by one thread at a time (no SQLite mutex),
+/// waiting at most `busy` for another connection's lock.
+fn open(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(busy)?;
     Ok(conn)
 }
 
@@ -138,15 +142,6 @@ impl Readers {
         }
     }
 
-    fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(self.busy)?;
-        Ok(conn)
-    }
-
     /// Runs `read` on a connection, on this thread.
     pub(super) fn read<T>(
         &self,
@@ -162,7 +157,7 @@ impl Readers {
             .pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => self.open()?,
+            None => open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY, self.busy)?,
         };
         let result = read(&conn);
         if !self.closed.load(Ordering::Acquire) {

@@ -38,7 +38,7 @@
 //! [`Writer::stop`] lets the writes queued before it finish, refuses the rest and closes
 //! the connection.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,12 +124,7 @@ impl Writer {
 }
 
 /// The writer thread: one batch at a time until stopped or every handle is gone.
-fn run(
-    mut conn: Connection,
-    path: &std::path::Path,
-    busy: Duration,
-    mut queue: mpsc::Receiver<Message>,
-) {
+fn run(mut conn: Connection, path: &Path, busy: Duration, mut queue: mpsc::Receiver<Message>) {
     // The connection's `synchronous` setting: it was opened with NORMAL.
     let mut full = false;
     // A durable write taken from the queue during a batch without an fsync: it begins
@@ -232,7 +227,7 @@ fn batch(conn: &Connection, jobs: &[Job]) -> rusqlite::Result<Vec<Written>> {
 /// or whose transaction state is unknown, so that the next batch starts clean.
 fn answer(
     conn: &mut Connection,
-    path: &std::path::Path,
+    path: &Path,
     busy: Duration,
     full: &mut bool,
     jobs: Vec<Job>,
