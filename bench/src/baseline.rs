@@ -38,6 +38,29 @@ impl Drop for Baseline {
 /// Starts the server on 127.0.0.1, with as many worker threads as the machine has cores
 /// (what the gateway's runtime uses too).
 pub fn start(cert: &Cert) -> anyhow::Result<Baseline> {
+    let runtime = runtime(THREAD_NAME)?;
+    let app = axum::Router::new().route("/flow-endpoint", post(signup));
+    let addr = serve_https(cert, &runtime, app)?;
+    Ok(Baseline {
+        addr,
+        runtime: Some(runtime),
+    })
+}
+
+/// A multi-threaded runtime whose threads are named `name`, one per core.
+pub fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .thread_name(name)
+        .enable_all()
+        .build()?)
+}
+
+/// Serves `app` over HTTPS (HTTP/1.1 and h2) on a new 127.0.0.1 port, on `runtime`.
+pub fn serve_https(
+    cert: &Cert,
+    runtime: &tokio::runtime::Runtime,
+    app: axum::Router,
+) -> anyhow::Result<SocketAddr> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -51,11 +74,6 @@ pub fn start(cert: &Cert) -> anyhow::Result<Baseline> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(THREAD_NAME)
-        .enable_all()
-        .build()?;
-    let app = axum::Router::new().route("/flow-endpoint", post(signup));
     let server = {
         let _entered = runtime.enter();
         axum_server::from_tcp_rustls(
@@ -65,35 +83,42 @@ pub fn start(cert: &Cert) -> anyhow::Result<Baseline> {
         .context("serving the baseline")?
     };
     runtime.spawn(async move { server.serve(app.into_make_service()).await });
-    Ok(Baseline {
-        addr,
-        runtime: Some(runtime),
-    })
+    Ok(addr)
 }
 
 /// The sign-up flow's first two screens, as the flow service answers them.
 async fn signup(Json(request): Json<Value>) -> Result<Json<Value>, StatusCode> {
-    let action = request["action"].as_str();
-    let screen = request["screen"].as_str();
-    let email = request["data"]["email"].as_str();
-    match (action, screen) {
-        (Some("INIT"), _) => Ok(Json(welcome())),
-        (Some("data_exchange"), Some("WELCOME_SCREEN")) => Ok(Json(match email {
-            Some(email) if is_valid_email(email) => {
-                json!({"screen": "CONFIRMATION_SCREEN", "data": {"user_email": email}})
-            }
-            _ => {
-                let mut answer = welcome();
-                answer["data"]["error_message"] = "Please enter a valid email address.".into();
-                answer
-            }
-        })),
-        _ => Err(StatusCode::BAD_REQUEST),
-    }
+    let (screen, data) = answer(
+        request["action"].as_str(),
+        request["screen"].as_str(),
+        &request["data"],
+    )
+    .ok_or(StatusCode::BAD_REQUEST)?;
+    Ok(Json(json!({"screen": screen, "data": data})))
 }
 
-fn welcome() -> Value {
-    json!({"screen": "WELCOME_SCREEN", "data": {"welcome_message": WELCOME_MESSAGE}})
+/// The next screen and its data for the sign-up flow's INIT and first step; `None` for
+/// anything else.
+pub fn answer(
+    action: Option<&str>,
+    screen: Option<&str>,
+    data: &Value,
+) -> Option<(&'static str, Value)> {
+    let welcome = || json!({"welcome_message": WELCOME_MESSAGE});
+    match (action, screen) {
+        (Some("INIT"), _) => Some(("WELCOME_SCREEN", welcome())),
+        (Some("data_exchange"), Some("WELCOME_SCREEN")) => Some(match data["email"].as_str() {
+            Some(email) if is_valid_email(email) => {
+                ("CONFIRMATION_SCREEN", json!({"user_email": email}))
+            }
+            _ => {
+                let mut data = welcome();
+                data["error_message"] = "Please enter a valid email address.".into();
+                ("WELCOME_SCREEN", data)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// The flow service's check (`flow_service::flows::signup::is_valid_email`), restated

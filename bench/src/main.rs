@@ -14,6 +14,7 @@
 mod baseline;
 mod cert;
 mod floor;
+mod hop;
 mod load;
 mod procs;
 mod pywa;
@@ -75,7 +76,7 @@ struct Args {
     /// The JSON results file.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
-    /// Only these runs (comma-separated): baseline, plain, journey, postgres, meta,
+    /// Only these runs (comma-separated): baseline, hop, plain, journey, postgres, meta,
     /// pywa, rate (needs plain), idle. The RSA floor is always measured.
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',', value_parser = RUNS)]
     only: Vec<String>,
@@ -87,8 +88,8 @@ struct Args {
 }
 
 /// The names `--only` takes.
-const RUNS: [&str; 8] = [
-    "baseline", "plain", "journey", "postgres", "meta", "pywa", "rate", "idle",
+const RUNS: [&str; 9] = [
+    "baseline", "hop", "plain", "journey", "postgres", "meta", "pywa", "rate", "idle",
 ];
 
 fn main() -> ExitCode {
@@ -144,6 +145,11 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
 
     if wanted("baseline") {
         runs.push(bench.baseline().await?);
+    }
+    if wanted("hop") {
+        for kind in [hop::ClientKind::Tonic, hop::ClientKind::H2] {
+            runs.push(bench.hop_baseline(kind).await?);
+        }
     }
 
     let (store, store_name) = match args.store.as_str() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::baseline;
 use crate::cert::Cert;
 use crate::floor::Floor;
+use crate::hop;
 use crate::load::{self, Pace, Target};
 use crate::procs::{self, Watched};
 use crate::pywa;
@@ -136,6 +137,32 @@ impl Bench {
         let workload = Workload::plain(Shape::Step, &run);
         self.measure(
             "no-hop axum+rustls",
+            &target,
+            workload,
+            Pace::ClosedLoop,
+            &watched,
+        )
+        .await
+    }
+
+    /// A hop baseline ([`hop`]): the no-hop front calling a bare tonic service with
+    /// `kind` of client, plain sign-up step; the front counts as the gateway, the service as the flow
+    /// service.
+    pub async fn hop_baseline(&mut self, kind: hop::ClientKind) -> anyhow::Result<Run> {
+        let server = hop::start(&self.cert, kind)?;
+        let target = Target::new(server.addr, "/flow-endpoint", &self.cert.cert_pem)?;
+        let run = self.next_run();
+        load::wait_ready(&target, &probe(None, &run), READY_WAIT).await?;
+        let watched = [
+            (Role::Gateway, Watched::Threads(hop::FRONT_THREADS)),
+            (Role::FlowService, Watched::Threads(hop::SERVICE_THREADS)),
+        ];
+        let workload = Workload::plain(Shape::Step, &run);
+        self.measure(
+            match kind {
+                hop::ClientKind::Tonic => "bare gRPC hop, tonic client",
+                hop::ClientKind::H2 => "bare gRPC hop, h2 client",
+            },
             &target,
             workload,
             Pace::ClosedLoop,
