@@ -20,16 +20,17 @@ use crate::workload::WELCOME_MESSAGE;
 /// The name prefix of the baseline server's threads.
 pub const THREAD_NAME: &str = "bench-baseline";
 
-/// A running baseline server; dropping it stops the server.
+/// A baseline running in this process, on runtimes of its own, answering HTTPS at
+/// `addr`; dropping it stops every runtime.
 #[derive(Debug)]
 pub struct Baseline {
     pub addr: SocketAddr,
-    runtime: Option<tokio::runtime::Runtime>,
+    pub runtimes: Vec<tokio::runtime::Runtime>,
 }
 
 impl Drop for Baseline {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        for runtime in self.runtimes.drain(..) {
             runtime.shutdown_background();
         }
     }
@@ -43,7 +44,7 @@ pub fn start(cert: &Cert) -> anyhow::Result<Baseline> {
     let addr = serve_https(cert, &runtime, app)?;
     Ok(Baseline {
         addr,
-        runtime: Some(runtime),
+        runtimes: vec![runtime],
     })
 }
 

@@ -38,7 +38,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
-use crate::baseline::{answer, runtime, serve_https};
+use crate::baseline::{Baseline, answer, runtime, serve_https};
 use crate::cert::Cert;
 
 /// The name prefix of the front's threads (the gateway's side).
@@ -55,23 +55,8 @@ pub enum ClientKind {
     H2,
 }
 
-/// The running front and service; dropping it stops both.
-#[derive(Debug)]
-pub struct HopBaseline {
-    pub addr: SocketAddr,
-    runtimes: Vec<tokio::runtime::Runtime>,
-}
-
-impl Drop for HopBaseline {
-    fn drop(&mut self) {
-        for runtime in self.runtimes.drain(..) {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// Starts the service, then the front that calls it with `kind`, both on 127.0.0.1.
-pub fn start(cert: &Cert, kind: ClientKind) -> anyhow::Result<HopBaseline> {
+pub fn start(cert: &Cert, kind: ClientKind) -> anyhow::Result<Baseline> {
     let service = runtime(SERVICE_THREADS)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
@@ -111,7 +96,7 @@ pub fn start(cert: &Cert, kind: ClientKind) -> anyhow::Result<HopBaseline> {
         .route("/flow-endpoint", post(relay))
         .with_state(client);
     let addr = serve_https(cert, &front, app).context("serving the hop baseline's front")?;
-    Ok(HopBaseline {
+    Ok(Baseline {
         addr,
         runtimes: vec![front, service],
     })

@@ -146,8 +146,8 @@ impl Bench {
     }
 
     /// A hop baseline ([`hop`]): the no-hop front calling a bare tonic service with
-    /// `kind` of client, plain sign-up step; the front counts as the gateway, the service as the flow
-    /// service.
+    /// `kind` of client, plain sign-up step; the front counts as the gateway, the
+    /// service as the flow service.
     pub async fn hop_baseline(&mut self, kind: hop::ClientKind) -> anyhow::Result<Run> {
         let server = hop::start(&self.cert, kind)?;
         let target = Target::new(server.addr, "/flow-endpoint", &self.cert.cert_pem)?;
