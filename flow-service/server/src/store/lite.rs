@@ -9,8 +9,8 @@
 //! read, `BEGIN`, upsert, `COMMIT`), each a futex wake-up and a context switch, and
 //! they cost more than SQLite itself: in a profile of the flow service under load,
 //! sqlx's SQLite threads were 42 % of its CPU, mostly switching, while SQLite's own
-//! work was a few percent. Here a read runs on the caller's thread, and a batch of writes runs whole
-//! on the writer's thread.
+//! work was a few percent. Here a read runs on the caller's thread, and a batch of
+//! writes runs whole on the writer's thread.
 //!
 //! **A read blocks its thread for as long as it runs.** A read is one primary-key
 //! lookup, microseconds on a file in the page cache, and WAL never makes it wait for
