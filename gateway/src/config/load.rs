@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use flowgate_cli::ConfigError;
 use serde::Deserialize;
-use tonic::transport::{Certificate, Identity};
 
 use super::args::{AppSecrets, Args, KeyFiles, split_list};
 use super::model::{
@@ -106,11 +105,10 @@ fn hop(args: &Args, routes: &[RouteConfig]) -> Result<Hop, ConfigError> {
         .backend_ca
         .as_deref()
         .map(|ca| read(ca, "FLOWGATE_BACKEND_CA", "backend-ca"))
-        .transpose()?
-        .map(Certificate::from_pem);
+        .transpose()?;
     let identity = match (&args.backend_client_cert, &args.backend_client_key) {
         (None, None) => None,
-        (Some(cert), Some(key)) => Some(Identity::from_pem(
+        (Some(cert), Some(key)) => Some((
             read(cert, "FLOWGATE_BACKEND_CLIENT_CERT", "backend-client-cert")?,
             read(key, "FLOWGATE_BACKEND_CLIENT_KEY", "backend-client-key")?,
         )),

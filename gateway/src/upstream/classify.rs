@@ -1,9 +1,11 @@
 //! What a failed attempt means for a retry: whether anything reached the replica.
 //!
-//! A status made by the client's own transport carries the transport error as its
-//! source; the chain is walked and each link recognised by its type (tonic's
-//! [`tonic::ConnectError`], `std::io::Error` kinds, `hyper` and `h2` errors), never
-//! by the text of a message, which changes between versions.
+//! A status made by the client's own transport ([`super::transport`]) carries the
+//! transport error as its source; the chain is walked and each link recognised by its
+//! type ([`tonic::ConnectError`], which the transport makes of every failure to
+//! connect; `std::io::Error` kinds; `h2` errors, and `hyper`'s should a transport
+//! built on hyper come back), never by the text of a message, which changes between
+//! versions.
 
 use tonic::{Code, Status};
 
@@ -78,11 +80,12 @@ mod tests {
     use flowgate_proto::v1::flow_service_client::FlowServiceClient;
     use tokio::io::AsyncReadExt;
 
+    /// A call through the gateway's own transport.
     async fn call(addr: std::net::SocketAddr) -> Status {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        FlowServiceClient::new(channel)
+        let dial = super::super::transport::Dial { addr, tls: None };
+        let origin = dial.origin();
+        let connection = super::super::transport::Connection::lazy(dial);
+        FlowServiceClient::with_origin(connection, origin)
             .init(InitRequest::default())
             .await
             .unwrap_err()

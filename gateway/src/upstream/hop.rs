@@ -5,16 +5,15 @@
 //! `grpc.health.v1` stays open.
 
 use std::fmt;
+use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::{Request, Status};
 
 use crate::config::Secret;
-
-/// How long the TLS handshake with a replica may take.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The credentials and trust of the gRPC hop; the default is plaintext-ready, no token.
 #[derive(Clone, Default)]
@@ -33,13 +32,13 @@ impl fmt::Debug for Hop {
     }
 }
 
-/// TLS towards `https://` backends.
+/// TLS towards `https://` backends, as PEM.
 #[derive(Clone, Default)]
 pub struct HopTls {
-    /// PEM CA bundle to trust; `None`: the system's roots.
-    pub ca: Option<Certificate>,
-    /// Client certificate and key (PEM), for mutual TLS.
-    pub identity: Option<Identity>,
+    /// CA bundle to trust; `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate chain and key, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for HopTls {
@@ -51,21 +50,65 @@ impl fmt::Debug for HopTls {
     }
 }
 
+/// Why the hop's TLS cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum HopTlsError {
+    #[error("the CA bundle holds no certificate")]
+    NoCa,
+    #[error("no system root certificate could be loaded")]
+    NoSystemRoots,
+    #[error("the CA bundle: {0}")]
+    Ca(String),
+    #[error("the client certificate or key: {0}")]
+    Identity(String),
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
 impl HopTls {
-    /// The client TLS of a connection to `domain`: the name (or IP address) the
-    /// replica's certificate must carry.
-    pub fn client_config(&self, domain: &str) -> ClientTlsConfig {
-        let config = ClientTlsConfig::new()
-            .domain_name(domain)
-            .timeout(HANDSHAKE_TIMEOUT);
-        let config = match &self.ca {
-            Some(ca) => config.ca_certificate(ca.clone()),
-            None => config.with_native_roots(),
-        };
-        match &self.identity {
-            Some(identity) => config.identity(identity.clone()),
-            None => config,
+    /// The client configuration of every connection to a replica (rustls on
+    /// aws-lc-rs, ALPN `h2`); which name a replica's certificate must carry is given
+    /// per connection.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, HopTlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(pem) => {
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| HopTlsError::Ca(e.to_string()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| HopTlsError::Ca(e.to_string()))?;
+                }
+                if roots.is_empty() {
+                    return Err(HopTlsError::NoCa);
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(native.certs);
+                if added == 0 {
+                    return Err(HopTlsError::NoSystemRoots);
+                }
+            }
         }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let mut config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let identity =
+                    |e: rustls::pki_types::pem::Error| HopTlsError::Identity(e.to_string());
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(identity)?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(identity)?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 

@@ -39,6 +39,7 @@ pub mod hop;
 pub mod pool;
 mod resolve;
 mod retry;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,14 +161,15 @@ impl Upstream {
         hop: &Hop,
     ) -> Result<Self, BackendError> {
         let parsed = parse_backend(backend)?;
-        if parsed.tls {
-            let any = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-            resolve::endpoint_for(any, "localhost", Some(&hop.tls)).map_err(|e| BackendError {
+        let tls = match parsed.tls {
+            true => Some(hop.tls.client_config().map_err(|e| BackendError {
                 url: backend.to_owned(),
                 reason: format!("cannot set up TLS: {}", error_chain(&e)),
-            })?;
-        }
-        let pool = Pool::with_hop(parsed.targets, parsed.tls, refresh, resolver, hop);
+            })?),
+            false => None,
+        };
+        let auth = hop::Auth::new(hop.token.as_ref());
+        let pool = Pool::with_hop(parsed.targets, tls, refresh, resolver, auth);
         let stack = tower::ServiceBuilder::new()
             .layer(tower::retry::RetryLayer::new(RetryPolicy::new()))
             .service(Balance::new(pool.clone()));

@@ -18,15 +18,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tower::discover::Change;
 
-use super::hop::{Auth, Hop};
-use super::resolve::{Discovered, resolve};
+use super::hop::Auth;
+use super::resolve::{ClientTls, Discovered, resolve};
 pub use super::resolve::{Resolver, Target, system_resolver};
+use super::transport::{Connection, Dial};
 
 /// How long to wait before watching a replica's health again after the stream broke.
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -68,26 +68,34 @@ impl Health {
 }
 
 /// A replica's client: every call carries the bearer token, when there is one.
-pub type Client = FlowServiceClient<InterceptedService<Channel, Auth>>;
+pub type Client = FlowServiceClient<InterceptedService<Connection, Auth>>;
 
 /// One replica.
 #[derive(Debug)]
 pub struct Replica {
     pub addr: SocketAddr,
     pub client: Client,
-    channel: Channel,
+    /// The connection the client and the health watch share.
+    connection: Connection,
+    origin: http::Uri,
     health: AtomicU8,
     /// Calls in flight: the load signal for balancing.
     pending: AtomicUsize,
 }
 
 impl Replica {
-    fn new(addr: SocketAddr, endpoint: &Endpoint, auth: Auth) -> Self {
-        let channel = endpoint.connect_lazy();
+    fn new(dial: Dial, auth: Auth) -> Self {
+        let addr = dial.addr;
+        let origin = dial.origin();
+        let connection = Connection::lazy(dial);
         Replica {
             addr,
-            client: FlowServiceClient::with_interceptor(channel.clone(), auth),
-            channel,
+            client: FlowServiceClient::with_origin(
+                InterceptedService::new(connection.clone(), auth),
+                origin.clone(),
+            ),
+            connection,
+            origin,
             health: AtomicU8::new(Health::Unknown as u8),
             pending: AtomicUsize::new(0),
         }
@@ -96,11 +104,7 @@ impl Replica {
     /// A replica that nothing watches, for tests of choosing among replicas.
     #[cfg(test)]
     pub(super) fn for_test(addr: SocketAddr) -> Self {
-        Self::new(
-            addr,
-            &Endpoint::from_shared(format!("http://{addr}")).unwrap(),
-            Auth::default(),
-        )
+        Self::new(Dial { addr, tls: None }, Auth::default())
     }
 
     pub fn health(&self) -> Health {
@@ -185,23 +189,18 @@ impl Pool {
 
     /// [`Pool::new`] with a given resolver.
     pub fn with_resolver(targets: Vec<Target>, refresh: Duration, resolver: Resolver) -> Self {
-        Self::with_hop(targets, false, refresh, resolver, &Hop::default())
+        Self::with_hop(targets, None, refresh, resolver, Auth::default())
     }
 
-    /// [`Pool::with_resolver`] over TLS when `tls` (with `hop.tls`), every call
-    /// carrying `hop.token`.
+    /// [`Pool::with_resolver`] over TLS when `tls` is given, every call carrying `auth`.
     pub fn with_hop(
         targets: Vec<Target>,
-        tls: bool,
+        tls: Option<ClientTls>,
         refresh: Duration,
         resolver: Resolver,
-        hop: &Hop,
+        auth: Auth,
     ) -> Self {
-        let tls = tls.then(|| hop.tls.clone());
-        Self::from_discovery(
-            resolve(targets, refresh, resolver, tls),
-            Auth::new(hop.token.as_ref()),
-        )
+        Self::from_discovery(resolve(targets, refresh, resolver, tls), auth)
     }
 
     /// Follows any discovery stream; every replica's calls carry `auth`. The changes
@@ -255,8 +254,9 @@ impl Pool {
                 tracing::info!(replica = %addr, "replica removed");
             }
             Change::Insert(addr, _) if replicas.iter().any(|r| r.addr == addr) => return,
-            Change::Insert(addr, endpoint) => {
-                let replica = Arc::new(Replica::new(addr, &endpoint, self.inner.auth.clone()));
+            Change::Insert(_, dial) => {
+                let addr = dial.addr;
+                let replica = Arc::new(Replica::new(dial, self.inner.auth.clone()));
                 tracing::info!(replica = %addr, "replica added");
                 watchers.insert(
                     addr,
@@ -304,7 +304,8 @@ impl Pool {
 async fn watch_health(replica: Arc<Replica>, changed: watch::Sender<u64>) {
     let mut retry = WATCH_RETRY_MIN;
     loop {
-        let mut client = HealthClient::new(replica.channel.clone());
+        let mut client =
+            HealthClient::with_origin(replica.connection.clone(), replica.origin.clone());
         match client
             .watch(HealthCheckRequest {
                 service: String::new(),

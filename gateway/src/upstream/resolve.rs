@@ -13,16 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use tonic::transport::Endpoint;
+use rustls::pki_types::ServerName;
 use tower::discover::Change;
 
-use super::hop::HopTls;
+use super::transport::Dial;
 
-/// A refused or unroutable connection must fail fast, well inside any deadline.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// HTTP/2 pings notice half-open connections that TCP alone would not.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The TLS client configuration shared by every replica of an `https://` backend.
+pub type ClientTls = Arc<rustls::ClientConfig>;
 
 /// Where replicas come from: an address, or a DNS name re-resolved periodically.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +50,8 @@ pub fn system_resolver() -> Resolver {
     })
 }
 
-/// One discovered replica: its address, and the endpoint (connection options) to reach it.
-pub type Discovered = Change<SocketAddr, Endpoint>;
+/// One discovered replica: its address, and how to connect to it.
+pub type Discovered = Change<SocketAddr, Dial>;
 
 /// The replicas of `targets` as a stream of changes: inserts for the static addresses
 /// (ready without waiting), then, when there are names, a resolution at once and one
@@ -67,7 +64,7 @@ pub fn resolve(
     targets: Vec<Target>,
     refresh: Duration,
     resolver: Resolver,
-    tls: Option<HopTls>,
+    tls: Option<ClientTls>,
 ) -> impl Stream<Item = Result<Discovered, Infallible>> + Send + 'static {
     let mut statics = BTreeSet::new();
     let mut names = Vec::new();
@@ -122,7 +119,7 @@ struct State {
     resolved_once: bool,
     refresh: Duration,
     resolver: Resolver,
-    tls: Option<HopTls>,
+    tls: Option<ClientTls>,
 }
 
 impl State {
@@ -167,38 +164,28 @@ impl State {
     }
 }
 
-/// A new replica, unless its TLS settings cannot be built (logged: they were checked
-/// at start, see [`endpoint_for`]).
-fn insert(addr: SocketAddr, domain: &str, tls: Option<&HopTls>) -> Option<Discovered> {
-    match endpoint_for(addr, domain, tls) {
-        Ok(endpoint) => Some(Change::Insert(addr, endpoint)),
+/// A new replica, unless `domain` cannot be a certificate's name (logged).
+fn insert(addr: SocketAddr, domain: &str, tls: Option<&ClientTls>) -> Option<Discovered> {
+    match dial_for(addr, domain, tls) {
+        Ok(dial) => Some(Change::Insert(addr, dial)),
         Err(error) => {
-            tracing::error!(replica = %addr, %error, "cannot set up TLS towards the replica");
+            tracing::error!(replica = %addr, %domain, %error, "cannot set up TLS towards the replica");
             None
         }
     }
 }
 
-/// The connection options every replica gets: over TLS with `tls`, the replica's
-/// certificate checked for `domain`.
-pub fn endpoint_for(
+/// How to reach a replica: over TLS with `tls`, its certificate checked for `domain`.
+pub fn dial_for(
     addr: SocketAddr,
     domain: &str,
-    tls: Option<&HopTls>,
-) -> Result<Endpoint, tonic::transport::Error> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .expect("a socket address is a valid URI");
-    let endpoint = match tls {
-        Some(tls) => endpoint.tls_config(tls.client_config(domain))?,
-        None => endpoint,
+    tls: Option<&ClientTls>,
+) -> Result<Dial, rustls::pki_types::InvalidDnsNameError> {
+    let tls = match tls {
+        Some(config) => Some((config.clone(), ServerName::try_from(domain.to_owned())?)),
+        None => None,
     };
-    Ok(endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true))
+    Ok(Dial { addr, tls })
 }
 
 #[cfg(test)]
