@@ -22,7 +22,14 @@
 //! - HTTP/2 pings every [`KEEPALIVE_INTERVAL`], idle or not: a connection whose pong
 //!   does not come within [`KEEPALIVE_TIMEOUT`] is dropped, failing its calls as broken;
 //! - a connection that ends (closed by the replica, broken, or dropped for a missed
-//!   pong) is forgotten, and the next call connects again.
+//!   pong) is forgotten, and the next call connects again. A call that finds its
+//!   connection refusing new streams before it sent anything (the replica said
+//!   GOAWAY, as a draining server or one with a maximum connection age does) forgets
+//!   it and connects again at once, as `Channel` did;
+//! - a TLS replica must agree to HTTP/2 by ALPN, else the connection counts as not
+//!   made; HTTP/2 settings as hyper's client has them (at most 100 streams until the
+//!   replica says otherwise, a 16 KiB header list, no server push, 2 MiB / 5 MiB
+//!   windows); every call says `user-agent: flowgate-gateway/<version>`.
 //!
 //! Request bodies are sent as they come, without waiting for flow-control capacity
 //! (`h2` queues what the window does not yet allow): every `flowgate.v1` and
@@ -56,6 +63,12 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// JSON arrives without waiting for window updates.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// Streams opened before the replica's SETTINGS say how many it takes (hyper's default).
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+/// The largest header list an answer may have (hyper's default).
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const USER_AGENT: http::HeaderValue =
+    http::HeaderValue::from_static(concat!("flowgate-gateway/", env!("CARGO_PKG_VERSION")));
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,11 +118,19 @@ struct Shared {
     dial: Dial,
     /// The current connection's sender and its number, when there is one.
     current: Mutex<Option<(u64, SendRequest<Bytes>)>>,
-    /// Held while connecting; holds the last failure to connect.
-    connecting: tokio::sync::Mutex<Option<(io::ErrorKind, String)>>,
+    /// Held while connecting; holds the last failure to connect, with its attempt's
+    /// number.
+    connecting: tokio::sync::Mutex<Option<Failed>>,
     /// How many connections were attempted: a caller that waited for another's
     /// attempt takes its outcome.
     attempts: AtomicU64,
+}
+
+/// A failed attempt to connect: its number, and the error's kind and text.
+struct Failed {
+    attempt: u64,
+    kind: io::ErrorKind,
+    message: String,
 }
 
 impl Connection {
@@ -130,65 +151,93 @@ impl Connection {
         shared: Arc<Shared>,
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<ResponseBody>, BoxError> {
-        let (number, sender) = shared.sender().await?;
-        let mut sender = match sender.ready().await {
-            Ok(sender) => sender,
-            Err(error) => {
-                // The connection ended under us: the next call connects again.
-                shared.forget(number);
-                return Err(error.into());
-            }
-        };
-        let (parts, mut body) = request.into_parts();
+        let (number, mut sender) = shared.ready_sender().await?;
+        let (mut parts, mut body) = request.into_parts();
+        parts.headers.insert(http::header::USER_AGENT, USER_AGENT);
         let request = http::Request::from_parts(parts, ());
         let empty = body.is_end_stream();
         let (answer, mut stream) = sender.send_request(request, empty).inspect_err(|_| {
-            // Refused before anything was sent (the replica said GOAWAY, or the
-            // connection is closing): the next call connects again.
+            // Refused before anything was sent (GOAWAY came since `ready`): the next
+            // call connects again.
             shared.forget(number);
         })?;
-        if !empty {
-            // Each data frame goes once the next one (or the end) is known, so that
-            // the last carries END_STREAM.
-            let mut held: Option<Bytes> = None;
-            loop {
-                match body.frame().await {
-                    None => {
-                        stream.send_data(held.take().unwrap_or_default(), true)?;
-                        break;
-                    }
-                    Some(Err(status)) => {
-                        stream.send_reset(h2::Reason::CANCEL);
-                        return Err(status.into());
-                    }
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => {
-                            if let Some(previous) = held.replace(data) {
-                                stream.send_data(previous, false)?;
-                            }
-                        }
-                        Err(frame) => {
-                            if let Some(previous) = held.take() {
-                                stream.send_data(previous, false)?;
-                            }
-                            if let Ok(trailers) = frame.into_trailers() {
-                                stream.send_trailers(trailers)?;
-                                break;
-                            }
-                        }
-                    },
-                }
-            }
+        if !empty && let Err(error) = send_body(&mut body, &mut stream).await {
+            return match error {
+                // The body failed: the stream was reset, nothing more comes.
+                SendError::Body(status) => Err(status.into()),
+                // The replica may have answered and stopped reading (an early
+                // refusal): its answer says more than the failed send.
+                SendError::H2(error) => match answer.await {
+                    Ok(answer) => Ok(answer.map(ResponseBody::new)),
+                    Err(_) => Err(error.into()),
+                },
+            };
         }
         let answer = answer.await?;
-        Ok(answer.map(|recv| ResponseBody {
-            recv,
-            data_done: false,
-        }))
+        Ok(answer.map(ResponseBody::new))
+    }
+}
+
+/// Why a request body was not sent whole.
+enum SendError {
+    Body(tonic::Status),
+    H2(h2::Error),
+}
+
+/// Sends a request body: each data frame once the next one (or the end) is known, so
+/// that the last carries END_STREAM; trailers end the stream.
+async fn send_body(
+    body: &mut tonic::body::Body,
+    stream: &mut h2::SendStream<Bytes>,
+) -> Result<(), SendError> {
+    let mut held: Option<Bytes> = None;
+    loop {
+        match body.frame().await {
+            None => {
+                return stream
+                    .send_data(held.take().unwrap_or_default(), true)
+                    .map_err(SendError::H2);
+            }
+            Some(Err(status)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                return Err(SendError::Body(status));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if let Some(previous) = held.replace(data) {
+                        stream.send_data(previous, false).map_err(SendError::H2)?;
+                    }
+                }
+                Err(frame) => {
+                    if let Some(previous) = held.take() {
+                        stream.send_data(previous, false).map_err(SendError::H2)?;
+                    }
+                    if let Ok(trailers) = frame.into_trailers() {
+                        return stream.send_trailers(trailers).map_err(SendError::H2);
+                    }
+                }
+            },
+        }
     }
 }
 
 impl Shared {
+    /// A sender ready for one more stream: on the current connection, or on a new one
+    /// when the current one refuses new streams (GOAWAY, or it ended unnoticed yet).
+    async fn ready_sender(self: &Arc<Self>) -> Result<(u64, SendRequest<Bytes>), BoxError> {
+        let (number, sender) = self.sender().await?;
+        match sender.ready().await {
+            Ok(sender) => Ok((number, sender)),
+            Err(_) => {
+                // Nothing was sent on it: connect again, once.
+                self.forget(number);
+                let (number, sender) = self.sender().await?;
+                let sender = sender.ready().await.inspect_err(|_| self.forget(number))?;
+                Ok((number, sender))
+            }
+        }
+    }
+
     /// The current connection's sender, or a new connection's.
     async fn sender(self: &Arc<Self>) -> Result<(u64, SendRequest<Bytes>), BoxError> {
         if let Some(current) = self.current() {
@@ -199,21 +248,30 @@ impl Shared {
         if let Some(current) = self.current() {
             return Ok(current);
         }
-        if self.attempts.load(Ordering::Acquire) != seen
-            && let Some((kind, message)) = &*last_failure
+        let latest = self.attempts.load(Ordering::Acquire);
+        if latest != seen
+            && let Some(failed) = &*last_failure
+            && failed.attempt == latest
         {
-            // Another caller's attempt failed while this one waited for it.
-            return Err(connect_error(io::Error::new(*kind, message.clone())));
+            // The attempt this caller waited for failed. (One whose caller went away
+            // before it ended left no failure; this caller tries again then.)
+            return Err(connect_error(io::Error::new(
+                failed.kind,
+                failed.message.clone(),
+            )));
         }
         let number = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         match self.connect(number).await {
             Ok(sender) => {
                 *last_failure = None;
-                *self.current.lock().expect("connection lock") = Some((number, sender.clone()));
                 Ok((number, sender))
             }
             Err(error) => {
-                *last_failure = Some((error.kind(), error.to_string()));
+                *last_failure = Some(Failed {
+                    attempt: number,
+                    kind: error.kind(),
+                    message: error.to_string(),
+                });
                 Err(connect_error(error))
             }
         }
@@ -231,7 +289,7 @@ impl Shared {
         }
     }
 
-    /// Connects, and starts the connection's task.
+    /// Connects, makes the connection the current one, and starts its task.
     async fn connect(self: &Arc<Self>, number: u64) -> io::Result<SendRequest<Bytes>> {
         let addr = self.dial.addr;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -248,6 +306,11 @@ impl Shared {
                         .map_err(|_| {
                             io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                         })??;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(io::Error::other(
+                        "the replica did not agree to HTTP/2 (ALPN h2) over TLS",
+                    ));
+                }
                 self.handshake(tls, number).await
             }
         }
@@ -260,12 +323,17 @@ impl Shared {
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .enable_push(false)
             .handshake::<_, Bytes>(io)
             .await
             .map_err(io::Error::other)?;
         let ping = connection.ping_pong().expect("taken once, here");
-        let shared = Arc::downgrade(self);
-        tokio::spawn(drive(connection, ping, shared, number));
+        // Current before its task starts, so that a connection ending at once is
+        // forgotten by that task rather than kept.
+        *self.current.lock().expect("connection lock") = Some((number, sender.clone()));
+        tokio::spawn(drive(connection, ping, Arc::downgrade(self), number));
         Ok(sender)
     }
 }
@@ -328,6 +396,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for Connection {
 pub struct ResponseBody {
     recv: h2::RecvStream,
     data_done: bool,
+}
+
+impl ResponseBody {
+    fn new(recv: h2::RecvStream) -> Self {
+        Self {
+            recv,
+            data_done: false,
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -405,21 +482,91 @@ mod tests {
         }
 
         stop.send(()).unwrap();
-        // The connection ends with the server; a call now fails without an answer.
-        let failed = loop {
-            match check(&mut client).await {
-                Ok(()) => tokio::task::yield_now().await,
-                Err(status) => break status,
+        // The server drains (GOAWAY) and goes: calls soon find nothing to connect to,
+        // and say so, rather than failing as if something had been sent.
+        let gone = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match check(&mut client).await {
+                    Err(status)
+                        if std::error::Error::source(&status)
+                            .is_some_and(|e| e.downcast_ref::<tonic::ConnectError>().is_some()) =>
+                    {
+                        break status;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
             }
-        };
-        assert!(
-            failed.code() == tonic::Code::Unavailable || failed.code() == tonic::Code::Unknown,
-            "{failed:?}"
-        );
+        })
+        .await
+        .expect("calls to a stopped replica end as not connected");
+        assert_eq!(gone.code(), tonic::Code::Unavailable, "{gone:?}");
 
         // Back on the same address: the next call connects again.
         let _stop = serve(tokio::net::TcpListener::bind(addr).await.unwrap());
         check(&mut client).await.unwrap();
+    }
+
+    /// Serves one HTTP/2 connection by hand: every stream gets one `SERVING` message.
+    /// With `retire`, the first stream is left open (like a health watch) and the
+    /// server says GOAWAY right after it; otherwise each stream ends with `grpc-status: 0`.
+    async fn serve_by_hand(socket: TcpStream, retire: bool) {
+        let mut connection = h2::server::handshake(socket).await.unwrap();
+        let mut open = Vec::new();
+        while let Some(Ok((_, mut respond))) = connection.accept().await {
+            let headers = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap();
+            let mut stream = respond.send_response(headers, false).unwrap();
+            // One length-prefixed HealthCheckResponse { status: SERVING }.
+            stream
+                .send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1]), false)
+                .unwrap();
+            if retire {
+                open.push(stream);
+                connection.graceful_shutdown();
+            } else {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                stream.send_trailers(trailers).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_replica_retires_is_replaced_without_failing_a_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, mut accepts) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for number in 1.. {
+                let (socket, _) = listener.accept().await.unwrap();
+                accepted.send(number).unwrap();
+                tokio::spawn(serve_by_hand(socket, number == 1));
+            }
+        });
+        let mut client = client(addr);
+        // A watch keeps the first connection open after the replica's GOAWAY.
+        let mut watch = client
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(watch.message().await.unwrap().is_some());
+        assert_eq!(accepts.recv().await, Some(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        for _ in 0..3 {
+            check(&mut client)
+                .await
+                .expect("answered on a new connection");
+        }
+        assert_eq!(accepts.recv().await, Some(2));
+        assert!(
+            accepts.try_recv().is_err(),
+            "one new connection for all calls"
+        );
+        drop(watch);
     }
 
     #[tokio::test]
@@ -483,5 +630,58 @@ mod tests {
         accepts.recv().await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(1), check(&mut client)).await;
         accepts.recv().await.expect("a second connection");
+    }
+
+    #[tokio::test]
+    async fn a_tls_replica_that_does_not_agree_to_http2_is_not_connected() {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        // No ALPN protocols: an HTTPS server that speaks HTTP/1.1 only.
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (handshaken, mut handshakes) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(socket).await.unwrap();
+            handshaken.send(()).unwrap();
+            let mut buffer = [0; 1024];
+            while matches!(tls.read(&mut buffer).await, Ok(n) if n > 0) {}
+        });
+        let hop = super::super::hop::HopTls {
+            ca: Some(cert.cert.pem().into_bytes()),
+            identity: None,
+        };
+        let dial = Dial {
+            addr,
+            tls: Some((
+                hop.client_config().unwrap(),
+                ServerName::try_from("127.0.0.1").unwrap(),
+            )),
+        };
+        let origin = dial.origin();
+        let mut client = HealthClient::with_origin(Connection::lazy(dial), origin);
+        let status = tokio::time::timeout(Duration::from_secs(5), check(&mut client))
+            .await
+            .expect("refused at once, not left waiting for an HTTP/2 answer")
+            .unwrap_err();
+        handshakes
+            .recv()
+            .await
+            .expect("the TLS handshake itself succeeded");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert_eq!(
+            super::super::classify::classify(&status),
+            super::super::classify::Failure::NotConnected,
+            "{status:?}"
+        );
     }
 }
