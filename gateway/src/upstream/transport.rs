@@ -570,6 +570,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connect_that_times_out_sent_nothing() {
+        // A listener that never accepts, its queue full: the kernel drops further SYNs,
+        // so a connect hangs until its timeout.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_millis(100), connect).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                _ => break,
+            }
+        }
+        let mut client = client(addr);
+        let started = tokio::time::Instant::now();
+        let status = check(&mut client).await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            waited >= CONNECT_TIMEOUT && waited < CONNECT_TIMEOUT * 2,
+            "failed after {waited:?}: {status:?}"
+        );
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert_eq!(
+            super::super::classify::classify(&status),
+            super::super::classify::Failure::NotConnected,
+            "{status:?}"
+        );
+        drop((queued, listener));
+    }
+
+    #[tokio::test]
     async fn callers_waiting_on_a_failed_connect_share_its_failure() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
