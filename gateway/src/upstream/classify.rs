@@ -82,10 +82,9 @@ mod tests {
 
     /// A call through the gateway's own transport.
     async fn call(addr: std::net::SocketAddr) -> Status {
-        let dial = super::super::transport::Dial { addr, tls: None };
-        let origin = dial.origin();
-        let connection = super::super::transport::Connection::lazy(dial);
-        FlowServiceClient::with_origin(connection, origin)
+        use super::super::transport::{Connection, Dial};
+        let connection = Connection::lazy(Dial { addr, tls: None });
+        FlowServiceClient::with_origin(connection.clone(), connection.origin())
             .init(InitRequest::default())
             .await
             .unwrap_err()

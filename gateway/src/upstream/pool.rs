@@ -77,7 +77,6 @@ pub struct Replica {
     pub client: Client,
     /// The connection the client and the health watch share.
     connection: Connection,
-    origin: http::Uri,
     health: AtomicU8,
     /// Calls in flight: the load signal for balancing.
     pending: AtomicUsize,
@@ -86,16 +85,14 @@ pub struct Replica {
 impl Replica {
     fn new(dial: Dial, auth: Auth) -> Self {
         let addr = dial.addr;
-        let origin = dial.origin();
         let connection = Connection::lazy(dial);
         Replica {
             addr,
             client: FlowServiceClient::with_origin(
                 InterceptedService::new(connection.clone(), auth),
-                origin.clone(),
+                connection.origin(),
             ),
             connection,
-            origin,
             health: AtomicU8::new(Health::Unknown as u8),
             pending: AtomicUsize::new(0),
         }
@@ -305,7 +302,7 @@ async fn watch_health(replica: Arc<Replica>, changed: watch::Sender<u64>) {
     let mut retry = WATCH_RETRY_MIN;
     loop {
         let mut client =
-            HealthClient::with_origin(replica.connection.clone(), replica.origin.clone());
+            HealthClient::with_origin(replica.connection.clone(), replica.connection.origin());
         match client
             .watch(HealthCheckRequest {
                 service: String::new(),

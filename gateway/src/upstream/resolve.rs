@@ -176,7 +176,7 @@ fn insert(addr: SocketAddr, domain: &str, tls: Option<&ClientTls>) -> Option<Dis
 }
 
 /// How to reach a replica: over TLS with `tls`, its certificate checked for `domain`.
-pub fn dial_for(
+fn dial_for(
     addr: SocketAddr,
     domain: &str,
     tls: Option<&ClientTls>,

@@ -92,7 +92,7 @@ impl std::fmt::Debug for Dial {
 
 impl Dial {
     /// The origin tonic's clients put in front of each call's path.
-    pub fn origin(&self) -> http::Uri {
+    fn origin(&self) -> http::Uri {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
             .parse()
@@ -116,6 +116,8 @@ impl std::fmt::Debug for Connection {
 
 struct Shared {
     dial: Dial,
+    /// `dial`'s origin, for the clients made on this connection.
+    origin: http::Uri,
     /// The current connection's sender and its number, when there is one.
     current: Mutex<Option<(u64, SendRequest<Bytes>)>>,
     /// Held while connecting; holds the last failure to connect, with its attempt's
@@ -138,12 +140,19 @@ impl Connection {
     pub fn lazy(dial: Dial) -> Self {
         Self {
             shared: Arc::new(Shared {
+                origin: dial.origin(),
                 dial,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(None),
                 attempts: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The origin (scheme and authority) a tonic client on this connection is made
+    /// with (`with_origin`): h2 needs both on every request.
+    pub fn origin(&self) -> http::Uri {
+        self.shared.origin.clone()
     }
 
     /// Sends one request and waits for the answer's headers.
@@ -447,9 +456,8 @@ mod tests {
 
     /// A `grpc.health.v1` client on a lazy connection to `addr`.
     fn client(addr: SocketAddr) -> HealthClient<Connection> {
-        let dial = Dial { addr, tls: None };
-        let origin = dial.origin();
-        HealthClient::with_origin(Connection::lazy(dial), origin)
+        let connection = Connection::lazy(Dial { addr, tls: None });
+        HealthClient::with_origin(connection.clone(), connection.origin())
     }
 
     async fn check(client: &mut HealthClient<Connection>) -> Result<(), tonic::Status> {
@@ -607,10 +615,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let dial = Dial { addr, tls: None };
-        let origin = dial.origin();
-        let connection = Connection::lazy(dial);
-        let client = HealthClient::with_origin(connection.clone(), origin);
+        let connection = Connection::lazy(Dial { addr, tls: None });
+        let client = HealthClient::with_origin(connection.clone(), connection.origin());
         let calls = (0..8).map(|_| {
             let mut client = client.clone();
             async move { check(&mut client).await.unwrap_err() }
@@ -700,8 +706,8 @@ mod tests {
                 ServerName::try_from("127.0.0.1").unwrap(),
             )),
         };
-        let origin = dial.origin();
-        let mut client = HealthClient::with_origin(Connection::lazy(dial), origin);
+        let connection = Connection::lazy(dial);
+        let mut client = HealthClient::with_origin(connection.clone(), connection.origin());
         let status = tokio::time::timeout(Duration::from_secs(5), check(&mut client))
             .await
             .expect("refused at once, not left waiting for an HTTP/2 answer")
