@@ -133,9 +133,15 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             .to_owned(),
     ];
 
-    eprintln!("measuring the RSA floor …");
-    let floor = floor::measure(Duration::from_secs_f64(if args.smoke { 0.3 } else { 2.0 }))?;
-    let mut bench = Bench::new(binaries, dir.path(), floor, duration, args.connections)?;
+    let floor_window = Duration::from_secs_f64(if args.smoke { 0.15 } else { 1.0 });
+    let mut bench = Bench::new(
+        binaries,
+        dir.path(),
+        floor::Meter::new()?,
+        floor_window,
+        duration,
+        args.connections,
+    )?;
     let mut runs = Vec::new();
 
     let wanted = |run: &str| args.only.is_empty() || args.only.iter().any(|o| o == run);
@@ -257,7 +263,8 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             connections: args.connections,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
-        floor,
+        floor: bench.floor,
+        targets: Report::targets(&runs, idle.as_ref()),
         runs,
         idle,
         notes,

@@ -4,16 +4,19 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::floor::Floor;
+use crate::floor::{Bracket, Floor};
 use crate::workload::Shape;
 
 /// Everything one `flowgate-bench` invocation measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub settings: Settings,
+    /// The floor measured at the start; each run has its own ([`Run::floor_us`]).
     pub floor: Floor,
     pub runs: Vec<Run>,
     pub idle: Option<Idle>,
+    /// The issue's targets, judged on this report's runs ([`Report::targets`]).
+    pub targets: Vec<Verdict>,
     /// Runs skipped and why, and anything else a reader of the numbers should know.
     pub notes: Vec<String>,
 }
@@ -26,10 +29,27 @@ pub struct Settings {
     pub cpus: usize,
 }
 
+/// What was run, for telling the runs apart when judging the targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The in-process no-hop handler.
+    Baseline,
+    /// A bare gRPC hop in process.
+    Hop,
+    Flowgate {
+        meta: bool,
+        store: &'static str,
+        replicas: usize,
+    },
+    Pywa,
+}
+
 /// One timed run against one server set-up.
 #[derive(Debug, Serialize)]
 pub struct Run {
     pub name: String,
+    pub kind: Kind,
     pub workload: Shape,
     /// Requests per second asked for (open loop); `None`: as fast as answered.
     pub target_rate: Option<f64>,
@@ -39,7 +59,9 @@ pub struct Run {
     pub jobs_per_second: f64,
     pub latency_ms: Latency,
     pub cpu_us_per_request: PerRole<f64>,
-    /// Total CPU per request divided by one RSA-2048 decryption.
+    /// The floor measured just before and just after the timed window.
+    pub floor_us: Bracket,
+    /// Total CPU per request divided by the mean of `floor_us`.
     pub cpu_to_rsa_floor: f64,
     pub peak_rss_kib: PerRole<u64>,
     pub non_2xx: u64,
@@ -74,6 +96,11 @@ pub struct Idle {
     pub kib_per_connection: f64,
 }
 
+/// A run whose floor moved more than this fraction of its mean between the two
+/// measurements is marked with both: the machine's speed changed during it, and its ratio
+/// is less certain.
+const FLOOR_DRIFT_MARK: f64 = 0.15;
+
 impl Run {
     /// Whether anything went wrong: a smoke run fails on it.
     pub fn has_errors(&self) -> bool {
@@ -93,7 +120,9 @@ impl Report {
     /// The table: one line per run, CPU in µs per request and as a multiple of the floor.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "RSA-2048 OAEP-SHA256 decrypt (aws-lc-rs, 1 core): {:.0} µs/op\n\
+            "RSA-2048 OAEP-SHA256 decrypt (aws-lc-rs, 1 core): {:.0} µs/op at the start; \
+             each run's ×RSA is to the mean of the floor measured just before and just \
+             after it (floor µs)\n\
              {} keep-alive HTTPS connections, {} s per run, {} CPUs\n\n",
             self.floor.rsa_decrypt_us,
             self.settings.connections,
@@ -101,7 +130,7 @@ impl Report {
             self.settings.cpus,
         );
         out += &format!(
-            "{:<46} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>12} {:>7} {:>5}\n",
+            "{:<46} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>6} {:>12} {:>7} {:>5}\n",
             "run",
             "req/s",
             "p50 ms",
@@ -109,6 +138,7 @@ impl Report {
             "gw µs",
             "svc µs",
             "tot µs",
+            "floor µs",
             "×RSA",
             "RSS MiB",
             "non2xx",
@@ -126,13 +156,18 @@ impl Report {
                 (Some(g), Some(s)) => format!("{}+{}", mib(Some(g)), mib(Some(s))),
                 _ => mib(run.peak_rss_kib.total),
             };
-            let exhausted = if run.pool_exhausted {
-                " (pool ran out)"
-            } else {
-                ""
-            };
+            let mut marks = String::new();
+            if run.pool_exhausted {
+                marks += " (pool ran out)";
+            }
+            if run.floor_us.drift() > FLOOR_DRIFT_MARK {
+                marks += &format!(
+                    " (floor {:.0} → {:.0} µs)",
+                    run.floor_us.before_us, run.floor_us.after_us
+                );
+            }
             out += &format!(
-                "{:<46} {:>8.0} {:>8.1} {:>8.1} {:>7} {:>7} {:>7} {:>6.2} {:>12} {:>7} {:>5}{exhausted}\n",
+                "{:<46} {:>8.0} {:>8.1} {:>8.1} {:>7} {:>7} {:>7} {:>8.0} {:>6.2} {:>12} {:>7} {:>5}{marks}\n",
                 name,
                 run.requests_per_second,
                 run.latency_ms.p50,
@@ -140,6 +175,7 @@ impl Report {
                 cpu(run.cpu_us_per_request.gateway),
                 cpu(run.cpu_us_per_request.flow_service),
                 cpu(run.cpu_us_per_request.total),
+                run.floor_us.mean_us(),
                 run.cpu_to_rsa_floor,
                 rss,
                 run.non_2xx,
@@ -157,9 +193,346 @@ impl Report {
                 idle.kib_per_connection,
             );
         }
+        if !self.targets.is_empty() {
+            out += "\ntargets:\n";
+        }
+        for verdict in &self.targets {
+            let mark = match verdict.met {
+                Some(true) => "met",
+                Some(false) => "NOT MET",
+                None => "—",
+            };
+            out += &format!(
+                "  {:<56} {:<8} {}\n",
+                verdict.target,
+                mark,
+                verdict
+                    .measured
+                    .as_deref()
+                    .unwrap_or("not measured in this run")
+            );
+        }
         for note in &self.notes {
             out += &format!("note: {note}\n");
         }
         out
+    }
+}
+
+/// One target of the benchmark's issue, judged on one report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub target: &'static str,
+    /// What was measured, with what it was computed from; `None`: the runs it needs
+    /// were not part of this report.
+    pub measured: Option<String>,
+    pub met: Option<bool>,
+}
+
+impl Verdict {
+    fn judged(target: &'static str, measured: String, met: bool) -> Self {
+        Self {
+            target,
+            measured: Some(measured),
+            met: Some(met),
+        }
+    }
+
+    fn not_measured(target: &'static str) -> Self {
+        Self {
+            target,
+            measured: None,
+            met: None,
+        }
+    }
+}
+
+/// The targets, as the issue states them (ratios within one run; plain and Meta on the
+/// default store, SQLite, with one flow service).
+const META_MAX: f64 = 1.5;
+const PLAIN_MAX: f64 = 0.5;
+const GATEWAY_SHARE_MAX: f64 = 2.5;
+const PYWA_RATE_MIN: f64 = 4.0;
+const PYWA_CPU_MAX: f64 = 1.0 / 3.0;
+const HALF_PEAK_P99_MAX_MS: f64 = 10.0;
+const IDLE_RSS_MAX_MIB: f64 = 30.0;
+const HOLDING_RSS_MAX_MIB: f64 = 150.0;
+const HOLDING_CONNECTIONS: usize = 10_000;
+
+impl Report {
+    /// Judges every target on `runs` and `idle`. A ratio between two runs compares each
+    /// run's CPU in units of its own floor, since the machine's speed drifts between them.
+    pub fn targets(runs: &[Run], idle: Option<&Idle>) -> Vec<Verdict> {
+        let flowgate = |meta: bool, shape: Shape| {
+            runs.iter().find(|run| {
+                run.kind
+                    == Kind::Flowgate {
+                        meta,
+                        store: "sqlite",
+                        replicas: 1,
+                    }
+                    && run.workload == shape
+                    && run.target_rate.is_none()
+            })
+        };
+        let of_kind = |kind: Kind| runs.iter().find(|run| run.kind == kind);
+        let ratio = |target, run: Option<&Run>, max: f64| match run {
+            Some(run) => Verdict::judged(
+                target,
+                format!("{:.2} ×", run.cpu_to_rsa_floor),
+                run.cpu_to_rsa_floor <= max,
+            ),
+            None => Verdict::not_measured(target),
+        };
+        let (plain_step, meta_step) = (flowgate(false, Shape::Step), flowgate(true, Shape::Step));
+        let mut verdicts = vec![
+            ratio("Meta step: CPU ≤ 1.5 × floor", meta_step, META_MAX),
+            ratio(
+                "Meta journey: CPU ≤ 1.5 × floor",
+                flowgate(true, Shape::Journey),
+                META_MAX,
+            ),
+            ratio("plain step: CPU ≤ 0.5 × floor", plain_step, PLAIN_MAX),
+            ratio(
+                "plain journey: CPU ≤ 0.5 × floor",
+                flowgate(false, Shape::Journey),
+                PLAIN_MAX,
+            ),
+        ];
+
+        const SHARE: &str = "gateway share: ≤ 2.5 × the no-hop handler";
+        let baseline = of_kind(Kind::Baseline);
+        verdicts.push(
+            match (
+                plain_step,
+                baseline,
+                plain_step.and_then(|r| r.cpu_us_per_request.gateway),
+            ) {
+                (Some(plain), Some(baseline), Some(gateway)) => {
+                    let base = baseline.cpu_us_per_request.total.unwrap_or(0.0);
+                    let share = (gateway / plain.floor_us.mean_us())
+                        / (base / baseline.floor_us.mean_us()).max(f64::MIN_POSITIVE);
+                    Verdict::judged(
+                        SHARE,
+                        format!(
+                            "{share:.1} × ({gateway:.0} µs at floor {:.0}; {base:.0} µs at \
+                             floor {:.0})",
+                            plain.floor_us.mean_us(),
+                            baseline.floor_us.mean_us()
+                        ),
+                        share <= GATEWAY_SHARE_MAX,
+                    )
+                }
+                _ => Verdict::not_measured(SHARE),
+            },
+        );
+
+        const RATE: &str = "pywa: ≥ 4 × its req/s on the encrypted step";
+        const CPU: &str = "pywa: ≤ ⅓ of its CPU per request";
+        match (meta_step, of_kind(Kind::Pywa)) {
+            (Some(meta), Some(pywa)) => {
+                let rate =
+                    meta.requests_per_second / pywa.requests_per_second.max(f64::MIN_POSITIVE);
+                verdicts.push(Verdict::judged(
+                    RATE,
+                    format!("{rate:.2} ×"),
+                    rate >= PYWA_RATE_MIN,
+                ));
+                let cpu = meta.cpu_to_rsa_floor / pywa.cpu_to_rsa_floor.max(f64::MIN_POSITIVE);
+                verdicts.push(Verdict::judged(
+                    CPU,
+                    format!(
+                        "{cpu:.2} × ({:.2} against {:.2} × floor)",
+                        meta.cpu_to_rsa_floor, pywa.cpu_to_rsa_floor
+                    ),
+                    cpu <= PYWA_CPU_MAX,
+                ));
+            }
+            _ => verdicts.extend([Verdict::not_measured(RATE), Verdict::not_measured(CPU)]),
+        }
+
+        const P99: &str = "p99 ≤ 10 ms at half of peak";
+        let half_peak = runs.iter().find(|run| {
+            run.target_rate.is_some() && matches!(run.kind, Kind::Flowgate { meta: false, .. })
+        });
+        verdicts.push(match half_peak {
+            Some(run) => Verdict::judged(
+                P99,
+                format!("{:.1} ms", run.latency_ms.p99),
+                run.latency_ms.p99 <= HALF_PEAK_P99_MAX_MS,
+            ),
+            None => Verdict::not_measured(P99),
+        });
+
+        const ERRORS: &str = "no non-2xx (or wrong) answers in any run";
+        verdicts.push(if runs.is_empty() {
+            Verdict::not_measured(ERRORS)
+        } else {
+            let bad: u64 = runs
+                .iter()
+                .map(|run| run.non_2xx + run.wrong_answers + run.failed_connections)
+                .sum();
+            Verdict::judged(ERRORS, bad.to_string(), bad == 0)
+        });
+
+        const IDLE: &str = "gateway RSS ≤ 30 MiB idle";
+        const HOLDING: &str = "gateway RSS ≤ 150 MiB holding 10,000 idle connections";
+        match idle {
+            Some(idle) => {
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                verdicts.push(Verdict::judged(
+                    IDLE,
+                    format!("{:.1} MiB", mib(idle.gateway_rss_idle_kib)),
+                    mib(idle.gateway_rss_idle_kib) <= IDLE_RSS_MAX_MIB,
+                ));
+                verdicts.push(if idle.connections_held >= HOLDING_CONNECTIONS {
+                    Verdict::judged(
+                        HOLDING,
+                        format!("{:.1} MiB", mib(idle.gateway_rss_holding_kib)),
+                        mib(idle.gateway_rss_holding_kib) <= HOLDING_RSS_MAX_MIB,
+                    )
+                } else {
+                    Verdict {
+                        target: HOLDING,
+                        measured: Some(format!("only {} connections held", idle.connections_held)),
+                        met: None,
+                    }
+                });
+            }
+            None => verdicts.extend([Verdict::not_measured(IDLE), Verdict::not_measured(HOLDING)]),
+        }
+        verdicts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: Kind, shape: Shape, total_us: f64, floor_us: f64) -> Run {
+        Run {
+            name: "run".into(),
+            kind,
+            workload: shape,
+            target_rate: None,
+            requests: 1000,
+            requests_per_second: 1000.0,
+            jobs_per_second: 1000.0,
+            latency_ms: Latency { p50: 1.0, p99: 2.0 },
+            cpu_us_per_request: PerRole {
+                gateway: None,
+                flow_service: None,
+                total: Some(total_us),
+            },
+            floor_us: Bracket {
+                before_us: floor_us,
+                after_us: floor_us,
+            },
+            cpu_to_rsa_floor: total_us / floor_us,
+            peak_rss_kib: PerRole::default(),
+            non_2xx: 0,
+            wrong_answers: 0,
+            failed_connections: 0,
+            pool_exhausted: false,
+        }
+    }
+
+    fn flowgate(meta: bool, store: &'static str) -> Kind {
+        Kind::Flowgate {
+            meta,
+            store,
+            replicas: 1,
+        }
+    }
+
+    fn verdict<'a>(verdicts: &'a [Verdict], prefix: &str) -> &'a Verdict {
+        verdicts
+            .iter()
+            .find(|v| v.target.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no target {prefix}"))
+    }
+
+    #[test]
+    fn each_target_is_judged_on_its_own_runs() {
+        let mut plain = run(flowgate(false, "sqlite"), Shape::Step, 200.0, 500.0);
+        plain.cpu_us_per_request.gateway = Some(100.0);
+        let mut meta = run(flowgate(true, "sqlite"), Shape::Step, 800.0, 500.0);
+        meta.requests_per_second = 2000.0;
+        let mut half_peak = run(flowgate(false, "sqlite"), Shape::Step, 300.0, 500.0);
+        half_peak.target_rate = Some(500.0);
+        half_peak.latency_ms.p99 = 12.0;
+        let runs = vec![
+            // The baseline ran while the machine was twice as fast: 20 µs at a floor of
+            // 250 µs is 40 µs at the plain run's floor, so the share is 2.5, not 5.
+            run(Kind::Baseline, Shape::Step, 20.0, 250.0),
+            plain,
+            run(flowgate(false, "sqlite"), Shape::Journey, 300.0, 500.0),
+            // Only SQLite with one flow service counts for the plain targets.
+            run(flowgate(false, "postgres"), Shape::Journey, 100.0, 500.0),
+            meta,
+            run(flowgate(true, "sqlite"), Shape::Journey, 700.0, 500.0),
+            run(Kind::Pywa, Shape::Step, 1000.0, 500.0),
+            half_peak,
+        ];
+        let verdicts = Report::targets(&runs, None);
+
+        let meta_step = verdict(&verdicts, "Meta step");
+        assert_eq!(meta_step.met, Some(false));
+        assert_eq!(meta_step.measured.as_deref(), Some("1.60 ×"));
+        assert_eq!(verdict(&verdicts, "Meta journey").met, Some(true));
+        assert_eq!(verdict(&verdicts, "plain step").met, Some(true));
+        let journey = verdict(&verdicts, "plain journey");
+        assert_eq!(
+            (journey.met, journey.measured.as_deref()),
+            (Some(false), Some("0.60 ×"))
+        );
+        let share = verdict(&verdicts, "gateway share");
+        assert_eq!(share.met, Some(true), "{share:?}");
+        assert!(share.measured.as_deref().unwrap().starts_with("2.5 ×"));
+        assert_eq!(
+            verdict(&verdicts, "pywa: ≥ 4").measured.as_deref(),
+            Some("2.00 ×")
+        );
+        assert_eq!(verdict(&verdicts, "pywa: ≥ 4").met, Some(false));
+        assert_eq!(verdict(&verdicts, "pywa: ≤").met, Some(false));
+        assert_eq!(verdict(&verdicts, "p99").met, Some(false));
+        assert_eq!(verdict(&verdicts, "no non-2xx").met, Some(true));
+        assert_eq!(verdict(&verdicts, "gateway RSS ≤ 30").met, None);
+    }
+
+    #[test]
+    fn missing_runs_and_too_few_connections_are_not_judged() {
+        let verdicts = Report::targets(
+            &[run(flowgate(false, "memory"), Shape::Step, 50.0, 500.0)],
+            Some(&Idle {
+                gateway_rss_idle_kib: 12 * 1024,
+                connections_requested: 10_000,
+                connections_held: 800,
+                gateway_rss_holding_kib: 20 * 1024,
+                kib_per_connection: 10.0,
+            }),
+        );
+        // The memory store is not the default store: no plain verdict from it.
+        assert_eq!(verdict(&verdicts, "plain step").met, None);
+        assert_eq!(verdict(&verdicts, "gateway share").met, None);
+        assert_eq!(verdict(&verdicts, "gateway RSS ≤ 30").met, Some(true));
+        let holding = verdict(&verdicts, "gateway RSS ≤ 150");
+        assert_eq!(holding.met, None);
+        assert_eq!(
+            holding.measured.as_deref(),
+            Some("only 800 connections held")
+        );
+    }
+
+    #[test]
+    fn an_error_answer_anywhere_fails_the_errors_target() {
+        let mut bad = run(flowgate(false, "postgres"), Shape::Step, 50.0, 500.0);
+        bad.non_2xx = 3;
+        let verdicts = Report::targets(&[bad], None);
+        let errors = verdict(&verdicts, "no non-2xx");
+        assert_eq!(
+            (errors.met, errors.measured.as_deref()),
+            (Some(false), Some("3"))
+        );
     }
 }

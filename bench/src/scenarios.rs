@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::baseline;
 use crate::cert::Cert;
-use crate::floor::Floor;
+use crate::floor::{Bracket, Floor, Meter};
 use crate::hop;
 use crate::load::{self, Pace, Target};
 use crate::procs::{self, Watched};
 use crate::pywa;
-use crate::report::{Idle, Latency, PerRole, Run};
+use crate::report::{Idle, Kind, Latency, PerRole, Run};
 use crate::seal::Sealer;
 use crate::servers::{Binaries, MetaKeys, Server};
 use crate::workload::{Job, Shape, Workload, probe};
@@ -25,7 +25,11 @@ pub struct Bench {
     pub binaries: Binaries,
     pub cert: Cert,
     pub dir: PathBuf,
+    /// The floor measured at the start, for the table's heading.
     pub floor: Floor,
+    /// What measures the floor again around each run, and for how long.
+    meter: Meter,
+    floor_window: Duration,
     pub duration: Duration,
     pub connections: usize,
     pub meta: MetaKeys,
@@ -47,6 +51,15 @@ pub enum Store {
 }
 
 impl Store {
+    /// The store's name in the results.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Store::Sqlite => "sqlite",
+            Store::Postgres(_) => "postgres",
+            Store::Memory => "memory",
+        }
+    }
+
     /// The flow service's `FLOW_SERVICE_DATABASE_URL` for `run`.
     fn url(&self, dir: &Path, run: &str) -> String {
         match self {
@@ -76,10 +89,13 @@ impl Bench {
     pub fn new(
         binaries: Binaries,
         dir: &Path,
-        floor: Floor,
+        meter: Meter,
+        floor_window: Duration,
         duration: Duration,
         connections: usize,
     ) -> anyhow::Result<Self> {
+        eprintln!("measuring the RSA floor …");
+        let floor = meter.measure(floor_window * 2)?;
         let cert = Cert::generate(dir)?;
         let meta = binaries.keygen(dir)?;
         let sealer = Sealer::new(&meta.public_pem, &meta.app_secret)?;
@@ -94,6 +110,8 @@ impl Bench {
             cert,
             dir: dir.to_owned(),
             floor,
+            meter,
+            floor_window,
             duration,
             connections,
             meta,
@@ -137,6 +155,7 @@ impl Bench {
         let workload = Workload::plain(Shape::Step, &run);
         self.measure(
             "no-hop axum+rustls",
+            Kind::Baseline,
             &target,
             workload,
             Pace::ClosedLoop,
@@ -163,6 +182,7 @@ impl Bench {
                 hop::ClientKind::Tonic => "bare gRPC hop, tonic client",
                 hop::ClientKind::H2 => "bare gRPC hop, h2 client",
             },
+            Kind::Hop,
             &target,
             workload,
             Pace::ClosedLoop,
@@ -202,7 +222,13 @@ impl Bench {
             Some(pool) => Workload::sealed(shape, pool),
             None => Workload::plain(shape, &run),
         };
-        self.measure(name, &target, workload, pace, &watched).await
+        let kind = Kind::Flowgate {
+            meta,
+            store: store.label(),
+            replicas,
+        };
+        self.measure(name, kind, &target, workload, pace, &watched)
+            .await
     }
 
     /// Starts `replicas` flow services on `store` and a gateway in front of them (Meta's
@@ -261,8 +287,15 @@ impl Bench {
         let watched = [(Role::Whole, server.watched())];
         let name = format!("pywa {} uvicorn×{}", pywa::VERSION, pywa::WORKERS);
         let workload = Workload::sealed(Shape::Step, sealed);
-        self.measure(&name, &target, workload, Pace::ClosedLoop, &watched)
-            .await
+        self.measure(
+            &name,
+            Kind::Pywa,
+            &target,
+            workload,
+            Pace::ClosedLoop,
+            &watched,
+        )
+        .await
     }
 
     /// The gateway's resident memory idle, then holding `count` idle keep-alive TLS
@@ -312,10 +345,19 @@ impl Bench {
         Ok((idle, note))
     }
 
-    /// Runs the workload and turns what was measured into a [`Run`].
+    /// The floor now, in µs: measured on this thread while the servers wait (the load
+    /// generator's tasks are not running yet, or have finished).
+    fn floor_now(&self) -> anyhow::Result<f64> {
+        let floor = tokio::task::block_in_place(|| self.meter.measure(self.floor_window))?;
+        Ok(floor.rsa_decrypt_us)
+    }
+
+    /// Runs the workload, bracketed by the floor, and turns what was measured into a
+    /// [`Run`].
     async fn measure(
         &self,
         name: &str,
+        kind: Kind,
         target: &Target,
         workload: Workload,
         pace: Pace,
@@ -323,6 +365,7 @@ impl Bench {
     ) -> anyhow::Result<Run> {
         eprintln!("running {name} ({}) …", workload.shape().label());
         let workload = Arc::new(workload);
+        let floor_before = self.floor_now()?;
         let mut before = Vec::new();
         let outcome = load::run(
             target,
@@ -333,6 +376,10 @@ impl Bench {
             || before = watched.iter().map(|(_, w)| w.cpu()).collect(),
         )
         .await?;
+        let floor = Bracket {
+            before_us: floor_before,
+            after_us: self.floor_now()?,
+        };
         let requests = outcome.requests.max(1) as f64;
         let per_request = |role: Role| -> Option<f64> {
             let used: Duration = watched
@@ -362,6 +409,7 @@ impl Bench {
         );
         Ok(Run {
             name: name.to_owned(),
+            kind,
             workload: workload.shape(),
             target_rate: match pace {
                 Pace::Rate(rate) => Some(rate),
@@ -379,7 +427,8 @@ impl Bench {
                 flow_service,
                 total: Some(total),
             },
-            cpu_to_rsa_floor: total / self.floor.rsa_decrypt_us,
+            floor_us: floor,
+            cpu_to_rsa_floor: total / floor.mean_us(),
             peak_rss_kib: PerRole {
                 gateway: peak_gateway,
                 flow_service: peak_service,
