@@ -32,7 +32,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::load::Pace;
-use crate::report::{Report, Settings};
+use crate::report::{Report, Run, Settings};
 use crate::scenarios::{Bench, Store};
 use crate::servers::Binaries;
 use crate::workload::Shape;
@@ -47,6 +47,11 @@ struct Args {
     /// Length of each timed run (default 10, 2 with --smoke).
     #[arg(long, env = "BENCH_SECONDS")]
     seconds: Option<f64>,
+    /// Run everything selected this many times, one round after the other; each target
+    /// is judged on the median of the rounds (the idle connections are held once, after
+    /// the last round).
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Keep-alive HTTPS connections per run.
     #[arg(long, env = "BENCH_CONNECTIONS", default_value_t = 32)]
     connections: usize,
@@ -113,8 +118,8 @@ fn main() -> ExitCode {
 async fn bench(args: Args) -> anyhow::Result<bool> {
     let seconds = args.seconds.unwrap_or(if args.smoke { 2.0 } else { 10.0 });
     let duration = Duration::from_secs_f64(seconds);
-    let bin_dir = match args.bin_dir {
-        Some(dir) => dir,
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
         None => std::env::current_exe()?
             .parent()
             .context("this binary's directory")?
@@ -144,10 +149,80 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     )?;
     let mut runs = Vec::new();
 
-    let wanted = |run: &str| args.only.is_empty() || args.only.iter().any(|o| o == run);
     if !args.only.is_empty() {
         notes.push(format!("only: {}", args.only.join(", ")));
     }
+    let (store, store_name) = match args.store.as_str() {
+        "memory" => (Store::Memory, "memory"),
+        _ => (Store::Sqlite, "SQLite"),
+    };
+    for round in 1..=args.rounds as usize {
+        if args.rounds > 1 {
+            eprintln!("round {round} of {} …", args.rounds);
+        }
+        bench.round = round;
+        runs.extend(one_round(&mut bench, &args, &store, store_name, &mut notes).await?);
+    }
+    // Each round notes what it skipped; once is enough.
+    let mut seen = std::collections::HashSet::new();
+    notes.retain(|note| seen.insert(note.clone()));
+
+    let idle = if args.smoke || args.idle_connections == 0 || !wanted(&args, "idle") {
+        None
+    } else {
+        eprintln!("holding {} idle connections …", args.idle_connections);
+        let (idle, note) = bench
+            .idle_connections(&store, args.idle_connections)
+            .await?;
+        notes.extend(note);
+        Some(idle)
+    };
+
+    let report = Report {
+        settings: Settings {
+            smoke: args.smoke,
+            seconds,
+            rounds: args.rounds,
+            connections: args.connections,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        floor: bench.floor,
+        targets: Report::targets(&runs, idle.as_ref()),
+        runs,
+        idle,
+        notes,
+    };
+    print!("{}", report.table());
+    report.write_json(&args.out)?;
+    eprintln!("results written to {}", args.out.display());
+    let failed: Vec<&str> = report
+        .runs
+        .iter()
+        .filter(|run| run.has_errors())
+        .map(|run| run.name.as_str())
+        .collect();
+    if args.smoke && !failed.is_empty() {
+        eprintln!("flowgate-bench: error answers in: {}", failed.join(", "));
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Whether `--only` selects `run` (everything, without it).
+fn wanted(args: &Args, run: &str) -> bool {
+    args.only.is_empty() || args.only.iter().any(|o| o == run)
+}
+
+/// One round of every run selected, in order; what it skips goes to `notes`.
+async fn one_round(
+    bench: &mut Bench,
+    args: &Args,
+    store: &Store,
+    store_name: &str,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    let wanted = |run: &str| wanted(args, run);
 
     if wanted("baseline") {
         runs.push(bench.baseline().await?);
@@ -158,15 +233,11 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         }
     }
 
-    let (store, store_name) = match args.store.as_str() {
-        "memory" => (Store::Memory, "memory"),
-        _ => (Store::Sqlite, "SQLite"),
-    };
     let plain_name = format!("flowgate plain, {store_name}");
     let mut half_peak = None;
     if wanted("plain") {
         let plain_peak = bench
-            .flowgate(&plain_name, &store, 1, Shape::Step, None, Pace::ClosedLoop)
+            .flowgate(&plain_name, store, 1, Shape::Step, None, Pace::ClosedLoop)
             .await?;
         half_peak = Some(plain_peak.requests_per_second / 2.0);
         runs.push(plain_peak);
@@ -176,7 +247,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             bench
                 .flowgate(
                     &plain_name,
-                    &store,
+                    store,
                     1,
                     Shape::Journey,
                     None,
@@ -217,7 +288,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         ] {
             runs.push(
                 bench
-                    .flowgate(&meta_name, &store, 1, shape, pool, Pace::ClosedLoop)
+                    .flowgate(&meta_name, store, 1, shape, pool, Pace::ClosedLoop)
                     .await?,
             );
         }
@@ -235,7 +306,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             bench
                 .flowgate(
                     &plain_name,
-                    &store,
+                    store,
                     1,
                     Shape::Step,
                     None,
@@ -245,42 +316,5 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         );
     }
 
-    let idle = if args.smoke || args.idle_connections == 0 || !wanted("idle") {
-        None
-    } else {
-        eprintln!("holding {} idle connections …", args.idle_connections);
-        let (idle, note) = bench
-            .idle_connections(&store, args.idle_connections)
-            .await?;
-        notes.extend(note);
-        Some(idle)
-    };
-
-    let report = Report {
-        settings: Settings {
-            smoke: args.smoke,
-            seconds,
-            connections: args.connections,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        },
-        floor: bench.floor,
-        targets: Report::targets(&runs, idle.as_ref()),
-        runs,
-        idle,
-        notes,
-    };
-    print!("{}", report.table());
-    report.write_json(&args.out)?;
-    eprintln!("results written to {}", args.out.display());
-    let failed: Vec<&str> = report
-        .runs
-        .iter()
-        .filter(|run| run.has_errors())
-        .map(|run| run.name.as_str())
-        .collect();
-    if args.smoke && !failed.is_empty() {
-        eprintln!("flowgate-bench: error answers in: {}", failed.join(", "));
-        return Ok(false);
-    }
-    Ok(true)
+    Ok(runs)
 }

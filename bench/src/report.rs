@@ -25,6 +25,7 @@ pub struct Report {
 pub struct Settings {
     pub smoke: bool,
     pub seconds: f64,
+    pub rounds: u32,
     pub connections: usize,
     pub cpus: usize,
 }
@@ -49,6 +50,8 @@ pub enum Kind {
 #[derive(Debug, Serialize)]
 pub struct Run {
     pub name: String,
+    /// Which round of `--rounds` (from 1).
+    pub round: usize,
     pub kind: Kind,
     pub workload: Shape,
     /// Requests per second asked for (open loop); `None`: as fast as answered.
@@ -123,14 +126,15 @@ impl Report {
             "RSA-2048 OAEP-SHA256 decrypt (aws-lc-rs, 1 core): {:.0} µs/op at the start; \
              each run's ×RSA is to the mean of the floor measured just before and just \
              after it (floor µs)\n\
-             {} keep-alive HTTPS connections, {} s per run, {} CPUs\n\n",
+             {} keep-alive HTTPS connections, {} s per run, {} round(s) (#), {} CPUs\n\n",
             self.floor.rsa_decrypt_us,
             self.settings.connections,
             self.settings.seconds,
+            self.settings.rounds,
             self.settings.cpus,
         );
         out += &format!(
-            "{:<46} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>6} {:>12} {:>7} {:>5}\n",
+            "{:<50} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>6} {:>12} {:>7} {:>5}\n",
             "run",
             "req/s",
             "p50 ms",
@@ -145,10 +149,13 @@ impl Report {
             "wrong"
         );
         for run in &self.runs {
-            let name = match run.target_rate {
+            let mut name = match run.target_rate {
                 Some(rate) => format!("{} @{rate:.0}/s", run.name),
                 None => format!("{} ({})", run.name, run.workload.label()),
             };
+            if self.settings.rounds > 1 {
+                name += &format!(" #{}", run.round);
+            }
             let cpu = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.0}"));
             let mib =
                 |v: Option<u64>| v.map_or("—".into(), |v| format!("{:.0}", v as f64 / 1024.0));
@@ -167,7 +174,7 @@ impl Report {
                 );
             }
             out += &format!(
-                "{:<46} {:>8.0} {:>8.1} {:>8.1} {:>7} {:>7} {:>7} {:>8.0} {:>6.2} {:>12} {:>7} {:>5}{marks}\n",
+                "{:<50} {:>8.0} {:>8.1} {:>8.1} {:>7} {:>7} {:>7} {:>8.0} {:>6.2} {:>12} {:>7} {:>5}{marks}\n",
                 name,
                 run.requests_per_second,
                 run.latency_ms.p50,
@@ -223,21 +230,14 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
     pub target: &'static str,
-    /// What was measured, with what it was computed from; `None`: the runs it needs
-    /// were not part of this report.
+    /// What was measured, with what it was computed from (with several rounds: the
+    /// median, then each round's value); `None`: the runs it needs were not part of
+    /// this report.
     pub measured: Option<String>,
     pub met: Option<bool>,
 }
 
 impl Verdict {
-    fn judged(target: &'static str, measured: String, met: bool) -> Self {
-        Self {
-            target,
-            measured: Some(measured),
-            met: Some(met),
-        }
-    }
-
     fn not_measured(target: &'static str) -> Self {
         Self {
             target,
@@ -247,124 +247,215 @@ impl Verdict {
     }
 }
 
+/// Which side of its limit a target's value must be on.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Bound {
+    fn holds(self, value: f64) -> bool {
+        match self {
+            Bound::AtMost(limit) => value <= limit,
+            Bound::AtLeast(limit) => value >= limit,
+        }
+    }
+}
+
+/// One round's value for a target, and how it was computed.
+struct Reading {
+    value: f64,
+    detail: String,
+}
+
+impl Reading {
+    fn ratio(value: f64) -> Self {
+        Self {
+            value,
+            detail: String::new(),
+        }
+    }
+}
+
+/// A target judged per round: its name, its limit, and its value in one round's runs.
+type PerRound = (&'static str, Bound, fn(&[&Run]) -> Option<Reading>);
+
 /// The targets, as the issue states them (ratios within one run; plain and Meta on the
-/// default store, SQLite, with one flow service).
-const META_MAX: f64 = 1.5;
-const PLAIN_MAX: f64 = 0.5;
-const GATEWAY_SHARE_MAX: f64 = 2.5;
-const PYWA_RATE_MIN: f64 = 4.0;
-const PYWA_CPU_MAX: f64 = 1.0 / 3.0;
-const HALF_PEAK_P99_MAX_MS: f64 = 10.0;
+/// default store, SQLite, with one flow service). A ratio between two runs compares
+/// each run's CPU in units of its own floor, since the machine's speed drifts between
+/// them.
+const PER_ROUND: [PerRound; 8] = [
+    (
+        "Meta step: CPU ≤ 1.5 × floor",
+        Bound::AtMost(1.5),
+        |runs| floor_ratio(flowgate(runs, true, Shape::Step)?),
+    ),
+    (
+        "Meta journey: CPU ≤ 1.5 × floor",
+        Bound::AtMost(1.5),
+        |runs| floor_ratio(flowgate(runs, true, Shape::Journey)?),
+    ),
+    (
+        "plain step: CPU ≤ 0.5 × floor",
+        Bound::AtMost(0.5),
+        |runs| floor_ratio(flowgate(runs, false, Shape::Step)?),
+    ),
+    (
+        "plain journey: CPU ≤ 0.5 × floor",
+        Bound::AtMost(0.5),
+        |runs| floor_ratio(flowgate(runs, false, Shape::Journey)?),
+    ),
+    (
+        "gateway share: ≤ 2.5 × the no-hop handler",
+        Bound::AtMost(2.5),
+        |runs| {
+            let plain = flowgate(runs, false, Shape::Step)?;
+            let baseline = of_kind(runs, Kind::Baseline)?;
+            let gateway = plain.cpu_us_per_request.gateway?;
+            let base = baseline.cpu_us_per_request.total?;
+            let (plain_floor, base_floor) = (plain.floor_us.mean_us(), baseline.floor_us.mean_us());
+            Some(Reading {
+                value: (gateway / plain_floor) / (base / base_floor).max(f64::MIN_POSITIVE),
+                detail: format!(
+                    "{gateway:.0} µs at floor {plain_floor:.0}; {base:.0} µs at floor {base_floor:.0}"
+                ),
+            })
+        },
+    ),
+    (
+        "pywa: ≥ 4 × its req/s on the encrypted step",
+        Bound::AtLeast(4.0),
+        |runs| {
+            let (meta, pywa) = (
+                flowgate(runs, true, Shape::Step)?,
+                of_kind(runs, Kind::Pywa)?,
+            );
+            Some(Reading::ratio(
+                meta.requests_per_second / pywa.requests_per_second.max(f64::MIN_POSITIVE),
+            ))
+        },
+    ),
+    (
+        "pywa: ≤ ⅓ of its CPU per request",
+        Bound::AtMost(1.0 / 3.0),
+        |runs| {
+            let (meta, pywa) = (
+                flowgate(runs, true, Shape::Step)?,
+                of_kind(runs, Kind::Pywa)?,
+            );
+            Some(Reading {
+                value: meta.cpu_to_rsa_floor / pywa.cpu_to_rsa_floor.max(f64::MIN_POSITIVE),
+                detail: format!(
+                    "{:.2} against {:.2} × floor",
+                    meta.cpu_to_rsa_floor, pywa.cpu_to_rsa_floor
+                ),
+            })
+        },
+    ),
+    (
+        "p99 ≤ 10 ms at half of peak",
+        Bound::AtMost(10.0),
+        |runs| {
+            let run = runs.iter().find(|run| {
+                run.target_rate.is_some() && matches!(run.kind, Kind::Flowgate { meta: false, .. })
+            })?;
+            Some(Reading::ratio(run.latency_ms.p99))
+        },
+    ),
+];
+
+/// The unit a per-round target is shown in.
+fn unit(target: &str) -> &'static str {
+    if target.starts_with("p99") {
+        " ms"
+    } else {
+        " ×"
+    }
+}
+
+const ERRORS: &str = "no non-2xx (or wrong) answers in any run";
+const IDLE: &str = "gateway RSS ≤ 30 MiB idle";
+const HOLDING: &str = "gateway RSS ≤ 150 MiB holding 10,000 idle connections";
 const IDLE_RSS_MAX_MIB: f64 = 30.0;
 const HOLDING_RSS_MAX_MIB: f64 = 150.0;
 const HOLDING_CONNECTIONS: usize = 10_000;
 
+/// The closed-loop flowgate run of `shape`, plain or Meta, on SQLite with one service.
+fn flowgate<'a>(runs: &[&'a Run], meta: bool, shape: Shape) -> Option<&'a Run> {
+    let kind = Kind::Flowgate {
+        meta,
+        store: "sqlite",
+        replicas: 1,
+    };
+    runs.iter()
+        .find(|run| run.kind == kind && run.workload == shape && run.target_rate.is_none())
+        .copied()
+}
+
+fn of_kind<'a>(runs: &[&'a Run], kind: Kind) -> Option<&'a Run> {
+    runs.iter().find(|run| run.kind == kind).copied()
+}
+
+fn floor_ratio(run: &Run) -> Option<Reading> {
+    Some(Reading::ratio(run.cpu_to_rsa_floor))
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
+}
+
 impl Report {
-    /// Judges every target on `runs` and `idle`. A ratio between two runs compares each
-    /// run's CPU in units of its own floor, since the machine's speed drifts between them.
+    /// Judges every target on `runs` (of every round) and `idle`. A target measured in
+    /// several rounds is judged on the median of its rounds' values.
     pub fn targets(runs: &[Run], idle: Option<&Idle>) -> Vec<Verdict> {
-        let flowgate = |meta: bool, shape: Shape| {
-            runs.iter().find(|run| {
-                run.kind
-                    == Kind::Flowgate {
-                        meta,
-                        store: "sqlite",
-                        replicas: 1,
+        let mut rounds: Vec<usize> = runs.iter().map(|run| run.round).collect();
+        rounds.dedup();
+        let by_round: Vec<Vec<&Run>> = rounds
+            .iter()
+            .map(|round| runs.iter().filter(|run| run.round == *round).collect())
+            .collect();
+
+        let mut verdicts: Vec<Verdict> = PER_ROUND
+            .iter()
+            .map(|(target, bound, read)| {
+                let readings: Vec<Reading> =
+                    by_round.iter().filter_map(|runs| read(runs)).collect();
+                let unit = unit(target);
+                let measured = match readings.as_slice() {
+                    [] => return Verdict::not_measured(target),
+                    [one] => (one.value, format_reading(one, unit)),
+                    many => {
+                        let mut values: Vec<f64> = many.iter().map(|r| r.value).collect();
+                        let middle = median(&mut values);
+                        let each: Vec<String> =
+                            many.iter().map(|r| format_reading(r, unit)).collect();
+                        (
+                            middle,
+                            format!(
+                                "median {}{unit} of {}: {}",
+                                decimals(middle, unit),
+                                many.len(),
+                                each.join(", ")
+                            ),
+                        )
                     }
-                    && run.workload == shape
-                    && run.target_rate.is_none()
-            })
-        };
-        let of_kind = |kind: Kind| runs.iter().find(|run| run.kind == kind);
-        let ratio = |target, run: Option<&Run>, max: f64| match run {
-            Some(run) => Verdict::judged(
-                target,
-                format!("{:.2} ×", run.cpu_to_rsa_floor),
-                run.cpu_to_rsa_floor <= max,
-            ),
-            None => Verdict::not_measured(target),
-        };
-        let (plain_step, meta_step) = (flowgate(false, Shape::Step), flowgate(true, Shape::Step));
-        let mut verdicts = vec![
-            ratio("Meta step: CPU ≤ 1.5 × floor", meta_step, META_MAX),
-            ratio(
-                "Meta journey: CPU ≤ 1.5 × floor",
-                flowgate(true, Shape::Journey),
-                META_MAX,
-            ),
-            ratio("plain step: CPU ≤ 0.5 × floor", plain_step, PLAIN_MAX),
-            ratio(
-                "plain journey: CPU ≤ 0.5 × floor",
-                flowgate(false, Shape::Journey),
-                PLAIN_MAX,
-            ),
-        ];
-
-        const SHARE: &str = "gateway share: ≤ 2.5 × the no-hop handler";
-        let baseline = of_kind(Kind::Baseline);
-        verdicts.push(
-            match (
-                plain_step,
-                baseline,
-                plain_step.and_then(|r| r.cpu_us_per_request.gateway),
-            ) {
-                (Some(plain), Some(baseline), Some(gateway)) => {
-                    let base = baseline.cpu_us_per_request.total.unwrap_or(0.0);
-                    let share = (gateway / plain.floor_us.mean_us())
-                        / (base / baseline.floor_us.mean_us()).max(f64::MIN_POSITIVE);
-                    Verdict::judged(
-                        SHARE,
-                        format!(
-                            "{share:.1} × ({gateway:.0} µs at floor {:.0}; {base:.0} µs at \
-                             floor {:.0})",
-                            plain.floor_us.mean_us(),
-                            baseline.floor_us.mean_us()
-                        ),
-                        share <= GATEWAY_SHARE_MAX,
-                    )
+                };
+                Verdict {
+                    target,
+                    measured: Some(measured.1),
+                    met: Some(bound.holds(measured.0)),
                 }
-                _ => Verdict::not_measured(SHARE),
-            },
-        );
+            })
+            .collect();
 
-        const RATE: &str = "pywa: ≥ 4 × its req/s on the encrypted step";
-        const CPU: &str = "pywa: ≤ ⅓ of its CPU per request";
-        match (meta_step, of_kind(Kind::Pywa)) {
-            (Some(meta), Some(pywa)) => {
-                let rate =
-                    meta.requests_per_second / pywa.requests_per_second.max(f64::MIN_POSITIVE);
-                verdicts.push(Verdict::judged(
-                    RATE,
-                    format!("{rate:.2} ×"),
-                    rate >= PYWA_RATE_MIN,
-                ));
-                let cpu = meta.cpu_to_rsa_floor / pywa.cpu_to_rsa_floor.max(f64::MIN_POSITIVE);
-                verdicts.push(Verdict::judged(
-                    CPU,
-                    format!(
-                        "{cpu:.2} × ({:.2} against {:.2} × floor)",
-                        meta.cpu_to_rsa_floor, pywa.cpu_to_rsa_floor
-                    ),
-                    cpu <= PYWA_CPU_MAX,
-                ));
-            }
-            _ => verdicts.extend([Verdict::not_measured(RATE), Verdict::not_measured(CPU)]),
-        }
-
-        const P99: &str = "p99 ≤ 10 ms at half of peak";
-        let half_peak = runs.iter().find(|run| {
-            run.target_rate.is_some() && matches!(run.kind, Kind::Flowgate { meta: false, .. })
-        });
-        verdicts.push(match half_peak {
-            Some(run) => Verdict::judged(
-                P99,
-                format!("{:.1} ms", run.latency_ms.p99),
-                run.latency_ms.p99 <= HALF_PEAK_P99_MAX_MS,
-            ),
-            None => Verdict::not_measured(P99),
-        });
-
-        const ERRORS: &str = "no non-2xx (or wrong) answers in any run";
         verdicts.push(if runs.is_empty() {
             Verdict::not_measured(ERRORS)
         } else {
@@ -372,25 +463,27 @@ impl Report {
                 .iter()
                 .map(|run| run.non_2xx + run.wrong_answers + run.failed_connections)
                 .sum();
-            Verdict::judged(ERRORS, bad.to_string(), bad == 0)
+            Verdict {
+                target: ERRORS,
+                measured: Some(bad.to_string()),
+                met: Some(bad == 0),
+            }
         });
 
-        const IDLE: &str = "gateway RSS ≤ 30 MiB idle";
-        const HOLDING: &str = "gateway RSS ≤ 150 MiB holding 10,000 idle connections";
         match idle {
             Some(idle) => {
                 let mib = |kib: u64| kib as f64 / 1024.0;
-                verdicts.push(Verdict::judged(
-                    IDLE,
-                    format!("{:.1} MiB", mib(idle.gateway_rss_idle_kib)),
-                    mib(idle.gateway_rss_idle_kib) <= IDLE_RSS_MAX_MIB,
-                ));
+                verdicts.push(Verdict {
+                    target: IDLE,
+                    measured: Some(format!("{:.1} MiB", mib(idle.gateway_rss_idle_kib))),
+                    met: Some(mib(idle.gateway_rss_idle_kib) <= IDLE_RSS_MAX_MIB),
+                });
                 verdicts.push(if idle.connections_held >= HOLDING_CONNECTIONS {
-                    Verdict::judged(
-                        HOLDING,
-                        format!("{:.1} MiB", mib(idle.gateway_rss_holding_kib)),
-                        mib(idle.gateway_rss_holding_kib) <= HOLDING_RSS_MAX_MIB,
-                    )
+                    Verdict {
+                        target: HOLDING,
+                        measured: Some(format!("{:.1} MiB", mib(idle.gateway_rss_holding_kib))),
+                        met: Some(mib(idle.gateway_rss_holding_kib) <= HOLDING_RSS_MAX_MIB),
+                    }
                 } else {
                     Verdict {
                         target: HOLDING,
@@ -405,6 +498,23 @@ impl Report {
     }
 }
 
+fn decimals(value: f64, unit: &str) -> String {
+    if unit == " ms" {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn format_reading(reading: &Reading, unit: &str) -> String {
+    let value = decimals(reading.value, unit);
+    if reading.detail.is_empty() {
+        format!("{value}{unit}")
+    } else {
+        format!("{value}{unit} ({})", reading.detail)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +522,7 @@ mod tests {
     fn run(kind: Kind, shape: Shape, total_us: f64, floor_us: f64) -> Run {
         Run {
             name: "run".into(),
+            round: 1,
             kind,
             workload: shape,
             target_rate: None,
@@ -488,7 +599,7 @@ mod tests {
         );
         let share = verdict(&verdicts, "gateway share");
         assert_eq!(share.met, Some(true), "{share:?}");
-        assert!(share.measured.as_deref().unwrap().starts_with("2.5 ×"));
+        assert!(share.measured.as_deref().unwrap().starts_with("2.50 ×"));
         assert_eq!(
             verdict(&verdicts, "pywa: ≥ 4").measured.as_deref(),
             Some("2.00 ×")
@@ -534,5 +645,24 @@ mod tests {
             (errors.met, errors.measured.as_deref()),
             (Some(false), Some("3"))
         );
+    }
+
+    #[test]
+    fn several_rounds_are_judged_on_their_median() {
+        let mut runs = Vec::new();
+        for (round, total) in [(1, 800.0), (2, 700.0), (3, 760.0)] {
+            let mut meta = run(flowgate(true, "sqlite"), Shape::Step, total, 500.0);
+            meta.round = round;
+            runs.push(meta);
+        }
+        let verdicts = Report::targets(&runs, None);
+        let meta_step = verdict(&verdicts, "Meta step");
+        // 1.60, 1.40 and 1.52: the median, 1.52, is over the line.
+        assert_eq!(meta_step.met, Some(false));
+        assert_eq!(
+            meta_step.measured.as_deref(),
+            Some("median 1.52 × of 3: 1.60 ×, 1.40 ×, 1.52 ×")
+        );
+        assert_eq!(median(&mut [3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 }

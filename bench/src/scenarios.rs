@@ -36,6 +36,8 @@ pub struct Bench {
     pub sealer: Sealer,
     /// Tells runs' flow tokens apart when they share a PostgreSQL store.
     pub run_id: String,
+    /// The round of `--rounds` being run (from 1).
+    pub round: usize,
     runs_started: usize,
 }
 
@@ -117,6 +119,7 @@ impl Bench {
             meta,
             sealer,
             run_id,
+            round: 1,
             runs_started: 0,
         })
     }
@@ -409,6 +412,7 @@ impl Bench {
         );
         Ok(Run {
             name: name.to_owned(),
+            round: self.round,
             kind,
             workload: workload.shape(),
             target_rate: match pace {
