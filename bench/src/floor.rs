@@ -90,7 +90,8 @@ impl Meter {
             operations += 1;
         }
         let spent = match (cpu_start, thread_cpu()) {
-            (Some(from), Some(to)) => to.saturating_sub(from),
+            (Some(from), Some(to)) if to > from => to - from,
+            // No scheduler statistics in this kernel (the file reads all zeros).
             _ => start.elapsed(),
         };
         Ok(Floor {
@@ -103,6 +104,9 @@ impl Meter {
 /// The calling thread's time on a CPU so far: the first field of its `schedstat`, in
 /// nanoseconds.
 fn thread_cpu() -> Option<Duration> {
+    // The running thread's figure is brought up to date at a context switch or a
+    // scheduler tick (every few ms); yielding brings it up to date now.
+    std::thread::yield_now();
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let nanos = stat.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(nanos))
@@ -138,11 +142,22 @@ mod tests {
         let Some(from) = thread_cpu() else {
             return; // no /proc here: the meter falls back to wall-clock time
         };
+        // Spin until the thread has been on a CPU for 20 ms; one thread cannot have
+        // spent more CPU than the time that went by.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(20) {
-            std::hint::black_box(start.elapsed());
-        }
-        let spent = thread_cpu().unwrap() - from;
-        assert!(spent >= Duration::from_millis(10), "{spent:?}");
+        let spent = loop {
+            let spent = thread_cpu().unwrap().saturating_sub(from);
+            if spent >= Duration::from_millis(20) {
+                break spent;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "CPU time stuck at {spent:?}"
+            );
+        };
+        assert!(
+            spent <= start.elapsed() + Duration::from_millis(1),
+            "{spent:?}"
+        );
     }
 }

@@ -126,11 +126,14 @@ impl Report {
             "RSA-2048 OAEP-SHA256 decrypt (aws-lc-rs, 1 core): {:.0} µs/op at the start; \
              each run's ×RSA is to the mean of the floor measured just before and just \
              after it (floor µs)\n\
-             {} keep-alive HTTPS connections, {} s per run, {} round(s) (#), {} CPUs\n\n",
+             {} keep-alive HTTPS connections, {} s per run{}, {} CPUs\n\n",
             self.floor.rsa_decrypt_us,
             self.settings.connections,
             self.settings.seconds,
-            self.settings.rounds,
+            match self.settings.rounds {
+                1 => String::new(),
+                rounds => format!(", {rounds} rounds (#)"),
+            },
             self.settings.cpus,
         );
         out += &format!(
@@ -230,19 +233,39 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
     pub target: &'static str,
-    /// What was measured, with what it was computed from (with several rounds: the
-    /// median, then each round's value); `None`: the runs it needs were not part of
-    /// this report.
+    /// The value judged (with several rounds, their median), in the target's unit;
+    /// `None` when not measured.
+    pub value: Option<f64>,
+    /// Each round's value, in order (one for a target measured once).
+    pub per_round: Vec<f64>,
+    /// The target's limit: `value` must be at most it, or for pywa's rate at least it.
+    pub limit: f64,
+    /// `value` and what it was computed from, as the table shows it; `None`: the runs
+    /// it needs were not part of this report.
     pub measured: Option<String>,
     pub met: Option<bool>,
 }
 
 impl Verdict {
-    fn not_measured(target: &'static str) -> Self {
+    fn not_measured(target: &'static str, limit: f64) -> Self {
         Self {
             target,
+            value: None,
+            per_round: Vec::new(),
+            limit,
             measured: None,
             met: None,
+        }
+    }
+
+    fn once(target: &'static str, bound: Bound, value: f64, measured: String) -> Self {
+        Self {
+            target,
+            value: Some(value),
+            per_round: vec![value],
+            limit: bound.limit(),
+            measured: Some(measured),
+            met: Some(bound.holds(value)),
         }
     }
 }
@@ -255,6 +278,12 @@ enum Bound {
 }
 
 impl Bound {
+    fn limit(self) -> f64 {
+        match self {
+            Bound::AtMost(limit) | Bound::AtLeast(limit) => limit,
+        }
+    }
+
     fn holds(self, value: f64) -> bool {
         match self {
             Bound::AtMost(limit) => value <= limit,
@@ -331,9 +360,10 @@ const PER_ROUND: [PerRound; 8] = [
                 flowgate(runs, true, Shape::Step)?,
                 of_kind(runs, Kind::Pywa)?,
             );
-            Some(Reading::ratio(
-                meta.requests_per_second / pywa.requests_per_second.max(f64::MIN_POSITIVE),
-            ))
+            Some(Reading {
+                value: meta.requests_per_second / pywa.requests_per_second.max(f64::MIN_POSITIVE),
+                detail: cut_short(meta).into(),
+            })
         },
     ),
     (
@@ -357,9 +387,14 @@ const PER_ROUND: [PerRound; 8] = [
         "p99 ≤ 10 ms at half of peak",
         Bound::AtMost(10.0),
         |runs| {
-            let run = runs.iter().find(|run| {
-                run.target_rate.is_some() && matches!(run.kind, Kind::Flowgate { meta: false, .. })
-            })?;
+            let plain = Kind::Flowgate {
+                meta: false,
+                store: "sqlite",
+                replicas: 1,
+            };
+            let run = runs
+                .iter()
+                .find(|run| run.target_rate.is_some() && run.kind == plain)?;
             Some(Reading::ratio(run.latency_ms.p99))
         },
     ),
@@ -398,7 +433,19 @@ fn of_kind<'a>(runs: &[&'a Run], kind: Kind) -> Option<&'a Run> {
 }
 
 fn floor_ratio(run: &Run) -> Option<Reading> {
-    Some(Reading::ratio(run.cpu_to_rsa_floor))
+    Some(Reading {
+        value: run.cpu_to_rsa_floor,
+        detail: cut_short(run).into(),
+    })
+}
+
+/// Says so when a run's sealed pool ran out before its window ended.
+fn cut_short(run: &Run) -> &'static str {
+    if run.pool_exhausted {
+        "pool ran out"
+    } else {
+        ""
+    }
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
@@ -414,7 +461,8 @@ fn median(values: &mut [f64]) -> f64 {
 
 impl Report {
     /// Judges every target on `runs` (of every round) and `idle`. A target measured in
-    /// several rounds is judged on the median of its rounds' values.
+    /// several rounds is judged on the median of its rounds' values; the errors target
+    /// on every run of every round.
     pub fn targets(runs: &[Run], idle: Option<&Idle>) -> Vec<Verdict> {
         let mut rounds: Vec<usize> = runs.iter().map(|run| run.round).collect();
         rounds.dedup();
@@ -429,12 +477,12 @@ impl Report {
                 let readings: Vec<Reading> =
                     by_round.iter().filter_map(|runs| read(runs)).collect();
                 let unit = unit(target);
-                let measured = match readings.as_slice() {
-                    [] => return Verdict::not_measured(target),
+                let per_round: Vec<f64> = readings.iter().map(|r| r.value).collect();
+                let (value, measured) = match readings.as_slice() {
+                    [] => return Verdict::not_measured(target, bound.limit()),
                     [one] => (one.value, format_reading(one, unit)),
                     many => {
-                        let mut values: Vec<f64> = many.iter().map(|r| r.value).collect();
-                        let middle = median(&mut values);
+                        let middle = median(&mut per_round.clone());
                         let each: Vec<String> =
                             many.iter().map(|r| format_reading(r, unit)).collect();
                         (
@@ -450,49 +498,62 @@ impl Report {
                 };
                 Verdict {
                     target,
-                    measured: Some(measured.1),
-                    met: Some(bound.holds(measured.0)),
+                    value: Some(value),
+                    per_round,
+                    limit: bound.limit(),
+                    measured: Some(measured),
+                    met: Some(bound.holds(value)),
                 }
             })
             .collect();
 
         verdicts.push(if runs.is_empty() {
-            Verdict::not_measured(ERRORS)
+            Verdict::not_measured(ERRORS, 0.0)
         } else {
+            // A run that answered nothing counts too, as it does for the smoke.
             let bad: u64 = runs
                 .iter()
-                .map(|run| run.non_2xx + run.wrong_answers + run.failed_connections)
+                .map(|run| {
+                    run.non_2xx
+                        + run.wrong_answers
+                        + run.failed_connections
+                        + u64::from(run.requests == 0)
+                })
                 .sum();
-            Verdict {
-                target: ERRORS,
-                measured: Some(bad.to_string()),
-                met: Some(bad == 0),
-            }
+            Verdict::once(ERRORS, Bound::AtMost(0.0), bad as f64, bad.to_string())
         });
 
         match idle {
             Some(idle) => {
                 let mib = |kib: u64| kib as f64 / 1024.0;
-                verdicts.push(Verdict {
-                    target: IDLE,
-                    measured: Some(format!("{:.1} MiB", mib(idle.gateway_rss_idle_kib))),
-                    met: Some(mib(idle.gateway_rss_idle_kib) <= IDLE_RSS_MAX_MIB),
-                });
+                let (idle_mib, holding_mib) = (
+                    mib(idle.gateway_rss_idle_kib),
+                    mib(idle.gateway_rss_holding_kib),
+                );
+                verdicts.push(Verdict::once(
+                    IDLE,
+                    Bound::AtMost(IDLE_RSS_MAX_MIB),
+                    idle_mib,
+                    format!("{idle_mib:.1} MiB"),
+                ));
                 verdicts.push(if idle.connections_held >= HOLDING_CONNECTIONS {
-                    Verdict {
-                        target: HOLDING,
-                        measured: Some(format!("{:.1} MiB", mib(idle.gateway_rss_holding_kib))),
-                        met: Some(mib(idle.gateway_rss_holding_kib) <= HOLDING_RSS_MAX_MIB),
-                    }
+                    Verdict::once(
+                        HOLDING,
+                        Bound::AtMost(HOLDING_RSS_MAX_MIB),
+                        holding_mib,
+                        format!("{holding_mib:.1} MiB"),
+                    )
                 } else {
                     Verdict {
-                        target: HOLDING,
                         measured: Some(format!("only {} connections held", idle.connections_held)),
-                        met: None,
+                        ..Verdict::not_measured(HOLDING, HOLDING_RSS_MAX_MIB)
                     }
                 });
             }
-            None => verdicts.extend([Verdict::not_measured(IDLE), Verdict::not_measured(HOLDING)]),
+            None => verdicts.extend([
+                Verdict::not_measured(IDLE, IDLE_RSS_MAX_MIB),
+                Verdict::not_measured(HOLDING, HOLDING_RSS_MAX_MIB),
+            ]),
         }
         verdicts
     }
@@ -573,6 +634,8 @@ mod tests {
         half_peak.target_rate = Some(500.0);
         half_peak.latency_ms.p99 = 12.0;
         let runs = vec![
+            // First, so that a target reading the closed-loop run cannot take it.
+            half_peak,
             // The baseline ran while the machine was twice as fast: 20 µs at a floor of
             // 250 µs is 40 µs at the plain run's floor, so the share is 2.5, not 5.
             run(Kind::Baseline, Shape::Step, 20.0, 250.0),
@@ -583,13 +646,16 @@ mod tests {
             meta,
             run(flowgate(true, "sqlite"), Shape::Journey, 700.0, 500.0),
             run(Kind::Pywa, Shape::Step, 1000.0, 500.0),
-            half_peak,
         ];
         let verdicts = Report::targets(&runs, None);
 
         let meta_step = verdict(&verdicts, "Meta step");
         assert_eq!(meta_step.met, Some(false));
         assert_eq!(meta_step.measured.as_deref(), Some("1.60 ×"));
+        assert_eq!(
+            (meta_step.value, meta_step.limit, &meta_step.per_round[..]),
+            (Some(1.6), 1.5, &[1.6][..])
+        );
         assert_eq!(verdict(&verdicts, "Meta journey").met, Some(true));
         assert_eq!(verdict(&verdicts, "plain step").met, Some(true));
         let journey = verdict(&verdicts, "plain journey");
@@ -606,7 +672,8 @@ mod tests {
         );
         assert_eq!(verdict(&verdicts, "pywa: ≥ 4").met, Some(false));
         assert_eq!(verdict(&verdicts, "pywa: ≤").met, Some(false));
-        assert_eq!(verdict(&verdicts, "p99").met, Some(false));
+        let p99 = verdict(&verdicts, "p99");
+        assert_eq!((p99.met, p99.value), (Some(false), Some(12.0)));
         assert_eq!(verdict(&verdicts, "no non-2xx").met, Some(true));
         assert_eq!(verdict(&verdicts, "gateway RSS ≤ 30").met, None);
     }
@@ -639,11 +706,27 @@ mod tests {
     fn an_error_answer_anywhere_fails_the_errors_target() {
         let mut bad = run(flowgate(false, "postgres"), Shape::Step, 50.0, 500.0);
         bad.non_2xx = 3;
-        let verdicts = Report::targets(&[bad], None);
+        let mut silent = run(Kind::Pywa, Shape::Step, 50.0, 500.0);
+        silent.requests = 0;
+        let good = || run(Kind::Baseline, Shape::Step, 50.0, 500.0);
+        let verdicts = Report::targets(&[good(), bad, silent], None);
         let errors = verdict(&verdicts, "no non-2xx");
         assert_eq!(
             (errors.met, errors.measured.as_deref()),
-            (Some(false), Some("3"))
+            (Some(false), Some("4"))
+        );
+        let verdicts = Report::targets(&[good()], None);
+        assert_eq!(verdict(&verdicts, "no non-2xx").met, Some(true));
+    }
+
+    #[test]
+    fn a_run_cut_short_says_so() {
+        let mut meta = run(flowgate(true, "sqlite"), Shape::Step, 700.0, 500.0);
+        meta.pool_exhausted = true;
+        let verdicts = Report::targets(&[meta], None);
+        assert_eq!(
+            verdict(&verdicts, "Meta step").measured.as_deref(),
+            Some("1.40 × (pool ran out)")
         );
     }
 

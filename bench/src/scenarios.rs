@@ -379,6 +379,8 @@ impl Bench {
             || before = watched.iter().map(|(_, w)| w.cpu()).collect(),
         )
         .await?;
+        // The servers' CPU up to the end of the window, before the floor is measured.
+        let after: Vec<Duration> = watched.iter().map(|(_, w)| w.cpu()).collect();
         let floor = Bracket {
             before_us: floor_before,
             after_us: self.floor_now()?,
@@ -387,9 +389,9 @@ impl Bench {
         let per_request = |role: Role| -> Option<f64> {
             let used: Duration = watched
                 .iter()
-                .zip(&before)
+                .zip(before.iter().zip(&after))
                 .filter(|((r, _), _)| *r == role)
-                .map(|((_, w), start)| w.cpu().saturating_sub(*start))
+                .map(|(_, (start, end))| end.saturating_sub(*start))
                 .sum();
             let present = watched.iter().any(|(r, _)| *r == role);
             present.then(|| used.as_secs_f64() * 1e6 / requests)
