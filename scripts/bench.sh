@@ -3,7 +3,7 @@
 # binaries, starts a throwaway PostgreSQL on 127.0.0.1 unless FLOWGATE_BENCH_POSTGRES_URL
 # names one (the way scripts/test.sh does), raises the open-file limit for the idle
 # connections, and runs target/release/flowgate-bench. Arguments go to flowgate-bench
-# (`--smoke`, `--seconds N`, `--help`); BENCH_NO_BUILD=1 skips the build, and
+# (`--smoke`, `--seconds N`, `--rounds N`, `--help`); BENCH_NO_BUILD=1 skips the build, and
 # BENCH_BIN_DIR points at binaries built elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."

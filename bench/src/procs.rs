@@ -62,7 +62,7 @@ impl Watched {
 }
 
 /// `pid` and its descendants, found through each process's parent id.
-fn tree(pid: u32) -> Vec<u32> {
+pub fn tree(pid: u32) -> Vec<u32> {
     let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
         .into_iter()
         .flatten()

@@ -1,7 +1,8 @@
 //! Starting the servers under test as child processes, configured only through their
 //! documented environment (README's configuration tables): flowgate's release
 //! `flow-service` and `flowgate-gateway` binaries, and the key pair from
-//! `flowgate-gateway keygen`. Every child is killed when its handle drops.
+//! `flowgate-gateway keygen`. Every child, and whatever it started, is killed when its
+//! handle drops.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -65,8 +66,23 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills the child and every process it started: uvicorn's workers outlive a
+    /// killed uvicorn, and would go on using CPU and memory through the later runs.
     fn drop(&mut self) {
+        let descendants: Vec<String> = crate::procs::tree(self.child.id())
+            .into_iter()
+            .skip(1)
+            .map(|pid| pid.to_string())
+            .collect();
         let _ = self.child.kill();
+        if !descendants.is_empty() {
+            // std kills only its own children; procps' `kill` takes any pid.
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(&descendants)
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.wait();
     }
 }
@@ -189,4 +205,56 @@ pub struct MetaKeys {
 /// lines cost nothing in either flowgate or pywa (uvicorn's access log is off too).
 pub fn log_filter() -> String {
     std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether `pid` is still a process that runs (a zombie awaiting its reaper is not).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                Some(state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn dropping_a_server_kills_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new("sh");
+        // A shell that starts a sleeper and waits for it, like uvicorn and its workers.
+        command.args(["-c", "sleep 60 & wait"]);
+        let server = Server::spawn("tree", free_addr().unwrap(), command, dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let sleeper = loop {
+            if let Some(&pid) = crate::procs::tree(server.child.id()).get(1) {
+                break pid;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no sleeper started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(alive(sleeper));
+        drop(server);
+        let started = std::time::Instant::now();
+        while alive(sleeper) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the sleeper outlived its server"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -7,8 +7,8 @@
 //! worker task, which hands it to hyper's connection task, which spawns one more task
 //! per call to forward the body and the answer. Here the caller's task opens the
 //! stream and writes the request itself, and the connection's one task wakes it with
-//! the answer. `flowgate-bench --only hop` measures the difference on a bare hop (the
-//! README's Performance section has the figures). The `h2` crate does the HTTP/2;
+//! the answer. `flowgate-bench --only hop` measures the difference on a bare hop
+//! (`docs/performance.md` has the figures). The `h2` crate does the HTTP/2;
 //! what is written here is what `Channel` added on top of it, and only what the
 //! gateway uses:
 //!
