@@ -1,11 +1,12 @@
 //! `flowgate-bench`: flowgate's release binaries, driven from outside through their
 //! environment, measured side by side with the floors under them and with pywa.
 //!
-//! In order: the RSA floor (`floor`); the in-process no-hop baseline (`baseline`);
-//! flowgate plain with SQLite, with PostgreSQL, and with two flow-service replicas on
-//! one PostgreSQL; flowgate in Meta mode; pywa (`pywa`); a constant-rate run at half
-//! of flowgate's plain peak; the gateway's memory idle and holding many idle
-//! connections. The set-ups are in `scenarios`, started through `servers`; the load
+//! In order, in each round (`--rounds`): the in-process no-hop baseline (`baseline`)
+//! and the bare hops (`hop`); flowgate plain with SQLite, then a constant-rate run at
+//! half of that peak, and its journey; flowgate plain with PostgreSQL, and with two
+//! flow-service replicas on one PostgreSQL; flowgate in Meta mode; pywa (`pywa`). Then
+//! the gateway's memory idle and holding many idle connections. The RSA floor
+//! (`floor`) is measured at the start and around every run. The set-ups are in `scenarios`, started through `servers`; the load
 //! generator is `load` with requests from `workload` (sealed by `seal`); CPU and
 //! memory come from `procs`; `report` prints the table and writes the JSON.
 //!
@@ -247,13 +248,29 @@ async fn one_round(
     }
 
     let plain_name = format!("flowgate plain, {store_name}");
-    let mut half_peak = None;
     if wanted("plain") {
         let plain_peak = bench
             .flowgate(&plain_name, store, 1, Shape::Step, None, Pace::ClosedLoop)
             .await?;
-        half_peak = Some(plain_peak.requests_per_second / 2.0);
+        let half_peak = plain_peak.requests_per_second / 2.0;
         runs.push(plain_peak);
+        // Right after the peak it halves: this machine's speed can double or halve
+        // within a minute, and half of an earlier peak may be all a slowed machine can
+        // do (then the latency measured is a queue's).
+        if wanted("rate") {
+            runs.push(
+                bench
+                    .flowgate(
+                        &plain_name,
+                        store,
+                        1,
+                        Shape::Step,
+                        None,
+                        Pace::Rate(half_peak.max(1.0)),
+                    )
+                    .await?,
+            );
+        }
     }
     if wanted("journey") {
         runs.push(
@@ -312,21 +329,6 @@ async fn one_round(
     } else if let Some(step_pool) = sealed_step {
         // pywa keeps no state, so it may take the same sealed requests.
         runs.push(bench.pywa(&args.venv, &args.pywa_app, step_pool).await?);
-    }
-
-    if let Some(half_peak) = half_peak.filter(|_| wanted("rate")) {
-        runs.push(
-            bench
-                .flowgate(
-                    &plain_name,
-                    store,
-                    1,
-                    Shape::Step,
-                    None,
-                    Pace::Rate(half_peak.max(1.0)),
-                )
-                .await?,
-        );
     }
 
     Ok(runs)
