@@ -307,8 +307,26 @@ impl Reading {
     }
 }
 
-/// A target judged per round: its name, its limit, and its value in one round's runs.
-type PerRound = (&'static str, Bound, fn(&[&Run]) -> Option<Reading>);
+/// What a per-round target's value is shown in.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    /// A ratio.
+    Times,
+    Ms,
+}
+
+impl Unit {
+    fn show(self, value: f64) -> String {
+        match self {
+            Unit::Times => format!("{value:.2} ×"),
+            Unit::Ms => format!("{value:.1} ms"),
+        }
+    }
+}
+
+/// A target judged per round: its name, its limit, its unit, and its value in one
+/// round's runs.
+type PerRound = (&'static str, Bound, Unit, fn(&[&Run]) -> Option<Reading>);
 
 /// The targets, as the issue states them (ratios within one run; plain and Meta on the
 /// default store, SQLite, with one flow service). A ratio between two runs compares
@@ -318,26 +336,31 @@ const PER_ROUND: [PerRound; 8] = [
     (
         "Meta step: CPU ≤ 1.5 × floor",
         Bound::AtMost(1.5),
+        Unit::Times,
         |runs| floor_ratio(flowgate(runs, true, Shape::Step)?),
     ),
     (
         "Meta journey: CPU ≤ 1.5 × floor",
         Bound::AtMost(1.5),
+        Unit::Times,
         |runs| floor_ratio(flowgate(runs, true, Shape::Journey)?),
     ),
     (
         "plain step: CPU ≤ 0.5 × floor",
         Bound::AtMost(0.5),
+        Unit::Times,
         |runs| floor_ratio(flowgate(runs, false, Shape::Step)?),
     ),
     (
         "plain journey: CPU ≤ 0.5 × floor",
         Bound::AtMost(0.5),
+        Unit::Times,
         |runs| floor_ratio(flowgate(runs, false, Shape::Journey)?),
     ),
     (
         "gateway share: ≤ 2.5 × the no-hop handler",
         Bound::AtMost(2.5),
+        Unit::Times,
         |runs| {
             let plain = flowgate(runs, false, Shape::Step)?;
             let baseline = of_kind(runs, Kind::Baseline)?;
@@ -355,6 +378,7 @@ const PER_ROUND: [PerRound; 8] = [
     (
         "pywa: ≥ 4 × its req/s on the encrypted step",
         Bound::AtLeast(4.0),
+        Unit::Times,
         |runs| {
             let (meta, pywa) = (
                 flowgate(runs, true, Shape::Step)?,
@@ -369,6 +393,7 @@ const PER_ROUND: [PerRound; 8] = [
     (
         "pywa: ≤ ⅓ of its CPU per request",
         Bound::AtMost(1.0 / 3.0),
+        Unit::Times,
         |runs| {
             let (meta, pywa) = (
                 flowgate(runs, true, Shape::Step)?,
@@ -386,28 +411,15 @@ const PER_ROUND: [PerRound; 8] = [
     (
         "p99 ≤ 10 ms at half of peak",
         Bound::AtMost(10.0),
+        Unit::Ms,
         |runs| {
-            let plain = Kind::Flowgate {
-                meta: false,
-                store: "sqlite",
-                replicas: 1,
-            };
             let run = runs
                 .iter()
-                .find(|run| run.target_rate.is_some() && run.kind == plain)?;
+                .find(|run| run.target_rate.is_some() && run.kind == judged(false))?;
             Some(Reading::ratio(run.latency_ms.p99))
         },
     ),
 ];
-
-/// The unit a per-round target is shown in.
-fn unit(target: &str) -> &'static str {
-    if target.starts_with("p99") {
-        " ms"
-    } else {
-        " ×"
-    }
-}
 
 const ERRORS: &str = "no non-2xx (or wrong) answers in any run";
 const IDLE: &str = "gateway RSS ≤ 30 MiB idle";
@@ -416,15 +428,20 @@ const IDLE_RSS_MAX_MIB: f64 = 30.0;
 const HOLDING_RSS_MAX_MIB: f64 = 150.0;
 const HOLDING_CONNECTIONS: usize = 10_000;
 
-/// The closed-loop flowgate run of `shape`, plain or Meta, on SQLite with one service.
-fn flowgate<'a>(runs: &[&'a Run], meta: bool, shape: Shape) -> Option<&'a Run> {
-    let kind = Kind::Flowgate {
+/// The flowgate set-up the targets are for: plain or Meta, on the default store
+/// (SQLite), with one flow service.
+fn judged(meta: bool) -> Kind {
+    Kind::Flowgate {
         meta,
         store: "sqlite",
         replicas: 1,
-    };
+    }
+}
+
+/// The closed-loop run of `shape` on the [`judged`] set-up.
+fn flowgate<'a>(runs: &[&'a Run], meta: bool, shape: Shape) -> Option<&'a Run> {
     runs.iter()
-        .find(|run| run.kind == kind && run.workload == shape && run.target_rate.is_none())
+        .find(|run| run.kind == judged(meta) && run.workload == shape && run.target_rate.is_none())
         .copied()
 }
 
@@ -473,23 +490,22 @@ impl Report {
 
         let mut verdicts: Vec<Verdict> = PER_ROUND
             .iter()
-            .map(|(target, bound, read)| {
+            .map(|(target, bound, unit, read)| {
                 let readings: Vec<Reading> =
                     by_round.iter().filter_map(|runs| read(runs)).collect();
-                let unit = unit(target);
                 let per_round: Vec<f64> = readings.iter().map(|r| r.value).collect();
                 let (value, measured) = match readings.as_slice() {
                     [] => return Verdict::not_measured(target, bound.limit()),
-                    [one] => (one.value, format_reading(one, unit)),
+                    [one] => (one.value, format_reading(one, *unit)),
                     many => {
                         let middle = median(&mut per_round.clone());
                         let each: Vec<String> =
-                            many.iter().map(|r| format_reading(r, unit)).collect();
+                            many.iter().map(|r| format_reading(r, *unit)).collect();
                         (
                             middle,
                             format!(
-                                "median {}{unit} of {}: {}",
-                                decimals(middle, unit),
+                                "median {} of {}: {}",
+                                unit.show(middle),
                                 many.len(),
                                 each.join(", ")
                             ),
@@ -559,20 +575,12 @@ impl Report {
     }
 }
 
-fn decimals(value: f64, unit: &str) -> String {
-    if unit == " ms" {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    }
-}
-
-fn format_reading(reading: &Reading, unit: &str) -> String {
-    let value = decimals(reading.value, unit);
+fn format_reading(reading: &Reading, unit: Unit) -> String {
+    let value = unit.show(reading.value);
     if reading.detail.is_empty() {
-        format!("{value}{unit}")
+        value
     } else {
-        format!("{value}{unit} ({})", reading.detail)
+        format!("{value} ({})", reading.detail)
     }
 }
 
