@@ -156,6 +156,9 @@ where
     }
 }
 
+/// The headers of a call whose values are new on every call.
+const UNIQUE_PER_CALL: [&str; 2] = ["grpc-timeout", "traceparent"];
+
 /// One typed call on one replica.
 #[derive(Debug, Clone)]
 pub struct Grpc {
@@ -181,6 +184,15 @@ impl Service<Attempt> for Grpc {
             let mut request = tonic::Request::new(message);
             request.set_timeout(timeout);
             flowgate_telemetry::propagation::inject(span, request.metadata_mut());
+            // These values differ on every call. HPACK would add each to the
+            // connection's header table, where they only push out the entries that do
+            // repeat and lengthen the search of every later header; sent as never
+            // indexed, they stay out of it.
+            for name in UNIQUE_PER_CALL {
+                if let Some(value) = request.metadata_mut().get_mut(name) {
+                    value.set_sensitive(true);
+                }
+            }
             request
         }
         let mut client = self.client.clone();
