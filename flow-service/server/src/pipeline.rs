@@ -12,8 +12,8 @@
 //! 4. single flight ([`Calls`]) — a call with an idempotency key that is already
 //!    running in this process waits for that call's answer and shares it; one that
 //!    finished here recently gets its outcome from memory. A new call runs the steps
-//!    below as a task of its own, so that it finishes (and its answer is kept for the
-//!    resend) even when its caller goes away;
+//!    below in its caller's task, and goes on as a task of its own should its caller go
+//!    away, so that it finishes (and its answer is kept for the resend) all the same;
 //! 5. [`Call::open`] — where the store claims calls ([`Store::claims_calls`]:
 //!    PostgreSQL, memory), the idempotency key is claimed first (a call still in
 //!    progress on another replica: `UNAVAILABLE`); then one read gives the token's
@@ -36,8 +36,12 @@
 //! Any store failure is `UNAVAILABLE` (HTTP 503), and nothing half-written remains.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use flowgate_proto::json::struct_to_json;
@@ -86,22 +90,18 @@ pub(crate) async fn run(
     };
     match calls.join(id) {
         Joined::Lead(lead) => {
-            let answer = lead.subscribe();
-            tokio::spawn(
-                async move {
-                    // The work outlives a caller that goes away, but not the call's
-                    // deadline: past it, the gateway has answered already.
-                    let (answer, outcome) = match deadline {
-                        Some(at) => tokio::time::timeout_at(at.into(), call.execute())
-                            .await
-                            .unwrap_or_else(|_| (Err(past_deadline()), None)),
-                        None => call.execute().await,
-                    };
-                    lead.finish(answer, outcome);
-                }
-                .instrument(Span::current()),
-            );
-            wait(answer).await
+            Detached::new(async move {
+                // The work outlives a caller that goes away, but not the call's
+                // deadline: past it, the gateway has answered already.
+                let (answer, outcome) = match deadline {
+                    Some(at) => tokio::time::timeout_at(at.into(), call.execute())
+                        .await
+                        .unwrap_or_else(|_| (Err(past_deadline()), None)),
+                    None => call.execute().await,
+                };
+                lead.finish(answer, outcome)
+            })
+            .await
         }
         Joined::Wait(answer) => {
             let answer = match tokio::time::timeout(CLAIM_LEASE, wait(answer)).await {
@@ -126,9 +126,66 @@ pub(crate) async fn run(
 async fn wait(mut answer: watch::Receiver<Option<Answer>>) -> Answer {
     match answer.wait_for(Option::is_some).await {
         Ok(answer) => answer.clone().expect("waited for an answer"),
-        Err(_) => Err(Status::internal(
-            "the call failed; see the flow service's log",
-        )),
+        Err(_) => Err(call_failed()),
+    }
+}
+
+fn call_failed() -> Status {
+    Status::internal("the call failed; see the flow service's log")
+}
+
+/// A new call's work, run in its caller's task: no task of its own to start, and no
+/// hand-over of the answer from one task to another, on every call. Should the caller
+/// go away before the work is done (the gateway's deadline, a dropped connection), the
+/// rest of the work becomes a task of its own then, in the call's span, so that it
+/// still finishes, keeps its outcome for the resend and answers the callers waiting for
+/// it. A panic in the work is the caller's `INTERNAL`, as it is the waiters'.
+struct Detached<F: Future<Output = Answer> + Send + 'static> {
+    /// `None` once it has answered.
+    work: Option<Pin<Box<F>>>,
+    span: Span,
+}
+
+impl<F: Future<Output = Answer> + Send + 'static> Detached<F> {
+    fn new(work: F) -> Self {
+        Self {
+            work: Some(Box::pin(work)),
+            span: Span::current(),
+        }
+    }
+}
+
+impl<F: Future<Output = Answer> + Send + 'static> Future for Detached<F> {
+    type Output = Answer;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        let work = self.work.as_mut().expect("polled after it answered");
+        // The work's state is dropped whole after a panic (its lead with it, which
+        // answers the waiters), never used again.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(answer)) => {
+                self.work = None;
+                Poll::Ready(answer)
+            }
+            Err(_) => {
+                self.work = None;
+                tracing::error!("the call panicked; its callers get INTERNAL");
+                Poll::Ready(Err(call_failed()))
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = Answer> + Send + 'static> Drop for Detached<F> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            // Without a runtime (the process is ending) the work is dropped, and its
+            // lead with it: the waiters get `INTERNAL`.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(work.instrument(self.span.clone()));
+            }
+        }
     }
 }
 
@@ -514,10 +571,11 @@ pub(crate) struct CallId {
 /// [`Store::claims_calls`]). Bounded: the oldest finished calls go first, past
 /// [`RECENT_CALLS`] entries or [`RECENT_CALL_TTL`].
 ///
-/// Cancellation: a new call runs as a task of its own, not in its caller's future, so
-/// a caller that goes away (the gateway's deadline, a dropped connection) neither
-/// stops it half-way nor strands its waiters; and if the task itself ends without an
-/// answer (a panic), its entry goes and its waiters get `INTERNAL`.
+/// Cancellation: a new call runs in its caller's task until done or until the caller
+/// goes away (the gateway's deadline, a dropped connection), and then as a task of its
+/// own ([`Detached`]), so that a caller going away neither stops it half-way nor
+/// strands its waiters; and if it ends without an answer (a panic), its entry goes and
+/// its callers get `INTERNAL`.
 #[derive(Debug)]
 pub(crate) struct Calls {
     table: Mutex<Table>,
@@ -612,13 +670,9 @@ struct Lead {
 }
 
 impl Lead {
-    fn subscribe(&self) -> watch::Receiver<Option<Answer>> {
-        self.sender.subscribe()
-    }
-
-    /// Remembers `outcome` (when the call has one) for resends, and answers every
-    /// caller waiting.
-    fn finish(mut self, answer: Answer, outcome: Option<Outcome>) {
+    /// Remembers `outcome` (when the call has one) for resends, answers every caller
+    /// waiting, and returns the answer for its own caller.
+    fn finish(mut self, answer: Answer, outcome: Option<Outcome>) -> Answer {
         self.finished = true;
         {
             let calls = &self.calls;
@@ -650,7 +704,12 @@ impl Lead {
                 }
             }
         }
-        self.sender.send_replace(Some(answer));
+        // The call's own entry is gone from the table: whoever still holds a
+        // receiver is a caller waiting, and only then is the answer copied.
+        if self.sender.receiver_count() > 0 {
+            self.sender.send_replace(Some(answer.clone()));
+        }
+        answer
     }
 }
 
@@ -789,6 +848,11 @@ mod tests {
                     request.session.set("x", x);
                     Ok(Outcome::screen("RECALL", json!({})))
                 }
+                "PANIC" => {
+                    self.started.notify_one();
+                    self.open.acquire().await.expect("never closed").forget();
+                    panic!("a bug in the handler")
+                }
                 "RECALL" => Ok(Outcome::screen(
                     "END",
                     json!({"x": request.session.get("x")}),
@@ -829,13 +893,18 @@ mod tests {
         })
     }
 
-    type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
-
-    /// A call, polled once: far enough to lead or to wait for its call, not further.
-    async fn started(server: &FlowServer, token: &str, screen: &str, key: &str) -> Pending {
+    /// A call, polled once (far enough to lead or to wait for its call), then going on
+    /// as a task of its own, as tonic runs each call; aborting the task is its caller
+    /// going away.
+    async fn started(
+        server: &FlowServer,
+        token: &str,
+        screen: &str,
+        key: &str,
+    ) -> tokio::task::JoinHandle<Answer> {
         let server = server.clone();
         let request = step(token, screen, key, json!({}));
-        let mut call: Pending = Box::pin(async move {
+        let mut call: Pin<Box<dyn Future<Output = Answer> + Send>> = Box::pin(async move {
             server
                 .data_exchange(request)
                 .await
@@ -846,7 +915,7 @@ mod tests {
             answer = &mut call => panic!("answered before its handler could finish: {answer:?}"),
             () = std::future::ready(()) => {}
         }
-        call
+        tokio::spawn(call)
     }
 
     async fn call(server: &FlowServer, screen: &str, key: &str, data: Value) -> Answer {
@@ -913,7 +982,7 @@ mod tests {
                 // The same call again while the first one's handler runs: it waits.
                 let second = started(&server, "tok", screen, &key).await;
                 gate.open.add_permits(1);
-                let (first, second) = (first.await, second.await);
+                let (first, second) = (first.await.unwrap(), second.await.unwrap());
                 assert_eq!(ok(&first), ok(&second), "{}", store.backend());
                 assert_eq!(screen_run(&first).1, 1.0);
                 assert_eq!(gate.runs(), 1, "{}", store.backend());
@@ -948,21 +1017,61 @@ mod tests {
                 let first = started(&server, &token, screen, "k").await;
                 gate.started.notified().await;
                 let waiter = started(&server, &token, screen, "k").await;
-                drop(first);
+                first.abort();
                 gate.open.add_permits(1);
-                let answer = waiter.await;
+                let answer = waiter.await.unwrap();
                 assert_eq!(screen_run(&answer).1, 1.0, "{}", store.backend());
                 // With nobody waiting: the call finishes all the same, and the resend
                 // (waiting for it, or finding its outcome) gets its answer.
                 let token = format!("{screen}-alone");
                 let alone = started(&server, &token, screen, "k").await;
                 gate.started.notified().await;
-                drop(alone);
+                alone.abort();
                 gate.open.add_permits(1);
                 let resent = call_on(&server, &token, screen, "k", json!({})).await;
                 assert_eq!(screen_run(&resent).1, 2.0, "{}", store.backend());
                 assert_eq!(gate.runs(), 2, "{}", store.backend());
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_panics_answers_internal_to_its_callers_and_leaves_nothing_running() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(&dir).await {
+            let gate = Gate::new();
+            let server = server(&gate, store.clone());
+            let internal = |answer: Answer| {
+                let status = answer.expect_err("a panic is no answer");
+                assert_eq!(status.code(), tonic::Code::Internal, "{}", store.backend());
+            };
+            // The caller whose task ran the handler, and one waiting for the same call.
+            let first = started(&server, "tok", "PANIC", "k").await;
+            gate.started.notified().await;
+            let waiter = started(&server, "tok", "PANIC", "k").await;
+            gate.open.add_permits(1);
+            internal(first.await.unwrap());
+            internal(waiter.await.unwrap());
+            // The same call again is not left waiting for the one that panicked: without
+            // claims (SQLite) it runs again; the memory store's claim is held until its
+            // lease ends, as a process's that died mid-call would be.
+            gate.open.add_permits(1);
+            let again = call(&server, "PANIC", "k", json!({})).await;
+            if store.claims_calls() {
+                let status = again.expect_err("the key is still claimed");
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::Unavailable,
+                    "{}",
+                    store.backend()
+                );
+            } else {
+                internal(again);
+            }
+            // The service goes on answering.
+            gate.open.add_permits(1);
+            let next = call(&server, "WAIT", "k2", json!({})).await;
+            assert_eq!(screen_run(&next).1, 1.0, "{}", store.backend());
         }
     }
 
@@ -1023,10 +1132,11 @@ mod tests {
             let Joined::Lead(lead) = calls.join(id(n)) else {
                 panic!("a new call leads");
             };
-            lead.finish(
+            let answer = lead.finish(
                 Err(Status::internal("x")),
                 Some(Outcome::screen("S", json!({"n": n}))),
             );
+            assert_eq!(answer.unwrap_err().message(), "x");
         }
         assert_eq!(calls.len(), 2);
         assert!(matches!(calls.join(id(4)), Joined::Recent(_)));
@@ -1036,7 +1146,9 @@ mod tests {
         let Joined::Lead(lead) = calls.join(id(9)) else {
             panic!("a new call leads");
         };
-        let waiter = lead.subscribe();
+        let Joined::Wait(waiter) = calls.join(id(9)) else {
+            panic!("the same call waits");
+        };
         drop(lead);
         assert_eq!(calls.len(), 2);
         assert!(waiter.has_changed().is_err());
