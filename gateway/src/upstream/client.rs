@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use flowgate_proto::v1::FlowResponse;
 use tokio::time::Instant;
+use tonic::metadata::KeyAndMutValueRef;
 use tonic::{Code, Status};
 use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
@@ -156,8 +157,30 @@ where
     }
 }
 
-/// The headers of a call whose values are new on every call.
-const UNIQUE_PER_CALL: [&str; 2] = ["grpc-timeout", "traceparent"];
+/// The headers of a call whose values are new on every call (the trace context's, on
+/// every trace).
+const UNIQUE_PER_CALL: [&str; 3] = ["grpc-timeout", "traceparent", "tracestate"];
+
+/// A call's request: the deadline travels as `grpc-timeout`, the trace as
+/// `traceparent`.
+fn request<T>(message: T, timeout: Duration, span: &tracing::Span) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    flowgate_telemetry::propagation::inject(span, request.metadata_mut());
+    // HPACK would add each of these values to the connection's header table, where they
+    // only push out the entries that do repeat and lengthen the search of every later
+    // header of the same name; sent as never indexed, they stay out of it.
+    // One pass over the few entries there are: a lookup by name costs more than the
+    // whole pass, for each name looked up.
+    for entry in request.metadata_mut().iter_mut() {
+        if let KeyAndMutValueRef::Ascii(name, value) = entry
+            && UNIQUE_PER_CALL.contains(&name.as_str())
+        {
+            value.set_sensitive(true);
+        }
+    }
+    request
+}
 
 /// One typed call on one replica.
 #[derive(Debug, Clone)]
@@ -179,22 +202,6 @@ impl Service<Attempt> for Grpc {
     fn call(&mut self, attempt: Attempt) -> BoxFuture {
         let timeout = attempt.deadline.saturating_duration_since(Instant::now());
         let span = tracing::Span::current();
-        // The deadline travels as `grpc-timeout`, the trace as `traceparent`.
-        fn build<T>(message: T, timeout: Duration, span: &tracing::Span) -> tonic::Request<T> {
-            let mut request = tonic::Request::new(message);
-            request.set_timeout(timeout);
-            flowgate_telemetry::propagation::inject(span, request.metadata_mut());
-            // These values differ on every call. HPACK would add each to the
-            // connection's header table, where they only push out the entries that do
-            // repeat and lengthen the search of every later header; sent as never
-            // indexed, they stay out of it.
-            for name in UNIQUE_PER_CALL {
-                if let Some(value) = request.metadata_mut().get_mut(name) {
-                    value.set_sensitive(true);
-                }
-            }
-            request
-        }
         let mut client = self.client.clone();
         let replica = self.addr;
         let flow = |r: tonic::Response<FlowResponse>| Reply::Flow(r.into_inner());
@@ -205,11 +212,11 @@ impl Service<Attempt> for Grpc {
         };
         match attempt.call {
             Call::Init(r) => {
-                let request = build(r, timeout, &span);
+                let request = request(r, timeout, &span);
                 Box::pin(async move { client.init(request).await.map(flow).map_err(failed) })
             }
             Call::DataExchange(r) => {
-                let request = build(r, timeout, &span);
+                let request = request(r, timeout, &span);
                 Box::pin(async move {
                     client
                         .data_exchange(request)
@@ -219,11 +226,11 @@ impl Service<Attempt> for Grpc {
                 })
             }
             Call::Back(r) => {
-                let request = build(r, timeout, &span);
+                let request = request(r, timeout, &span);
                 Box::pin(async move { client.back(request).await.map(flow).map_err(failed) })
             }
             Call::NotifyError(r) => {
-                let request = build(r, timeout, &span);
+                let request = request(r, timeout, &span);
                 Box::pin(async move {
                     client
                         .notify_error(request)
@@ -233,7 +240,7 @@ impl Service<Attempt> for Grpc {
                 })
             }
             Call::ListFlows(r) => {
-                let request = build(r, timeout, &span);
+                let request = request(r, timeout, &span);
                 Box::pin(async move {
                     client
                         .list_flows(request)
@@ -243,7 +250,7 @@ impl Service<Attempt> for Grpc {
                 })
             }
             Call::GetFlow(r) => {
-                let request = build(r, timeout, &span);
+                let request = request(r, timeout, &span);
                 Box::pin(async move {
                     client
                         .get_flow(request)
@@ -253,5 +260,26 @@ impl Service<Attempt> for Grpc {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_proto::v1::InitRequest;
+
+    #[test]
+    fn the_values_new_on_every_call_are_never_indexed() {
+        let request = request(
+            InitRequest::default(),
+            Duration::from_millis(1500),
+            &tracing::Span::none(),
+        );
+        // The header map h2 is handed keeps the flag, by which h2 keeps it out of HPACK's
+        // table.
+        let headers = request.into_parts().0.into_headers();
+        let timeout = &headers["grpc-timeout"];
+        assert_eq!(timeout, "1500000u");
+        assert!(timeout.is_sensitive());
     }
 }
