@@ -144,6 +144,9 @@ struct Detached<F: Future<Output = Answer> + Send + 'static> {
     /// `None` once it has answered.
     work: Option<Pin<Box<F>>>,
     span: Span,
+    /// Running as a task of its own already: dropped, it is dropped (the runtime is
+    /// ending), not spawned again.
+    own_task: bool,
 }
 
 impl<F: Future<Output = Answer> + Send + 'static> Detached<F> {
@@ -151,6 +154,7 @@ impl<F: Future<Output = Answer> + Send + 'static> Detached<F> {
         Self {
             work: Some(Box::pin(work)),
             span: Span::current(),
+            own_task: false,
         }
     }
 }
@@ -179,12 +183,23 @@ impl<F: Future<Output = Answer> + Send + 'static> Future for Detached<F> {
 
 impl<F: Future<Output = Answer> + Send + 'static> Drop for Detached<F> {
     fn drop(&mut self) {
-        if let Some(work) = self.work.take() {
-            // Without a runtime (the process is ending) the work is dropped, and its
-            // lead with it: the waiters get `INTERNAL`.
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(work.instrument(self.span.clone()));
-            }
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        // Without a runtime, or dropped in its own task, the process is ending: the work
+        // is dropped, its lead with it, and the waiters get `INTERNAL`. (A key the store
+        // claimed stays claimed until its lease ends, as when a process dies mid-call.)
+        if !self.own_task
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let span = self.span.clone();
+            let rest = Detached {
+                work: Some(work),
+                span: span.clone(),
+                own_task: true,
+            };
+            // Still catching a panic, for the log line and the waiters' `INTERNAL`.
+            runtime.spawn(rest.instrument(span));
         }
     }
 }
@@ -197,7 +212,7 @@ fn past_deadline() -> Status {
 /// The instant a call's `grpc-timeout` header (gRPC over HTTP/2: 1 to 8 digits and a
 /// unit, `H`, `M`, `S`, `m`, `u` or `n`) ends, if it has a valid one. Read here because
 /// tonic enforces the header by dropping the handler's future and offers no parser of
-/// it, while a call's work here runs as a task of its own.
+/// it, while a call's work here may outlive the handler's future ([`Detached`]).
 pub(crate) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
     let text = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
