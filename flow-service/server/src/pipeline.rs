@@ -41,7 +41,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
 
 use flowgate_proto::json::struct_to_json;
@@ -164,20 +164,36 @@ impl<F: Future<Output = Answer> + Send + 'static> Future for Detached<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         let work = self.work.as_mut().expect("polled after it answered");
-        // The work's state is dropped whole after a panic (its lead with it, which
-        // answers the waiters), never used again.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(answer)) => {
+        // After a panic the work's state is dropped whole (its lead with it, which
+        // answers the waiters). The flow's own code is caught closer, in
+        // `Call::handler`; this is for the steps around it.
+        match ready!(poll_caught(work.as_mut(), cx)) {
+            Ok(answer) => {
                 self.work = None;
                 Poll::Ready(answer)
             }
-            Err(_) => {
+            Err(Panicked) => {
                 self.work = None;
                 tracing::error!("the call panicked; its callers get INTERNAL");
                 Poll::Ready(Err(call_failed()))
             }
         }
+    }
+}
+
+/// A future that panicked.
+struct Panicked;
+
+/// Polls `future`, a panic in it coming out as [`Panicked`] instead of unwinding into
+/// the caller. The caller drops the future then, and never polls it again, so nothing
+/// it left half-changed is seen.
+fn poll_caught<F: Future + ?Sized>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Panicked>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        Ok(poll) => poll.map(Ok),
+        Err(_) => Poll::Ready(Err(Panicked)),
     }
 }
 
@@ -435,12 +451,23 @@ impl Call {
             data,
             ..self.request.clone()
         };
-        let outcome = match self.action {
-            Action::Init => self.flow.init(request).instrument(span).await,
-            Action::Back => self.flow.back(request).instrument(span).await,
-            Action::DataExchange => self.flow.data_exchange(request).instrument(span).await,
+        let run = match self.action {
+            Action::Init => self.flow.init(request),
+            Action::Back => self.flow.back(request),
+            Action::DataExchange => self.flow.data_exchange(request),
         };
-        outcome.map_err(|e| Early::Failed(crate::service::to_status(e)))
+        let mut run = std::pin::pin!(run.instrument(span));
+        match std::future::poll_fn(|cx| poll_caught(run.as_mut(), cx)).await {
+            Ok(outcome) => outcome.map_err(|e| Early::Failed(crate::service::to_status(e))),
+            // A panic in the flow's code fails the call as an error of the flow would:
+            // nothing is kept and its key is released, so a resend runs it again.
+            Err(Panicked) => {
+                tracing::error!("the flow's handler panicked");
+                Err(Early::Failed(Status::internal(
+                    "the flow failed; see the flow service's log",
+                )))
+            }
+        }
     }
 
     /// Step 7: the answer against the flow's Flow JSON — always counted and logged,
@@ -864,6 +891,7 @@ mod tests {
                     Ok(Outcome::screen("RECALL", json!({})))
                 }
                 "PANIC" => {
+                    self.runs.fetch_add(1, Ordering::SeqCst);
                     self.started.notify_one();
                     self.open.acquire().await.expect("never closed").forget();
                     panic!("a bug in the handler")
@@ -1051,7 +1079,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_call_that_panics_answers_internal_to_its_callers_and_leaves_nothing_running() {
+    async fn a_call_that_panics_answers_internal_to_its_callers_and_runs_again_when_resent() {
         let dir = tempfile::tempdir().unwrap();
         for store in stores(&dir).await {
             let gate = Gate::new();
@@ -1067,26 +1095,15 @@ mod tests {
             gate.open.add_permits(1);
             internal(first.await.unwrap());
             internal(waiter.await.unwrap());
-            // The same call again is not left waiting for the one that panicked: without
-            // claims (SQLite) it runs again; the memory store's claim is held until its
-            // lease ends, as a process's that died mid-call would be.
+            // The same call again runs again: it is neither left waiting for the one
+            // that panicked nor refused for a key still claimed (memory store).
             gate.open.add_permits(1);
-            let again = call(&server, "PANIC", "k", json!({})).await;
-            if store.claims_calls() {
-                let status = again.expect_err("the key is still claimed");
-                assert_eq!(
-                    status.code(),
-                    tonic::Code::Unavailable,
-                    "{}",
-                    store.backend()
-                );
-            } else {
-                internal(again);
-            }
+            internal(call(&server, "PANIC", "k", json!({})).await);
+            assert_eq!(gate.runs(), 2, "{}", store.backend());
             // The service goes on answering.
             gate.open.add_permits(1);
             let next = call(&server, "WAIT", "k2", json!({})).await;
-            assert_eq!(screen_run(&next).1, 1.0, "{}", store.backend());
+            assert_eq!(screen_run(&next).1, 3.0, "{}", store.backend());
         }
     }
 
