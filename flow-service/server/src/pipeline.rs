@@ -208,7 +208,7 @@ impl<F: Future<Output = Answer> + Send + 'static> Drop for Detached<F> {
         if !self.own_task
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let span = self.span.clone();
+            let span = std::mem::replace(&mut self.span, Span::none());
             let rest = Detached {
                 work: Some(work),
                 span: span.clone(),
@@ -457,17 +457,16 @@ impl Call {
             Action::DataExchange => self.flow.data_exchange(request),
         };
         let mut run = std::pin::pin!(run.instrument(span));
-        match std::future::poll_fn(|cx| poll_caught(run.as_mut(), cx)).await {
-            Ok(outcome) => outcome.map_err(|e| Early::Failed(crate::service::to_status(e))),
-            // A panic in the flow's code fails the call as an error of the flow would:
-            // nothing is kept and its key is released, so a resend runs it again.
-            Err(Panicked) => {
-                tracing::error!("the flow's handler panicked");
-                Err(Early::Failed(Status::internal(
-                    "the flow failed; see the flow service's log",
-                )))
-            }
-        }
+        // A panic in the flow's code fails the call as the flow's own internal error
+        // would: nothing is kept and its key is released, so a resend runs it again.
+        let outcome = std::future::poll_fn(|cx| poll_caught(run.as_mut(), cx))
+            .await
+            .unwrap_or_else(|Panicked| {
+                Err(crate::sdk::FlowError::Internal(
+                    "the flow's handler panicked".into(),
+                ))
+            });
+        outcome.map_err(|e| Early::Failed(crate::service::to_status(e)))
     }
 
     /// Step 7: the answer against the flow's Flow JSON — always counted and logged,
