@@ -92,11 +92,19 @@ pub struct Args {
     )]
     pub database_url: String,
 
-    /// Bound on each database operation (and on connecting at start); past it the call
-    /// fails with UNAVAILABLE (HTTP 503). A read of a SQLite file waits at most half of
-    /// it for a lock.
+    /// Bound on each database operation; past it the call fails with UNAVAILABLE (HTTP
+    /// 503). A read of a SQLite file waits at most half of it for a lock.
     #[arg(long, env = "FLOW_SERVICE_DATABASE_TIMEOUT", default_value = "2s")]
     pub database_timeout: String,
+
+    /// Bound on opening the database at start (reaching it, creating a SQLite file);
+    /// past it the start fails.
+    #[arg(
+        long,
+        env = "FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub database_connect_timeout: String,
 
     /// How long a call's outcome is kept, so that a retry or resend gets it again.
     #[arg(long, env = "FLOW_SERVICE_IDEMPOTENCY_TTL", default_value = "24h")]
@@ -208,6 +216,11 @@ impl Config {
                 "FLOW_SERVICE_DATABASE_TIMEOUT",
                 "database-timeout",
                 &args.database_timeout,
+            )?,
+            connect_timeout: duration(
+                "FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT",
+                "database-connect-timeout",
+                &args.database_connect_timeout,
             )?,
             idempotency_ttl: duration(
                 "FLOW_SERVICE_IDEMPOTENCY_TTL",

@@ -668,3 +668,42 @@ async fn sql_records_are_keyed_by_the_tokens_hex_sha256() {
     assert!(store.is_completed(&key_of("old-tok")).await.unwrap());
     assert!(!store.is_completed(&key_of("tok")).await.unwrap());
 }
+
+/// Opening the database at start is bounded by its own timeout, not by the bound on
+/// calls: a PostgreSQL that takes the connection and never answers fails the start once
+/// the connect timeout has passed, while a call timeout far shorter than that fails
+/// neither the wait nor the creation of a fresh SQLite file.
+#[tokio::test]
+async fn opening_the_database_is_bounded_by_the_connect_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let options = StoreOptions {
+        timeout: Duration::from_millis(50),
+        connect_timeout: Duration::from_millis(600),
+        ..StoreOptions::default()
+    };
+    let start = std::time::Instant::now();
+    let url = format!("postgres://flowgate:hunter2@{addr}/flowgate");
+    let Err(error) = store::connect(&url, options.clone()).await else {
+        panic!("a database that never answers fails the start");
+    };
+    let waited = start.elapsed();
+    held.abort();
+    assert!(matches!(error, StoreError::Connect { .. }), "{error:?}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+    assert!(
+        waited >= Duration::from_millis(600),
+        "gave up after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "gave up after {waited:?}");
+
+    let db = Database::sqlite();
+    let store = db.open_with(options).await;
+    assert_eq!(store.session(&key_of("tok")).await.unwrap(), Map::new());
+}

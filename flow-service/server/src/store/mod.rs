@@ -178,7 +178,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// - `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`) — with the
 ///   `postgres` feature.
 ///
-/// Fails when the database cannot be reached within [`StoreOptions::timeout`], or the
+/// Fails when the database cannot be reached within [`StoreOptions::connect_timeout`], or the
 /// URL names a backend this build does not have.
 pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("memory:") {
@@ -213,6 +213,10 @@ pub struct StoreOptions {
     /// waits at most half of this for a lock (SQLite's busy timeout), but a disk that
     /// stalls stalls it. (The memory store never waits.)
     pub timeout: Duration,
+    /// Bound on opening the database at start: reaching it, creating a SQLite file and
+    /// its WAL. Apart from [`timeout`](Self::timeout), so that a short bound on calls
+    /// does not fail a start on a slow disk or a database still coming up.
+    pub connect_timeout: Duration,
     /// How long a call's outcome is kept for retries and resends.
     pub idempotency_ttl: Duration,
     /// How long a session lives after its last change.
@@ -225,6 +229,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(10),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             session_ttl: Duration::from_secs(24 * 3600),
             max_connections: 10,

@@ -113,7 +113,7 @@ impl SqlStore {
     /// or `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`), each when its
     /// feature is built. Of a `sqlite://` URL only the path counts once the schema is
     /// migrated: query options (`?mode=…`, `?vfs=…`) apply to the migration alone.
-    /// Fails when the database cannot be reached within [`StoreOptions::timeout`].
+    /// Fails when the database cannot be reached within [`StoreOptions::connect_timeout`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let shown = redact(url);
         let (reads, writes) = Self::open(url, &shown, &options).await?;
@@ -172,7 +172,7 @@ impl SqlStore {
                 // WAL lets readers go on while the writer commits.
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal);
-            let mut conn = tokio::time::timeout(options.timeout, creating.connect())
+            let mut conn = tokio::time::timeout(options.connect_timeout, creating.connect())
                 .await
                 .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
                 .map_err(connect_error)?;
@@ -212,10 +212,13 @@ impl SqlStore {
                 .options([("synchronous_commit", "off")]);
             // One connection first, so that a database that cannot be reached is
             // reported with its reason (refused, authentication…), not as a pool timeout.
-            let first = tokio::time::timeout(options.timeout, PgConnection::connect_with(&connect))
-                .await
-                .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
-                .map_err(connect_error)?;
+            let first = tokio::time::timeout(
+                options.connect_timeout,
+                PgConnection::connect_with(&connect),
+            )
+            .await
+            .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
+            .map_err(connect_error)?;
             let _ = first.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
