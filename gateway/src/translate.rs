@@ -338,13 +338,12 @@ pub fn to_call(
 /// data and `flow_token_signature`), different otherwise. Hex SHA-256 over a
 /// length-prefixed encoding.
 pub fn idempotency_key(flow: &str, inbound: &Inbound) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut field = |bytes: &[u8]| {
-        ctx.update(&(bytes.len() as u64).to_be_bytes());
-        ctx.update(bytes);
-    };
-    field(flow.as_bytes());
-    field(inbound.action().as_bytes());
+    // The fields are encoded into one buffer and hashed at once: a digest update per
+    // field costs more than the hashing itself at these sizes.
+    fn field(encoded: &mut Vec<u8>, bytes: &[u8]) {
+        encoded.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        encoded.extend_from_slice(bytes);
+    }
     let (token, screen, data) = match inbound {
         Inbound::Ping => ("", "", None),
         Inbound::ErrorNotification(n) => (n.flow_token.as_str(), n.screen.as_str(), Some(&n.data)),
@@ -352,23 +351,33 @@ pub fn idempotency_key(flow: &str, inbound: &Inbound) -> String {
             (e.flow_token.as_str(), e.screen.as_str(), Some(&e.data))
         }
     };
-    field(token.as_bytes());
-    field(screen.as_bytes());
-    // serde_json's map is ordered by key, so this serialisation is canonical.
-    let data = data
-        .map(|d| serde_json::to_vec(d).expect("JSON values serialise"))
-        .unwrap_or_default();
-    field(&data);
+    let mut encoded = Vec::with_capacity(256);
+    field(&mut encoded, flow.as_bytes());
+    field(&mut encoded, inbound.action().as_bytes());
+    field(&mut encoded, token.as_bytes());
+    field(&mut encoded, screen.as_bytes());
+    // The data's length goes before it: its place is kept, and filled in once it is
+    // serialised in place. serde_json's map is ordered by key, so this is canonical.
+    let at = encoded.len();
+    encoded.extend_from_slice(&[0; 8]);
+    if let Some(data) = data {
+        serde_json::to_writer(&mut encoded, data).expect("JSON values serialise");
+    }
+    let length = (encoded.len() - at - 8) as u64;
+    encoded[at..at + 8].copy_from_slice(&length.to_be_bytes());
     // The signature decides the verdict the flow is told: a request resent with another
     // one is another call, not a resend.
     match inbound.flow_token_signature() {
         Some(signature) => {
-            field(b"signed");
-            field(signature.as_bytes());
+            field(&mut encoded, b"signed");
+            field(&mut encoded, signature.as_bytes());
         }
-        None => field(b""),
+        None => field(&mut encoded, b""),
     }
-    hex::encode(ctx.finish().as_ref())
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &encoded);
+    let mut hex = [0; 64];
+    hex::encode_to_slice(digest.as_ref(), &mut hex).expect("64 hex digits for 32 bytes");
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
 /// A WhatsApp answer: the HTTP status, the JSON to seal, and what kind of answer it is.
@@ -715,6 +724,48 @@ mod tests {
             idempotency_key("", &signed("j.w.t")),
             idempotency_key("", &signed("j.w.t"))
         );
+    }
+
+    /// Keys are kept by the flow service across versions, so their bytes never change:
+    /// SHA-256 over each field as its length (8 bytes, big-endian) and its bytes, in
+    /// lowercase hex.
+    #[test]
+    fn idempotency_keys_keep_their_encoding() {
+        let inbound = parse(
+            br#"{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"A","data":{"y":2,"x":1},"flow_token_signature":"j.w.t"}"#,
+        )
+        .unwrap();
+        let mut encoded = Vec::new();
+        for field in [
+            &b"booking"[..],
+            b"data_exchange",
+            b"t",
+            b"A",
+            br#"{"x":1,"y":2}"#,
+            b"signed",
+            b"j.w.t",
+        ] {
+            encoded.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            encoded.extend_from_slice(field);
+        }
+        let expected = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &encoded,
+        ));
+        assert_eq!(idempotency_key("booking", &inbound), expected);
+        assert_eq!(
+            expected,
+            "23a57fe89e8bb037858919e659c4454ec080a0781f6193c4ffc47f10df727f3d"
+        );
+        // Unsigned: one empty field in place of the two; an INIT's data is `{}`.
+        let unsigned = parse(br#"{"action":"INIT","version":"3.0","flow_token":"t"}"#).unwrap();
+        let mut encoded = Vec::new();
+        for field in [&b""[..], b"INIT", b"t", b"", b"{}", b""] {
+            encoded.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            encoded.extend_from_slice(field);
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &encoded);
+        assert_eq!(idempotency_key("", &unsigned), hex::encode(digest));
     }
 
     fn data(value: Value) -> Option<prost_types::Struct> {
