@@ -276,21 +276,19 @@ impl Call {
         }
     }
 
-    /// The same call, numbered as attempt `attempt` (its idempotency key unchanged).
-    pub fn with_attempt(&self, attempt: u32) -> Call {
-        let mut call = self.clone();
-        let context = match &mut call {
+    /// Numbers the call as attempt `attempt` (its idempotency key unchanged), in place.
+    pub fn set_attempt(&mut self, attempt: u32) {
+        let context = match self {
             Call::Init(r) => &mut r.context,
             Call::DataExchange(r) => &mut r.context,
             Call::Back(r) => &mut r.context,
             Call::NotifyError(r) => &mut r.context,
             // No context: nothing to number.
-            Call::ListFlows(_) | Call::GetFlow(_) => return call,
+            Call::ListFlows(_) | Call::GetFlow(_) => return,
         };
         if let Some(context) = context {
             context.attempt = attempt;
         }
-        call
     }
 }
 

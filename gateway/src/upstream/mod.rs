@@ -89,9 +89,10 @@ pub struct Attempt {
 
 impl Attempt {
     /// The first attempt at `call`, due by `deadline`.
-    pub fn first(call: Call, deadline: Instant) -> Self {
+    pub fn first(mut call: Call, deadline: Instant) -> Self {
+        call.set_attempt(1);
         Self {
-            call: call.with_attempt(1),
+            call,
             number: 1,
             deadline,
             tried: Vec::new(),

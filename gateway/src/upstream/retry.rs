@@ -79,7 +79,7 @@ impl Policy<Attempt, Reply, CallError> for RetryPolicy {
         }
         attempt.tried.push(*replica);
         attempt.number += 1;
-        attempt.call = attempt.call.with_attempt(attempt.number);
+        attempt.call.set_attempt(attempt.number);
         crate::telemetry::retry(attempt.call.method());
         Some(tokio::time::sleep(backoff))
     }
