@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 pub use flowgate_cli::ConfigError;
-use flowgate_cli::{HealthcheckTimeout, SecretVars, bearer_token, parse_duration};
+use flowgate_cli::{
+    HealthcheckTimeout, SecretVars, bearer_token, parse_duration, positive_duration,
+};
 
 use crate::auth::AuthToken;
 use crate::server::ServerTls;
@@ -97,8 +99,8 @@ pub struct Args {
     #[arg(long, env = "FLOW_SERVICE_DATABASE_TIMEOUT", default_value = "2s")]
     pub database_timeout: String,
 
-    /// Bound on opening the database at start (reaching it, creating a SQLite file);
-    /// past it the start fails.
+    /// Bound on opening the database at start: connecting and migrating its schema
+    /// (creating a SQLite file); past it the start fails.
     #[arg(
         long,
         env = "FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT",
@@ -217,10 +219,15 @@ impl Config {
                 "database-timeout",
                 &args.database_timeout,
             )?,
-            connect_timeout: duration(
-                "FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT",
-                "database-connect-timeout",
-                &args.database_connect_timeout,
+            connect_timeout: positive_duration(&args.database_connect_timeout).map_err(
+                |reason| {
+                    ConfigError::new(
+                        "FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT",
+                        "database-connect-timeout",
+                        &args.database_connect_timeout,
+                        reason,
+                    )
+                },
             )?,
             idempotency_ttl: duration(
                 "FLOW_SERVICE_IDEMPOTENCY_TTL",
@@ -511,6 +518,8 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://flow-service.db");
         assert_eq!(config.store.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(config.store.session_ttl, Duration::from_secs(86_400));
+        assert_eq!(config.store.timeout, Duration::from_secs(2));
+        assert_eq!(config.store.connect_timeout, Duration::from_secs(10));
         assert!(matches!(config.tokens, TokenPolicy::Open));
 
         let secret = "s".repeat(32);
@@ -544,6 +553,10 @@ mod tests {
             (
                 vec!["--idempotency-ttl", "1 day"],
                 "invalid FLOW_SERVICE_IDEMPOTENCY_TTL",
+            ),
+            (
+                vec!["--database-connect-timeout", "0s"],
+                "invalid FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT (--database-connect-timeout) \"0s\": must be more than 0",
             ),
             (
                 vec!["--database-url", "mysql://u:pw@db/x"],

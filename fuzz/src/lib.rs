@@ -194,9 +194,10 @@ pub fn request_path(payload: &[u8]) {
     };
     match translate::to_call(&inbound, context) {
         Ok(None) => assert_eq!(inbound, Inbound::Ping),
-        Ok(Some(call)) => {
+        Ok(Some(mut call)) => {
             assert_ne!(inbound, Inbound::Ping);
-            let _ = call.with_attempt(2).method();
+            call.set_attempt(2);
+            let _ = call.method();
             let data = data.expect("only a ping has no data");
             let once = struct_to_json(&translate::data_to_proto(data).expect("converted"), "data")
                 .expect("a Struct made from JSON converts back");

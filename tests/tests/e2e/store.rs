@@ -671,10 +671,12 @@ async fn sql_records_are_keyed_by_the_tokens_hex_sha256() {
 
 /// Opening the database at start is bounded by its own timeout, not by the bound on
 /// calls: a PostgreSQL that takes the connection and never answers fails the start once
-/// the connect timeout has passed, while a call timeout far shorter than that fails
-/// neither the wait nor the creation of a fresh SQLite file.
+/// the connect timeout has passed, and a new SQLite file locked by another process is
+/// opened once the lock is released, after far longer than the call timeout.
 #[tokio::test]
 async fn opening_the_database_is_bounded_by_the_connect_timeout() {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
     let held = tokio::spawn(async move {
@@ -703,7 +705,32 @@ async fn opening_the_database_is_bounded_by_the_connect_timeout() {
     );
     assert!(waited < Duration::from_secs(5), "gave up after {waited:?}");
 
+    // A new SQLite file, locked by another process while the store opens it: the
+    // store waits for the lock, past its call timeout, within the connect timeout.
     let db = Database::sqlite();
-    let store = db.open_with(options).await;
+    let mut other = sqlx::sqlite::SqliteConnectOptions::from_str(db.url())
+        .unwrap()
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        other
+    });
+    let start = std::time::Instant::now();
+    let store = db
+        .open_with(StoreOptions {
+            connect_timeout: Duration::from_secs(5),
+            ..options
+        })
+        .await;
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    release.await.unwrap();
     assert_eq!(store.session(&key_of("tok")).await.unwrap(), Map::new());
 }

@@ -213,9 +213,11 @@ pub struct StoreOptions {
     /// waits at most half of this for a lock (SQLite's busy timeout), but a disk that
     /// stalls stalls it. (The memory store never waits.)
     pub timeout: Duration,
-    /// Bound on opening the database at start: reaching it, creating a SQLite file and
-    /// its WAL. Apart from [`timeout`](Self::timeout), so that a short bound on calls
-    /// does not fail a start on a slow disk or a database still coming up.
+    /// Bound on opening the database at start: the first connection to PostgreSQL and
+    /// the migration of its schema; creating a SQLite file, its WAL and its schema, a
+    /// lock held by another process included. Apart from [`timeout`](Self::timeout), so
+    /// that a short bound on calls does not fail a start on a slow disk or a database
+    /// still coming up. (`sqlite::memory:` and `memory:` open in the process.)
     pub connect_timeout: Duration,
     /// How long a call's outcome is kept for retries and resends.
     pub idempotency_ttl: Duration,

@@ -138,6 +138,14 @@ impl SqlStore {
             error: error.into(),
         };
         let migrate_error = |error: sqlx::migrate::MigrateError| StoreError::Migrate(error.into());
+        let not_in_time = || StoreError::Connect {
+            url: shown.to_owned(),
+            error: format!(
+                "the database did not open within {:?} (the connect timeout)",
+                options.connect_timeout
+            )
+            .into(),
+        };
         #[cfg(feature = "sqlite")]
         if url.starts_with("sqlite:") {
             let memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -165,19 +173,24 @@ impl SqlStore {
                 ));
             }
             // A sqlx connection creates the file and the WAL, and migrates; then the
-            // file's reads and its writer go through rusqlite (`super::lite`).
+            // file's reads and its writer go through rusqlite (`super::lite`). All of
+            // that, waiting for another process's lock included, within the connect
+            // timeout.
             let creating = connect
                 .clone()
+                .busy_timeout(options.connect_timeout)
                 .create_if_missing(true)
                 // WAL lets readers go on while the writer commits.
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal);
-            let mut conn = tokio::time::timeout(options.connect_timeout, creating.connect())
+            let opening = async {
+                let mut conn = creating.connect().await.map_err(connect_error)?;
+                MIGRATOR.run(&mut conn).await.map_err(migrate_error)?;
+                conn.close().await.map_err(connect_error)
+            };
+            tokio::time::timeout(options.connect_timeout, opening)
                 .await
-                .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
-                .map_err(connect_error)?;
-            MIGRATOR.run(&mut conn).await.map_err(migrate_error)?;
-            conn.close().await.map_err(connect_error)?;
+                .map_err(|_| not_in_time())??;
             let path = connect.get_filename().to_owned();
             let busy = options.timeout / 2;
             // rusqlite's errors, the writer thread's spawn and a closed reader alike.
@@ -211,20 +224,23 @@ impl SqlStore {
                 .map_err(connect_error)?
                 .options([("synchronous_commit", "off")]);
             // One connection first, so that a database that cannot be reached is
-            // reported with its reason (refused, authentication…), not as a pool timeout.
-            let first = tokio::time::timeout(
-                options.connect_timeout,
-                PgConnection::connect_with(&connect),
-            )
-            .await
-            .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
-            .map_err(connect_error)?;
-            let _ = first.close().await;
+            // reported with its reason (refused, authentication…), not as a pool
+            // timeout; it migrates the schema too, all within the connect timeout.
+            let opening = async {
+                let mut first = PgConnection::connect_with(&connect)
+                    .await
+                    .map_err(connect_error)?;
+                MIGRATOR.run(&mut first).await.map_err(migrate_error)?;
+                let _ = first.close().await;
+                Ok::<_, StoreError>(())
+            };
+            tokio::time::timeout(options.connect_timeout, opening)
+                .await
+                .map_err(|_| not_in_time())??;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.timeout)
                 .connect_lazy_with(connect);
-            MIGRATOR.run(&pool).await.map_err(migrate_error)?;
             return Ok((
                 Reads::Pool(Pool::Postgres(pool.clone())),
                 Writes::Pool(Pool::Postgres(pool)),
