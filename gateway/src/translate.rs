@@ -729,41 +729,65 @@ mod tests {
     /// lowercase hex.
     #[test]
     fn idempotency_keys_keep_their_encoding() {
-        let inbound = parse(
-            br#"{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"A","data":{"y":2,"x":1},"flow_token_signature":"j.w.t"}"#,
-        )
-        .unwrap();
-        let mut encoded = Vec::new();
-        for field in [
-            &b"booking"[..],
+        let key_of = |fields: &[&[u8]]| {
+            let mut encoded = Vec::new();
+            for field in fields {
+                encoded.extend_from_slice(&(field.len() as u64).to_be_bytes());
+                encoded.extend_from_slice(field);
+            }
+            hex::encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                &encoded,
+            ))
+        };
+        let signed = key_of(&[
+            b"booking",
             b"data_exchange",
             b"t",
             b"A",
             br#"{"x":1,"y":2}"#,
             b"signed",
             b"j.w.t",
-        ] {
-            encoded.extend_from_slice(&(field.len() as u64).to_be_bytes());
-            encoded.extend_from_slice(field);
-        }
-        let expected = hex::encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            &encoded,
-        ));
-        assert_eq!(idempotency_key("booking", &inbound), expected);
+        ]);
         assert_eq!(
-            expected,
+            signed,
             "23a57fe89e8bb037858919e659c4454ec080a0781f6193c4ffc47f10df727f3d"
         );
-        // Unsigned: one empty field in place of the two; an INIT's data is `{}`.
-        let unsigned = parse(br#"{"action":"INIT","version":"3.0","flow_token":"t"}"#).unwrap();
-        let mut encoded = Vec::new();
-        for field in [&b""[..], b"INIT", b"t", b"", b"{}", b""] {
-            encoded.extend_from_slice(&(field.len() as u64).to_be_bytes());
-            encoded.extend_from_slice(field);
+        // Unsigned: one empty field in place of the two. An INIT's data is `{}`; a ping
+        // has no token, screen or data.
+        // The flow, the body, and the fields of its key.
+        type Case<'a> = (&'a str, &'a [u8], Vec<&'a [u8]>);
+        let cases: [Case; 4] = [
+            (
+                "booking",
+                br#"{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"A","data":{"y":2,"x":1},"flow_token_signature":"j.w.t"}"#,
+                vec![b"booking", b"data_exchange", b"t", b"A", br#"{"x":1,"y":2}"#, b"signed", b"j.w.t"],
+            ),
+            (
+                "",
+                br#"{"action":"INIT","version":"3.0","flow_token":"t"}"#,
+                vec![b"", b"INIT", b"t", b"", b"{}", b""],
+            ),
+            (
+                "",
+                br#"{"action":"ping","version":"3.0"}"#,
+                vec![b"", b"ping", b"", b"", b"", b""],
+            ),
+            (
+                "signup",
+                br#"{"action":"data_exchange","version":"3.0","flow_token":"t","screen":"S","data":{"error_message":"boom","error":"x"}}"#,
+                vec![b"signup", b"error_notification", b"t", b"S", br#"{"error":"x","error_message":"boom"}"#, b""],
+            ),
+        ];
+        for (flow, body, fields) in &cases {
+            let inbound = parse(body).unwrap();
+            assert_eq!(
+                idempotency_key(flow, &inbound),
+                key_of(fields),
+                "{inbound:?}"
+            );
         }
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &encoded);
-        assert_eq!(idempotency_key("", &unsigned), hex::encode(digest));
+        assert_eq!(key_of(&cases[0].2), signed);
     }
 
     fn data(value: Value) -> Option<prost_types::Struct> {
