@@ -210,31 +210,35 @@ impl Config {
                 ));
             }
         };
-        let duration = |var: &str, flag: &str, value: &str| {
-            parse_duration(value).map_err(|reason| ConfigError::new(var, flag, value, reason))
+        type Parse = fn(&str) -> Result<Duration, String>;
+        let duration = |parse: Parse, var: &str, flag: &str, value: &str| {
+            parse(value).map_err(|reason| ConfigError::new(var, flag, value, reason))
         };
         let store = StoreOptions {
             timeout: duration(
+                parse_duration,
                 "FLOW_SERVICE_DATABASE_TIMEOUT",
                 "database-timeout",
                 &args.database_timeout,
             )?,
-            connect_timeout: positive_duration(&args.database_connect_timeout).map_err(
-                |reason| {
-                    ConfigError::new(
-                        "FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT",
-                        "database-connect-timeout",
-                        &args.database_connect_timeout,
-                        reason,
-                    )
-                },
+            connect_timeout: duration(
+                positive_duration,
+                "FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT",
+                "database-connect-timeout",
+                &args.database_connect_timeout,
             )?,
             idempotency_ttl: duration(
+                parse_duration,
                 "FLOW_SERVICE_IDEMPOTENCY_TTL",
                 "idempotency-ttl",
                 &args.idempotency_ttl,
             )?,
-            session_ttl: duration("FLOW_SERVICE_SESSION_TTL", "session-ttl", &args.session_ttl)?,
+            session_ttl: duration(
+                parse_duration,
+                "FLOW_SERVICE_SESSION_TTL",
+                "session-ttl",
+                &args.session_ttl,
+            )?,
             ..StoreOptions::default()
         };
         let url = &args.database_url;
@@ -261,7 +265,12 @@ impl Config {
                 ));
             }
         };
-        let drain_delay = duration("FLOW_SERVICE_DRAIN_DELAY", "drain-delay", &args.drain_delay)?;
+        let drain_delay = duration(
+            parse_duration,
+            "FLOW_SERVICE_DRAIN_DELAY",
+            "drain-delay",
+            &args.drain_delay,
+        )?;
         let max_in_flight = match args.max_in_flight.parse::<usize>() {
             Ok(n) if n > 0 => n,
             _ => {
