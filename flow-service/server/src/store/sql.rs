@@ -240,6 +240,11 @@ impl SqlStore {
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.timeout)
+                // sqlx pings a connection on its way back to the pool already; a second
+                // ping before each use was one more round trip per statement. A
+                // connection that died while idle fails its next call once (UNAVAILABLE,
+                // which the gateway retries) and is then closed by that ping.
+                .test_before_acquire(false)
                 .connect_lazy_with(connect);
             return Ok((
                 Reads::Pool(Pool::Postgres(pool.clone())),
