@@ -16,7 +16,8 @@
 //!    away, so that it finishes (and its answer is kept for the resend) all the same;
 //! 5. [`Call::open`] — where the store claims calls ([`Store::claims_calls`]:
 //!    PostgreSQL, memory), the idempotency key is claimed first (a call still in
-//!    progress on another replica: `UNAVAILABLE`); then one read gives the token's
+//!    progress on another replica: `UNAVAILABLE`), with the read below in the same
+//!    statement on PostgreSQL ([`Store::claim_and_open`]); then one read gives the token's
 //!    completion, the key's stored outcome and the session. A call seen before gets
 //!    its stored outcome and the handler does not run again — except that once the
 //!    token is completed only the completion itself is answered again; a completed
@@ -54,7 +55,7 @@ use crate::sdk::{Action, Flow, Outcome, Request, Session};
 use crate::service::{
     Flows, TOKEN_NO_LONGER_VALID, context_from_proto, outcome_ref_to_proto, outcome_to_proto,
 };
-use crate::store::{CLAIM_LEASE, Claim, Finished, Store, StoreError, TokenKey};
+use crate::store::{CLAIM_LEASE, Finished, Opening, Store, StoreError, TokenKey};
 use crate::tokens::{self, TokenPolicy};
 
 /// The proto fields of an `INIT`, `data_exchange` or `BACK` call.
@@ -381,30 +382,28 @@ impl Call {
         if let Some(outcome) = self.recent.take() {
             return self.again(outcome, None).await;
         }
-        let mut look_up = self.key.as_deref();
-        if let Some(key) = look_up
-            && self.store.claims_calls()
-        {
-            match self
-                .store
-                .claim(&self.token, key)
-                .await
-                .map_err(unavailable)?
-            {
-                Claim::Claimed => {
-                    self.claimed = true;
-                    // Just claimed: there is no outcome to find.
-                    look_up = None;
+        let opened = match self.key.as_deref() {
+            Some(key) if self.store.claims_calls() => {
+                match self
+                    .store
+                    .claim_and_open(&self.token, key)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Opening::Claimed(opened) => {
+                        self.claimed = true;
+                        opened
+                    }
+                    Opening::Done(outcome) => return self.again(outcome, None).await,
+                    Opening::InProgress => return Err(Early::Failed(still_in_progress())),
                 }
-                Claim::Done(outcome) => return self.again(outcome, None).await,
-                Claim::InProgress => return Err(Early::Failed(still_in_progress())),
             }
-        }
-        let opened = self
-            .store
-            .open_call(&self.token, look_up)
-            .await
-            .map_err(unavailable)?;
+            look_up => self
+                .store
+                .open_call(&self.token, look_up)
+                .await
+                .map_err(unavailable)?,
+        };
         if let Some(outcome) = opened.stored {
             return self.again(outcome, Some(opened.completed)).await;
         }

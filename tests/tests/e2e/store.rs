@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flow_service::sdk::Outcome;
 use flow_service::store::{
-    self, Claim, Finished, MemoryStore, Opened, Store, StoreError, StoreOptions, TokenKey,
+    self, Claim, Finished, MemoryStore, Opened, Opening, Store, StoreError, StoreOptions, TokenKey,
 };
 use flowgate_e2e::PgSchema;
 use serde_json::{Map, json};
@@ -205,7 +205,12 @@ async fn a_lapsed_claim_is_taken_over_once() {
             let query = sqlx::query(lapsed).bind(token.as_str());
             query.execute(&mut other).await.unwrap();
         }
-        assert_eq!(store.claim(&token, "k").await.unwrap(), Claim::Claimed);
+        // Taken over by a claim with its read too (on PostgreSQL, the one statement
+        // finds the key there and the claim's own rules go on).
+        assert_eq!(
+            store.claim_and_open(&token, "k").await.unwrap(),
+            Opening::Claimed(Opened::default())
+        );
         // The taken-over claim holds a new lease: the same call elsewhere waits.
         assert_eq!(store.claim(&token, "k").await.unwrap(), Claim::InProgress);
         store
@@ -216,6 +221,63 @@ async fn a_lapsed_claim_is_taken_over_once() {
             store.claim(&token, "k").await.unwrap(),
             Claim::Done(screen(1))
         );
+    })
+    .await;
+}
+
+/// Claiming a key and reading what its call needs in one go: a new key is claimed
+/// with the token's session; the same key elsewhere meanwhile is in progress, then
+/// answered with its outcome; a completed token's new key is claimed and reads the
+/// completion.
+#[tokio::test]
+async fn a_claim_reads_the_call_in_the_same_go() {
+    check(|db| async move {
+        let store = db.open().await;
+        let token = key_of("tok");
+        let mut state = Map::new();
+        state.insert("department".into(), json!("cardiology"));
+        store
+            .keep("f", &token, None, &screen(0), Some(&state))
+            .await
+            .unwrap();
+        let session = Opened {
+            completed: false,
+            stored: None,
+            session: state.clone(),
+        };
+        assert_eq!(
+            store.claim_and_open(&token, "k1").await.unwrap(),
+            Opening::Claimed(session)
+        );
+        // Another process on the same data, while the call runs, then once it ended.
+        let other = db.open().await;
+        assert_eq!(
+            other.claim_and_open(&token, "k1").await.unwrap(),
+            Opening::InProgress
+        );
+        store
+            .finish("f", &token, Some("k1"), &screen(1), Some(&state))
+            .await
+            .unwrap();
+        assert_eq!(
+            other.claim_and_open(&token, "k1").await.unwrap(),
+            Opening::Done(screen(1))
+        );
+        let done = Outcome::complete(json!({"email": "ada@example.com"}));
+        store
+            .finish("f", &token, Some("k2"), &done, None)
+            .await
+            .unwrap();
+        let completed = Opened {
+            completed: true,
+            ..Opened::default()
+        };
+        assert_eq!(
+            other.claim_and_open(&token, "k3").await.unwrap(),
+            Opening::Claimed(completed)
+        );
+        store.close().await;
+        other.close().await;
     })
     .await;
 }

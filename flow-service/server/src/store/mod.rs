@@ -149,6 +149,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// token is completed, the outcome stored under `key` (when given) and the session.
     async fn open_call(&self, token: &TokenKey, key: Option<&str>) -> Result<Opened, StoreError>;
 
+    /// [`Store::claim`] of `key`, then, when this call took it, [`Store::open_call`]
+    /// without a key (just claimed, there is no outcome to find): the first two steps
+    /// of a call where calls are claimed. A claim taken is given up again when the
+    /// read fails, so that the error leaves nothing behind. PostgreSQL claims and reads
+    /// in one statement: one use of the pool where the two steps took two.
+    async fn claim_and_open(&self, token: &TokenKey, key: &str) -> Result<Opening, StoreError> {
+        claim_then_open(self, token, key).await
+    }
+
     /// Keeps what a call that did not complete its token answered: the session (when
     /// given) and, where calls are claimed ([`Store::claims_calls`]), the outcome
     /// under `key`. Atomic, and visible to every process on the database at once, but
@@ -281,6 +290,39 @@ pub enum Claim {
     Done(Outcome),
     /// The key's call is still running elsewhere.
     InProgress,
+}
+
+/// What [`Store::claim_and_open`] found under an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Opening {
+    /// The key is new (or its earlier claim lapsed): this call runs the handler, with
+    /// what it read.
+    Claimed(Opened),
+    /// The key's call finished: answer this.
+    Done(Outcome),
+    /// The key's call is still running elsewhere.
+    InProgress,
+}
+
+/// [`Store::claim_and_open`] as two steps, [`Store::claim`] then [`Store::open_call`].
+async fn claim_then_open<S: Store + ?Sized>(
+    store: &S,
+    token: &TokenKey,
+    key: &str,
+) -> Result<Opening, StoreError> {
+    match store.claim(token, key).await? {
+        Claim::Claimed => match store.open_call(token, None).await {
+            Ok(opened) => Ok(Opening::Claimed(opened)),
+            Err(error) => {
+                if let Err(release) = store.release(token, key).await {
+                    tracing::debug!(error = %release, "releasing a claim after a failed read failed");
+                }
+                Err(error)
+            }
+        },
+        Claim::Done(outcome) => Ok(Opening::Done(outcome)),
+        Claim::InProgress => Ok(Opening::InProgress),
+    }
 }
 
 /// What [`Store::open_call`] read.

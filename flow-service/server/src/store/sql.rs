@@ -45,8 +45,8 @@ use super::write::{self, Arg, ClaimRow, Row, Write, Written, bind_args};
 #[cfg(feature = "sqlite")]
 use super::writer::Writer;
 use super::{
-    CLAIM_LEASE, Claim, Completion, Finished, Opened, Store, StoreError, StoreOptions, TokenKey,
-    millis, now_ms, redact,
+    CLAIM_LEASE, Claim, Completion, Finished, Opened, Opening, Store, StoreError, StoreOptions,
+    TokenKey, millis, now_ms, redact,
 };
 use crate::sdk::Outcome;
 
@@ -318,6 +318,46 @@ impl SqlStore {
     }
 }
 
+/// A new key's claim and the call's read in one PostgreSQL statement: the insert
+/// does nothing when the key is there already (then `claimed` is empty), and the reads
+/// see `completions` and `sessions` as they were when it began, which the claim does
+/// not touch.
+const CLAIM_AND_OPEN: &str = "WITH claimed AS (\
+     INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+     VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM claimed), \
+     (SELECT completed_at FROM completions WHERE token_hash = $1), \
+     (SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $4)";
+
+/// What a call needs before its handler runs, from the columns read: the token's
+/// completion time, the outcome stored under the call's key (read only when there is
+/// a key) and the session's state, both JSON.
+fn opened(
+    completed: Option<i64>,
+    outcome: Option<String>,
+    state: Option<String>,
+) -> Result<Opened, StoreError> {
+    let stored = outcome
+        .map(|outcome| serde_json::from_str(&outcome))
+        .transpose()
+        .map_err(|error| StoreError::Corrupt {
+            what: "outcome",
+            error,
+        })?;
+    let session = match state {
+        None => Map::new(),
+        Some(state) => serde_json::from_str(&state).map_err(|error| StoreError::Corrupt {
+            what: "session",
+            error,
+        })?,
+    };
+    Ok(Opened {
+        completed: completed.is_some(),
+        stored,
+        session,
+    })
+}
+
 #[async_trait::async_trait]
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
@@ -501,28 +541,32 @@ impl Store for SqlStore {
             .await?;
         // A SELECT without FROM returns exactly one row.
         let (completed, outcome, state) = row.unwrap_or_default();
-        let stored =
-            match (key, outcome) {
-                (Some(_), Some(outcome)) => Some(serde_json::from_str(&outcome).map_err(
-                    |error| StoreError::Corrupt {
-                        what: "outcome",
-                        error,
-                    },
-                )?),
-                _ => None,
-            };
-        let session = match state {
-            None => Map::new(),
-            Some(state) => serde_json::from_str(&state).map_err(|error| StoreError::Corrupt {
-                what: "session",
-                error,
-            })?,
-        };
-        Ok(Opened {
-            completed: completed.is_some(),
-            stored,
-            session,
-        })
+        opened(completed, outcome.filter(|_| key.is_some()), state)
+    }
+
+    /// On PostgreSQL, the claim and the read in one statement ([`CLAIM_AND_OPEN`]); a
+    /// key already there (a finished call, one in progress, a lapsed claim) goes on as
+    /// [`Store::claim`] then [`Store::open_call`], which tell those apart.
+    async fn claim_and_open(&self, token: &TokenKey, key: &str) -> Result<Opening, StoreError> {
+        if self.claims_calls() {
+            let now = now_ms();
+            let row: Option<(bool, Option<i64>, Option<String>)> = self
+                .fetch_optional(
+                    "claim",
+                    CLAIM_AND_OPEN,
+                    &[
+                        Arg::Text(token.as_str()),
+                        Arg::Text(key),
+                        Arg::Int(now + millis(CLAIM_LEASE)),
+                        Arg::Int(now),
+                    ],
+                )
+                .await?;
+            if let Some((true, completed, state)) = row {
+                return opened(completed, None, state).map(Opening::Claimed);
+            }
+        }
+        super::claim_then_open(self, token, key).await
     }
 
     /// On a SQLite file, the session alone (when given), committed without an fsync
