@@ -32,6 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+use crate::floor::Floor;
 use crate::load::Pace;
 use crate::report::{Report, Run, Settings};
 use crate::scenarios::{Bench, Store};
@@ -75,10 +76,11 @@ struct Args {
     #[arg(long, default_value = "bench/pywa")]
     pywa_app: PathBuf,
     /// Encrypted requests are sealed beforehand for at most this many per second (a
-    /// faster run uses them up, ends early and is flagged "pool ran out"; 2,500 did on a
-    /// machine whose RSA floor is 350 µs).
-    #[arg(long, env = "BENCH_META_MAX_RATE", default_value_t = 6000.0)]
-    meta_max_rate: f64,
+    /// faster run uses them up, ends early and is flagged "pool ran out"). By default
+    /// one and a half times what the machine's cores can decrypt at the floor measured
+    /// at the start: each encrypted request costs the gateway one RSA decryption.
+    #[arg(long, env = "BENCH_META_MAX_RATE")]
+    meta_max_rate: Option<f64>,
     /// The JSON results file.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
@@ -192,7 +194,8 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             seconds,
             rounds: args.rounds,
             connections: args.connections,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus: cpus(),
+            meta_max_rate: meta_max_rate(&args, &bench.floor),
         },
         floor: bench.floor,
         // A smoke run's numbers (of debug binaries, for a couple of seconds) mean
@@ -220,6 +223,19 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// The machine's cores, as the load generator and the report count them.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// How many encrypted requests a second the sealed pools are made for: `--meta-max-rate`,
+/// else 1.5 × one RSA decryption per core at `floor` (the gateway cannot answer faster;
+/// the half again is for the machine's speed drifting during the runs).
+fn meta_max_rate(args: &Args, floor: &Floor) -> f64 {
+    args.meta_max_rate
+        .unwrap_or_else(|| (1.5 * cpus() as f64 * 1e6 / floor.rsa_decrypt_us).ceil())
 }
 
 /// Whether `--only` selects `run` (everything, without it).
@@ -309,9 +325,9 @@ async fn one_round(
 
     let meta_name = format!("flowgate Meta, {store_name}");
     let sealed_step = (wanted("meta") || wanted("pywa"))
-        .then(|| bench.seal_pool(Shape::Step, args.meta_max_rate));
+        .then(|| bench.seal_pool(Shape::Step, meta_max_rate(args, &bench.floor)));
     if wanted("meta") {
-        let journey_pool = bench.seal_pool(Shape::Journey, args.meta_max_rate);
+        let journey_pool = bench.seal_pool(Shape::Journey, meta_max_rate(args, &bench.floor));
         for (shape, pool) in [
             (Shape::Step, sealed_step.clone()),
             (Shape::Journey, Some(journey_pool)),

@@ -28,6 +28,8 @@ pub struct Settings {
     pub rounds: u32,
     pub connections: usize,
     pub cpus: usize,
+    /// Encrypted requests a second the sealed pools were made for.
+    pub meta_max_rate: f64,
 }
 
 /// What was run, for telling the runs apart when judging the targets.
