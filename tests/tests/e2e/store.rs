@@ -282,6 +282,63 @@ async fn a_claim_reads_the_call_in_the_same_go() {
     .await;
 }
 
+/// A claim's read skips an expired session, and a claim whose read fails (a session
+/// that is not JSON) is given up again: the call can be retried at once instead of
+/// waiting for the claim's lease. (The corrupt row is written with SQL: SQL only.)
+#[tokio::test]
+async fn a_claim_whose_read_fails_is_given_up() {
+    use sqlx::Connection;
+    check(|db| async move {
+        let short = StoreOptions {
+            session_ttl: Duration::from_millis(1),
+            ..StoreOptions::default()
+        };
+        let store = db.open_with(short).await;
+        let token = key_of("tok");
+        store
+            .keep("f", &token, None, &screen(0), Some(&state(1)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            store.claim_and_open(&token, "k0").await.unwrap(),
+            Opening::Claimed(Opened::default())
+        );
+        store.close().await;
+
+        let Database::Sql { url, .. } = &*db else {
+            return;
+        };
+        let store = db.open().await;
+        let broken = key_of("broken");
+        let corrupt = "INSERT INTO sessions (token_hash, flow, state, expires_at) \
+                       VALUES ($1, 'f', 'not json', 9000000000000)";
+        if url.starts_with("sqlite:") {
+            let mut other = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let query = sqlx::query(corrupt).bind(broken.as_str());
+            query.execute(&mut other).await.unwrap();
+        } else {
+            let mut other = sqlx::PgConnection::connect(url).await.unwrap();
+            let query = sqlx::query(corrupt).bind(broken.as_str());
+            query.execute(&mut other).await.unwrap();
+        }
+        let error = store.claim_and_open(&broken, "k").await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Corrupt {
+                    what: "session",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(store.claim(&broken, "k").await.unwrap(), Claim::Claimed);
+        store.close().await;
+    })
+    .await;
+}
+
 /// Two replicas (two pools; for memory, two handles) on one database, many calls
 /// racing to complete one token under different keys: exactly one wins.
 #[tokio::test]

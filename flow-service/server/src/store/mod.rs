@@ -16,7 +16,8 @@
 //! outcome, session) and at most one write: a completion with its outcome in one
 //! durable transaction ([`Store::finish`]), or, for any other answer, the session's
 //! changes (and on PostgreSQL the outcome) without waiting for the disk
-//! ([`Store::keep`]). PostgreSQL also writes the claim first.
+//! ([`Store::keep`]). Where calls are claimed, the read comes with the claim
+//! ([`Store::claim_and_open`]; on PostgreSQL one statement).
 //!
 //! A SQLite file has one writer: every write of the process goes to one task with one
 //! connection, which runs the writes queued at that moment in one transaction and
@@ -138,8 +139,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The session of `token`: an empty object when it has none or it expired.
     async fn session(&self, token: &TokenKey) -> Result<Map<String, Value>, StoreError>;
 
-    /// Whether the pipeline claims each call's idempotency key here ([`Store::claim`])
-    /// before its handler runs. True where another process may run the same call at
+    /// Whether the pipeline claims each call's idempotency key here
+    /// ([`Store::claim_and_open`]) before its handler runs. True where another process may run the same call at
     /// the same time and must see the claim (PostgreSQL), and for the memory store,
     /// where a claim costs a lock; false for SQLite, where the process's own
     /// single flight stands in for the claim (a SQLite file serves one process).
@@ -314,14 +315,20 @@ async fn claim_then_open<S: Store + ?Sized>(
         Claim::Claimed => match store.open_call(token, None).await {
             Ok(opened) => Ok(Opening::Claimed(opened)),
             Err(error) => {
-                if let Err(release) = store.release(token, key).await {
-                    tracing::debug!(error = %release, "releasing a claim after a failed read failed");
-                }
+                release_after_failed_read(store, token, key).await;
                 Err(error)
             }
         },
         Claim::Done(outcome) => Ok(Opening::Done(outcome)),
         Claim::InProgress => Ok(Opening::InProgress),
+    }
+}
+
+/// Gives up a claim just taken whose call cannot go on (its read failed); a failure
+/// to do so is logged, and the claim then lapses with its lease.
+async fn release_after_failed_read<S: Store + ?Sized>(store: &S, token: &TokenKey, key: &str) {
+    if let Err(error) = store.release(token, key).await {
+        tracing::warn!(%error, "could not release an idempotency key after its call's read failed");
     }
 }
 

@@ -18,7 +18,9 @@
 //!   one of them is a `finish`. On PostgreSQL (and `sqlite::memory:`, one connection),
 //!   each write runs in a transaction of its own on the pool; a `finish` asks
 //!   PostgreSQL for a synchronous commit. The statements of each write are the same on
-//!   every path (`super::write`).
+//!   every path (`super::write`). One statement is PostgreSQL's alone: a new key's
+//!   claim with the call's read ([`Store::claim_and_open`]), sent down the read path
+//!   as one round trip.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -514,8 +516,9 @@ impl Store for SqlStore {
         }
     }
 
-    /// A claim is one more write per call; only PostgreSQL, with replicas on one
-    /// database, needs it (see [`Store::claims_calls`]).
+    /// A claim is one more write per call (on PostgreSQL, in the statement of the
+    /// call's read); only PostgreSQL, with replicas on one database, needs it (see
+    /// [`Store::claims_calls`]).
     fn claims_calls(&self) -> bool {
         self.backend() == "postgres"
     }
@@ -563,7 +566,14 @@ impl Store for SqlStore {
                 )
                 .await?;
             if let Some((true, completed, state)) = row {
-                return opened(completed, None, state).map(Opening::Claimed);
+                return match opened(completed, None, state) {
+                    Ok(opened) => Ok(Opening::Claimed(opened)),
+                    Err(error) => {
+                        // The claim was taken, but the call cannot go on: give it up.
+                        super::release_after_failed_read(self, token, key).await;
+                        Err(error)
+                    }
+                };
             }
         }
         super::claim_then_open(self, token, key).await
