@@ -243,10 +243,20 @@ impl SqlStore {
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.timeout)
                 // sqlx pings a connection on its way back to the pool already; a second
-                // ping before each use was one more round trip per statement. A
-                // connection that died while idle fails its next call once (UNAVAILABLE,
-                // which the gateway retries) and is then closed by that ping.
+                // ping before every use was one more round trip per statement. Only a
+                // connection idle for a while (long enough for the database to have
+                // restarted, or a link to have dropped, unseen) is pinged before use.
+                // One that died sooner fails the statement it is given (UNAVAILABLE,
+                // which the gateway retries) and is closed by the ping on its release.
                 .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_WHEN_IDLE {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_lazy_with(connect);
             return Ok((
                 Reads::Pool(Pool::Postgres(pool.clone())),
@@ -319,6 +329,11 @@ impl SqlStore {
         }
     }
 }
+
+/// How long a pooled PostgreSQL connection may sit idle before it is pinged again
+/// before use.
+#[cfg(feature = "postgres")]
+const PING_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A new key's claim and the call's read in one PostgreSQL statement: the insert
 /// does nothing when the key is there already (then `claimed` is empty), and the reads
