@@ -78,7 +78,8 @@ struct Args {
     /// Encrypted requests are sealed beforehand for at most this many per second (a
     /// faster run uses them up, ends early and is flagged "pool ran out"). By default
     /// one and a half times what the machine's cores can decrypt at the floor measured
-    /// at the start: each encrypted request costs the gateway one RSA decryption.
+    /// at the start (each encrypted request costs the gateway one RSA decryption), at
+    /// most 40,000.
     #[arg(long, env = "BENCH_META_MAX_RATE")]
     meta_max_rate: Option<f64>,
     /// The JSON results file.
@@ -232,11 +233,19 @@ fn cpus() -> usize {
 
 /// How many encrypted requests a second the sealed pools are made for: `--meta-max-rate`,
 /// else 1.5 × one RSA decryption per core at `floor` (the gateway cannot answer faster;
-/// the half again is for the machine's speed drifting during the runs).
+/// the half again is for the machine's speed drifting during the runs), at most
+/// [`META_RATE_CAP`].
 fn meta_max_rate(args: &Args, floor: &Floor) -> f64 {
-    args.meta_max_rate
-        .unwrap_or_else(|| (1.5 * cpus() as f64 * 1e6 / floor.rsa_decrypt_us).ceil())
+    args.meta_max_rate.unwrap_or_else(|| {
+        (1.5 * cpus() as f64 * 1e6 / floor.rsa_decrypt_us)
+            .ceil()
+            .min(META_RATE_CAP)
+    })
 }
+
+/// The most sealed requests a second made by default: a pool is held in memory whole
+/// (about 1 KiB a request), and a machine with many cores would otherwise seal millions.
+const META_RATE_CAP: f64 = 40_000.0;
 
 /// Whether `--only` selects `run` (everything, without it).
 fn wanted(args: &Args, run: &str) -> bool {
