@@ -80,6 +80,21 @@ where
     }
 }
 
+/// Runs `sql`, with `token`'s key as `$1`, on a connection of its own to the SQL
+/// database `url`: a row written behind the store's back.
+async fn write_as_another_process(url: &str, sql: &'static str, token: &TokenKey) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut other = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let query = sqlx::query(sql).bind(token.as_str());
+        query.execute(&mut other).await.unwrap();
+    } else {
+        let mut other = sqlx::PgConnection::connect(url).await.unwrap();
+        let query = sqlx::query(sql).bind(token.as_str());
+        query.execute(&mut other).await.unwrap();
+    }
+}
+
 /// The store's key of a flow token: what the call pipeline computes once per call.
 fn key_of(token: &str) -> TokenKey {
     TokenKey::new(token)
@@ -186,7 +201,6 @@ async fn a_repeated_key_gets_the_first_outcome() {
 /// cannot be aged from outside.)
 #[tokio::test]
 async fn a_lapsed_claim_is_taken_over_once() {
-    use sqlx::Connection;
     check(|db| async move {
         let Database::Sql { url, .. } = &*db else {
             return;
@@ -196,15 +210,7 @@ async fn a_lapsed_claim_is_taken_over_once() {
         // What a caller that died leaves: a claim without an outcome, its lease over.
         let lapsed = "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
                       VALUES ($1, 'k', NULL, 1)";
-        if url.starts_with("sqlite:") {
-            let mut other = sqlx::SqliteConnection::connect(url).await.unwrap();
-            let query = sqlx::query(lapsed).bind(token.as_str());
-            query.execute(&mut other).await.unwrap();
-        } else {
-            let mut other = sqlx::PgConnection::connect(url).await.unwrap();
-            let query = sqlx::query(lapsed).bind(token.as_str());
-            query.execute(&mut other).await.unwrap();
-        }
+        write_as_another_process(url, lapsed, &token).await;
         // Taken over by a claim with its read too (on PostgreSQL, the one statement
         // finds the key there and the claim's own rules go on).
         assert_eq!(
@@ -287,7 +293,6 @@ async fn a_claim_reads_the_call_in_the_same_go() {
 /// waiting for the claim's lease. (The corrupt row is written with SQL: SQL only.)
 #[tokio::test]
 async fn a_claim_whose_read_fails_is_given_up() {
-    use sqlx::Connection;
     check(|db| async move {
         let short = StoreOptions {
             session_ttl: Duration::from_millis(1),
@@ -313,15 +318,7 @@ async fn a_claim_whose_read_fails_is_given_up() {
         let broken = key_of("broken");
         let corrupt = "INSERT INTO sessions (token_hash, flow, state, expires_at) \
                        VALUES ($1, 'f', 'not json', 9000000000000)";
-        if url.starts_with("sqlite:") {
-            let mut other = sqlx::SqliteConnection::connect(url).await.unwrap();
-            let query = sqlx::query(corrupt).bind(broken.as_str());
-            query.execute(&mut other).await.unwrap();
-        } else {
-            let mut other = sqlx::PgConnection::connect(url).await.unwrap();
-            let query = sqlx::query(corrupt).bind(broken.as_str());
-            query.execute(&mut other).await.unwrap();
-        }
+        write_as_another_process(url, corrupt, &broken).await;
         let error = store.claim_and_open(&broken, "k").await.unwrap_err();
         assert!(
             matches!(
