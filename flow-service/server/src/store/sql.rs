@@ -562,7 +562,7 @@ impl Store for SqlStore {
         opened(completed, outcome.filter(|_| key.is_some()), state)
     }
 
-    /// On PostgreSQL, the claim and the read in one statement ([`CLAIM_AND_OPEN`]); a
+    /// On PostgreSQL, the claim and the read in one statement (`CLAIM_AND_OPEN`); a
     /// key already there (a finished call, one in progress, a lapsed claim) goes on as
     /// [`Store::claim`] then [`Store::open_call`], which tell those apart.
     async fn claim_and_open(&self, token: &TokenKey, key: &str) -> Result<Opening, StoreError> {
