@@ -33,7 +33,8 @@
 //!
 //! A step either lets the call go on or ends it with an [`Early`] answer; [`Call::answer`]
 //! turns either into the reply, records the outcome on the span and logs the call
-//! once. A call that fails after claiming its key releases it, so a retry runs again.
+//! once. A call that fails after claiming its key releases it, so a retry runs again;
+//! so does one refused (its token completed), so that a resend is refused again at once.
 //! Any store failure is `UNAVAILABLE` (HTTP 503), and nothing half-written remains.
 
 use std::collections::{HashMap, VecDeque};
@@ -571,23 +572,30 @@ impl Call {
                 (outcome_ref_to_proto(&outcome), Some(outcome))
             }
             Err(Early::Refused(reason)) => {
+                // A refusal is not recorded either: its resend is refused again, at once.
+                self.release_claim().await;
                 let outcome = Outcome::token_invalid(TOKEN_NO_LONGER_VALID);
                 span.record("outcome", outcome_kind(&outcome));
                 tracing::info!(reason, "flow token refused");
                 (outcome_to_proto(outcome), None)
             }
             Err(Early::Failed(status)) => {
-                if let (true, Some(key)) = (self.claimed, &self.key) {
-                    // Nothing was recorded for this call: free its key so a retry runs it.
-                    if let Err(error) = self.store.release(&self.token, key).await {
-                        tracing::warn!(
-                            %error,
-                            "could not release an idempotency key; it lapses by itself",
-                        );
-                    }
-                }
+                // Nothing was recorded for this call: free its key so a retry runs it.
+                self.release_claim().await;
                 (Err(status), None)
             }
+        }
+    }
+
+    /// Gives up the call's claim on its key, if it holds one.
+    async fn release_claim(&self) {
+        if let (true, Some(key)) = (self.claimed, &self.key)
+            && let Err(error) = self.store.release(&self.token, key).await
+        {
+            tracing::warn!(
+                %error,
+                "could not release an idempotency key; it lapses by itself",
+            );
         }
     }
 }
@@ -1038,6 +1046,14 @@ mod tests {
                 let other = call(&server, screen, "another", json!({})).await;
                 if screen == "DONE" {
                     assert!(refused(&other), "{other:?}");
+                    // A new call of the completed token, claimed and refused, and its
+                    // resend to another replica on the store: refused too, at once
+                    // (the refusal left no claim behind).
+                    let first = call(&server, screen, "new", json!({})).await;
+                    assert!(refused(&first), "{first:?}");
+                    let replica = self::server(&gate, store.clone());
+                    let again = call(&replica, screen, "new", json!({})).await;
+                    assert!(refused(&again), "{}: {again:?}", store.backend());
                 } else {
                     assert_eq!(screen_run(&other).1, 2.0);
                 }
