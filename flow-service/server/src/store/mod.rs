@@ -140,10 +140,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn session(&self, token: &TokenKey) -> Result<Map<String, Value>, StoreError>;
 
     /// Whether the pipeline claims each call's idempotency key here
-    /// ([`Store::claim_and_open`]) before its handler runs. True where another process may run the same call at
-    /// the same time and must see the claim (PostgreSQL), and for the memory store,
-    /// where a claim costs a lock; false for SQLite, where the process's own
-    /// single flight stands in for the claim (a SQLite file serves one process).
+    /// ([`Store::claim_and_open`]) before its handler runs. True where another process
+    /// may run the same call at the same time and must see the claim (PostgreSQL), and
+    /// for the memory store, where a claim costs a lock; false for SQLite, where the
+    /// process's own single flight stands in for the claim (a SQLite file serves one
+    /// process).
     fn claims_calls(&self) -> bool;
 
     /// What a call of `token` needs before its handler runs, in one read: whether the
@@ -153,7 +154,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`Store::claim`] of `key`, then, when this call took it, [`Store::open_call`]
     /// without a key (just claimed, there is no outcome to find): the first two steps
     /// of a call where calls are claimed. A claim taken is given up again when the
-    /// read fails, so that the error leaves nothing behind. PostgreSQL claims and reads
+    /// read fails, so that the call can be retried at once (should that fail too, the
+    /// claim lapses with its lease). PostgreSQL claims and reads
     /// in one statement: one use of the pool where the two steps took two.
     async fn claim_and_open(&self, token: &TokenKey, key: &str) -> Result<Opening, StoreError> {
         claim_then_open(self, token, key).await
