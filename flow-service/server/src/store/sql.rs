@@ -18,9 +18,10 @@
 //!   one of them is a `finish`. On PostgreSQL (and `sqlite::memory:`, one connection),
 //!   each write runs in a transaction of its own on the pool; a `finish` asks
 //!   PostgreSQL for a synchronous commit. The statements of each write are the same on
-//!   every path (`super::write`). One statement is PostgreSQL's alone: a new key's
-//!   claim with the call's read ([`Store::claim_and_open`]), sent down the read path
-//!   as one round trip.
+//!   every path (`super::write`), but for two statements that are PostgreSQL's alone,
+//!   each one round trip where the portable ones took several: a new key's claim with
+//!   the call's read ([`Store::claim_and_open`], sent down the read path), and a
+//!   completion under a key (`super::write`'s `FINISH_COMPLETION`).
 
 use std::future::Future;
 use std::str::FromStr;

@@ -4,7 +4,9 @@
 //! A write carries everything it needs (token key, JSON, expiry times), computed by
 //! its caller, so the same write runs in its own transaction on a sqlx pool
 //! (PostgreSQL, `sqlite::memory:`) or as one job of a SQLite file's batch
-//! (`super::writer`, on a rusqlite connection).
+//! (`super::writer`, on a rusqlite connection). One write is shortened on PostgreSQL: a
+//! completion under a key is one statement there ([`FINISH_COMPLETION`]), with the
+//! effect of `apply`'s three.
 
 #[cfg(feature = "postgres")]
 use sqlx::PgConnection;
@@ -391,6 +393,49 @@ pub(super) async fn apply<E: Exec>(conn: &mut E, write: &Write) -> Result<Writte
     }
 }
 
+/// A completion under a key, on PostgreSQL: [`apply`]'s three statements for it (the
+/// completion, unless the token has one; then the session deleted and the outcome
+/// upserted) as one statement, one round trip where they took three. Each part after
+/// the first runs only when the completion was inserted, as `apply` returns early when
+/// it was not.
+#[cfg(feature = "postgres")]
+const FINISH_COMPLETION: &str = "WITH done AS (\
+     INSERT INTO completions (token_hash, flow, params, idempotency_key, completed_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING RETURNING 1), \
+     ended AS (DELETE FROM sessions WHERE token_hash = $1 AND EXISTS (SELECT 1 FROM done)), \
+     kept AS (INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+     SELECT $1, $4, $6, $7 WHERE EXISTS (SELECT 1 FROM done) \
+     ON CONFLICT (token_hash, idempotency_key) \
+     DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at) \
+     SELECT EXISTS (SELECT 1 FROM done)";
+
+/// [`FINISH_COMPLETION`]'s values when `write` is a completion under a key; `None` for
+/// every other write, which [`apply`] runs.
+#[cfg(feature = "postgres")]
+fn completion_in_one_statement(write: &Write) -> Option<[Arg<'_>; 7]> {
+    match write {
+        Write::Finish {
+            flow,
+            hash,
+            key: Some(key),
+            completion: Some(params),
+            outcome,
+            outcome_expires,
+            now,
+            ..
+        } => Some([
+            Arg::Text(hash.as_str()),
+            Arg::Text(flow),
+            Arg::Text(params),
+            Arg::Text(key),
+            Arg::Int(*now),
+            Arg::Text(outcome),
+            Arg::Int(*outcome_expires),
+        ]),
+        _ => None,
+    }
+}
+
 /// Runs `write` on a connection of `pool`, in a transaction of its own when it is several
 /// statements; a durable write on PostgreSQL asks for a synchronous commit.
 pub(super) async fn on_pool(
@@ -416,14 +461,26 @@ pub(super) async fn on_pool(
             if !write.atomic() {
                 return apply(&mut Conn::Postgres(&mut conn), write).await;
             }
-            let mut tx = conn.begin().await?;
-            if write.durable() {
-                // The connections' default is an asynchronous commit (see `sql::pools`).
-                sqlx::query("SET LOCAL synchronous_commit = on")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let written = apply(&mut Conn::Postgres(&mut tx), write).await?;
+            let mut tx = if write.durable() {
+                // The connections' default is an asynchronous commit (see `sql::pools`):
+                // one simple query begins the transaction and asks for a synchronous one.
+                conn.begin_with("BEGIN; SET LOCAL synchronous_commit = on")
+                    .await?
+            } else {
+                conn.begin().await?
+            };
+            let written = match completion_in_one_statement(write) {
+                Some(args) => {
+                    let row: Option<(bool,)> = Conn::Postgres(&mut tx)
+                        .fetch_optional(FINISH_COMPLETION, &args)
+                        .await?;
+                    Written::Finished(match row {
+                        Some((true,)) => Finished::Recorded,
+                        _ => Finished::AlreadyCompleted,
+                    })
+                }
+                None => apply(&mut Conn::Postgres(&mut tx), write).await?,
+            };
             tx.commit().await?;
             Ok(written)
         }
