@@ -155,7 +155,8 @@ impl<T> Row for T where T: SqliteRow + PgRow + Send + Unpin + 'static {}
 
 /// What runs a write's statements: a sqlx connection ([`Conn`]) or a SQLite file's
 /// writing connection (`super::lite::Lite`, whose futures never wait). The SQL is the
-/// same portable text on every backend, its values bound to `$1`, `$2`… in order.
+/// same portable text on every backend (but for PostgreSQL's [`FINISH_COMPLETION`]), its
+/// values bound to `$1`, `$2`… in order.
 pub(super) trait Exec {
     type Error;
     /// Runs `sql`; how many rows it changed.
@@ -397,7 +398,10 @@ pub(super) async fn apply<E: Exec>(conn: &mut E, write: &Write) -> Result<Writte
 /// completion, unless the token has one; then the session deleted and the outcome
 /// upserted) as one statement, one round trip where they took three. Each part after
 /// the first runs only when the completion was inserted, as `apply` returns early when
-/// it was not.
+/// it was not. PostgreSQL may run the parts in any order (in practice the outcome's
+/// before the session's, the reverse of `apply` and `keep`): a `keep` racing it on the
+/// same token and key, which only a claim taken over after its lease lapsed allows, may
+/// meet it in a deadlock, which PostgreSQL breaks by failing one (`UNAVAILABLE`, retried).
 #[cfg(feature = "postgres")]
 const FINISH_COMPLETION: &str = "WITH done AS (\
      INSERT INTO completions (token_hash, flow, params, idempotency_key, completed_at) \
@@ -437,15 +441,15 @@ fn completion_in_one_statement(write: &Write) -> Option<[Arg<'_>; 7]> {
 }
 
 /// Runs `write` on a connection of `pool`, in a transaction of its own when it is several
-/// statements; a durable write on PostgreSQL asks for a synchronous commit.
+/// statements or durable; a durable write on PostgreSQL asks for a synchronous commit.
 pub(super) async fn on_pool(
     pool: &super::sql::Pool,
     write: &Write,
 ) -> Result<Written, sqlx::Error> {
-    use sqlx::Connection;
     match pool {
         #[cfg(feature = "sqlite")]
         super::sql::Pool::Sqlite(pool) => {
+            use sqlx::Connection;
             let mut conn = pool.acquire().await?;
             if !write.atomic() {
                 return apply(&mut Conn::Sqlite(&mut conn), write).await;
@@ -461,28 +465,48 @@ pub(super) async fn on_pool(
             if !write.atomic() {
                 return apply(&mut Conn::Postgres(&mut conn), write).await;
             }
-            let mut tx = if write.durable() {
-                // The connections' default is an asynchronous commit (see `sql::pools`):
-                // one simple query begins the transaction and asks for a synchronous one.
-                conn.begin_with("BEGIN; SET LOCAL synchronous_commit = on")
-                    .await?
-            } else {
-                conn.begin().await?
-            };
-            let written = match completion_in_one_statement(write) {
-                Some(args) => {
-                    let row: Option<(bool,)> = Conn::Postgres(&mut tx)
-                        .fetch_optional(FINISH_COMPLETION, &args)
-                        .await?;
-                    Written::Finished(match row {
-                        Some((true,)) => Finished::Recorded,
-                        _ => Finished::AlreadyCompleted,
-                    })
-                }
-                None => apply(&mut Conn::Postgres(&mut tx), write).await?,
-            };
-            tx.commit().await?;
-            Ok(written)
+            let written = postgres_transaction(&mut conn, write).await;
+            if written.is_err() {
+                // A `BEGIN` may have taken without its `SET`, and sqlx rolls back only a
+                // transaction it knows began: close the connection rather than pool it
+                // in a state it cannot tell.
+                conn.close_on_drop();
+            }
+            written
         }
     }
+}
+
+/// Runs `write` in a transaction of its own on `conn`: a durable one begun with its
+/// synchronous commit (the connections' default is an asynchronous commit, see
+/// `sql::pools`) in one simple query, and a completion under a key as
+/// [`FINISH_COMPLETION`].
+#[cfg(feature = "postgres")]
+async fn postgres_transaction(
+    conn: &mut PgConnection,
+    write: &Write,
+) -> Result<Written, sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = if write.durable() {
+        conn.begin_with("BEGIN; SET LOCAL synchronous_commit = on")
+            .await?
+    } else {
+        conn.begin().await?
+    };
+    let written = match completion_in_one_statement(write) {
+        Some(args) => {
+            let row: Option<(bool,)> = Conn::Postgres(&mut tx)
+                .fetch_optional(FINISH_COMPLETION, &args)
+                .await?;
+            Written::Finished(match row {
+                Some((true,)) => Finished::Recorded,
+                Some((false,)) => Finished::AlreadyCompleted,
+                // The statement ends in a SELECT of one row.
+                None => return Err(sqlx::Error::RowNotFound),
+            })
+        }
+        None => apply(&mut Conn::Postgres(&mut tx), write).await?,
+    };
+    tx.commit().await?;
+    Ok(written)
 }
