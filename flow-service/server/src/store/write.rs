@@ -465,14 +465,29 @@ pub(super) async fn on_pool(
             if !write.atomic() {
                 return apply(&mut Conn::Postgres(&mut conn), write).await;
             }
-            let written = postgres_transaction(&mut conn, write).await;
-            if written.is_err() {
-                // A `BEGIN` may have taken without its `SET`, and sqlx rolls back only a
-                // transaction it knows began: close the connection rather than pool it
-                // in a state it cannot tell.
-                conn.close_on_drop();
-            }
-            written
+            let mut held = Unsettled(Some(conn));
+            let conn = held.0.as_mut().expect("held until the write ends");
+            let written = postgres_transaction(conn, write).await?;
+            // Settled: back to the pool.
+            drop(held.0.take());
+            Ok(written)
+        }
+    }
+}
+
+/// A pooled PostgreSQL connection in a write's transaction, closed instead of pooled
+/// unless the transaction settled: when the write fails, or its future is dropped (the
+/// store's timeout) mid-way. sqlx rolls back only a transaction it knows began, and a
+/// `BEGIN` cut short, or one that took without its `SET`, is not one of them; pooled,
+/// the connection would run the next writes inside it.
+#[cfg(feature = "postgres")]
+struct Unsettled(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+#[cfg(feature = "postgres")]
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            conn.close_on_drop();
         }
     }
 }
