@@ -333,10 +333,11 @@ async fn one_round(
     }
 
     let meta_name = format!("flowgate Meta, {store_name}");
-    let sealed_step = (wanted("meta") || wanted("pywa"))
-        .then(|| bench.seal_pool(Shape::Step, meta_max_rate(args, &bench.floor)));
+    let meta_rate = meta_max_rate(args, &bench.floor);
+    let sealed_step =
+        (wanted("meta") || wanted("pywa")).then(|| bench.seal_pool(Shape::Step, meta_rate));
     if wanted("meta") {
-        let journey_pool = bench.seal_pool(Shape::Journey, meta_max_rate(args, &bench.floor));
+        let journey_pool = bench.seal_pool(Shape::Journey, meta_rate);
         for (shape, pool) in [
             (Shape::Step, sealed_step.clone()),
             (Shape::Journey, Some(journey_pool)),

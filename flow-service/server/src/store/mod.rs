@@ -155,8 +155,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// without a key (just claimed, there is no outcome to find): the first two steps
     /// of a call where calls are claimed. A claim taken is given up again when the
     /// read fails, so that the call can be retried at once (should that fail too, the
-    /// claim lapses with its lease). PostgreSQL claims and reads
-    /// in one statement: one use of the pool where the two steps took two.
+    /// claim lapses with its lease). PostgreSQL claims and reads in one statement: one
+    /// use of the pool where the two steps took two.
     async fn claim_and_open(&self, token: &TokenKey, key: &str) -> Result<Opening, StoreError> {
         claim_then_open(self, token, key).await
     }
