@@ -432,6 +432,19 @@ async fn sessions_live_until_they_expire_or_the_token_completes() {
         assert!(short.cleanup_expired().await.unwrap() >= 2);
         assert_eq!(short.cleanup_expired().await.unwrap(), 0);
         assert!(short.is_completed(&key_of("tok")).await.unwrap());
+        // A completion's outcome under its key expires too (on SQLite it is the
+        // completion's row, read within the same lifetime); the completion does not.
+        let done = Outcome::complete(json!({"email": "ada@example.com"}));
+        short
+            .finish("f", &key_of("tok-4"), Some("k"), &done, None)
+            .await
+            .unwrap();
+        let opened = short.open_call(&key_of("tok-4"), Some("k")).await.unwrap();
+        assert_eq!((opened.completed, opened.stored), (true, None));
+        assert_eq!(
+            short.claim(&key_of("tok-4"), "k").await.unwrap(),
+            Claim::Claimed
+        );
     })
     .await;
 }

@@ -3,7 +3,8 @@
 //!
 //! - A **completion** is one record per flow token, written together with the call's
 //!   outcome; it makes a token single-use, so when two calls race to complete one token
-//!   exactly one wins.
+//!   exactly one wins. (Where calls are not claimed, on SQLite, the completion's row
+//!   is that outcome too: its params under its key, for as long as an outcome is kept.)
 //! - An **outcome** is stored per idempotency key: first as a claim (in progress), then
 //!   as the answer. A repeated key gets the answer back, or, while the first call is
 //!   still running, [`Claim::InProgress`], so a handler never runs twice for one call.

@@ -4,7 +4,11 @@
 //!
 //! - The `completions` table's primary key makes a token single-use: a completion is
 //!   written in the same transaction as the call's outcome, and when two replicas race
-//!   to complete one token the database picks exactly one winner.
+//!   to complete one token the database picks exactly one winner. Where calls are not
+//!   claimed (SQLite) the completion's row is that outcome (its params under its key,
+//!   answered again while an outcome would be kept), so the durable commit writes one
+//!   table and its index instead of two tables and three indexes; PostgreSQL writes the
+//!   outcome under the key too, where claims look.
 //! - An outcome row is first a claim (`outcome` NULL, held until `expires_at`), then the
 //!   answer; a lapsed claim is taken over by a compare on `expires_at`, so only one
 //!   caller wins it.
@@ -376,6 +380,16 @@ fn opened(
     })
 }
 
+/// The outcome of a completion, from its row's params (JSON).
+fn completion_outcome(params: &str) -> Result<Outcome, StoreError> {
+    serde_json::from_str(params)
+        .map(|params| Outcome::Complete { params })
+        .map_err(|error| StoreError::Corrupt {
+            what: "completion",
+            error,
+        })
+}
+
 #[async_trait::async_trait]
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
@@ -443,9 +457,28 @@ impl Store for SqlStore {
         .transpose()
     }
 
-    /// Looks up the call `key` of `token`, claiming it when it is new.
+    /// Looks up the call `key` of `token`, claiming it when it is new. Where calls are
+    /// not claimed (SQLite), a completion's outcome is its row, not in `outcomes`, so
+    /// that row is looked at first.
     async fn claim(&self, token: &TokenKey, key: &str) -> Result<Claim, StoreError> {
         let now = now_ms();
+        if !self.claims_calls() {
+            let row: Option<(String,)> = self
+                .fetch_optional(
+                    "claim",
+                    "SELECT params FROM completions \
+                     WHERE token_hash = $1 AND idempotency_key = $2 AND completed_at > $3",
+                    &[
+                        Arg::Text(token.as_str()),
+                        Arg::Text(key),
+                        Arg::Int(now.saturating_sub(millis(self.options.idempotency_ttl))),
+                    ],
+                )
+                .await?;
+            if let Some((params,)) = row {
+                return completion_outcome(&params).map(Claim::Done);
+            }
+        }
         let written = self
             .write(Write::Claim {
                 hash: *token,
@@ -500,6 +533,7 @@ impl Store for SqlStore {
                     Outcome::Complete { params } => Some(params.to_string()),
                     _ => None,
                 },
+                claimed: self.claims_calls(),
                 outcome: serde_json::to_string(outcome).expect("an outcome serialises"),
                 outcome_expires: now + millis(self.options.idempotency_ttl),
                 session: session.map(|s| Value::Object(s.clone()).to_string()),
@@ -540,27 +574,36 @@ impl Store for SqlStore {
     }
 
     /// One statement: the completion, the stored outcome and the session, each a
-    /// scalar subquery on its table's primary key.
+    /// scalar subquery on its table's primary key. Where calls are not claimed (SQLite)
+    /// a completion's outcome is not in `outcomes` but is its row: its params, when the
+    /// row's key is the call's and the outcome would not have expired yet.
     async fn open_call(&self, token: &TokenKey, key: Option<&str>) -> Result<Opened, StoreError> {
         let now = now_ms();
-        let row: Option<(Option<i64>, Option<String>, Option<String>)> = self
+        let row: Option<(Option<i64>, Option<String>, Option<String>, Option<String>)> = self
             .fetch_optional(
                 "call lookup",
                 "SELECT \
                  (SELECT completed_at FROM completions WHERE token_hash = $1), \
                  (SELECT outcome FROM outcomes \
                   WHERE token_hash = $1 AND idempotency_key = $2 AND expires_at > $3), \
+                 (SELECT params FROM completions \
+                  WHERE token_hash = $1 AND idempotency_key = $2 AND completed_at > $4), \
                  (SELECT state FROM sessions WHERE token_hash = $1 AND expires_at > $3)",
                 &[
                     Arg::Text(token.as_str()),
                     Arg::Text(key.unwrap_or_default()),
                     Arg::Int(now),
+                    Arg::Int(now.saturating_sub(millis(self.options.idempotency_ttl))),
                 ],
             )
             .await?;
         // A SELECT without FROM returns exactly one row.
-        let (completed, outcome, state) = row.unwrap_or_default();
-        opened(completed, outcome.filter(|_| key.is_some()), state)
+        let (completed, outcome, completion, state) = row.unwrap_or_default();
+        let mut opened = opened(completed, outcome.filter(|_| key.is_some()), state)?;
+        if let (None, Some(params), Some(_)) = (&opened.stored, completion, key) {
+            opened.stored = Some(completion_outcome(&params)?);
+        }
+        Ok(opened)
     }
 
     /// On PostgreSQL, the claim and the read in one statement (`CLAIM_AND_OPEN`); a
