@@ -22,10 +22,11 @@
 //!   one of them is a `finish`. On PostgreSQL (and `sqlite::memory:`, one connection),
 //!   each write runs in a transaction of its own on the pool; a `finish` asks
 //!   PostgreSQL for a synchronous commit. The statements of each write are the same on
-//!   every path (`super::write`), but for two statements that are PostgreSQL's alone,
+//!   every path (`super::write`), but for three statements that are PostgreSQL's alone,
 //!   each one round trip where the portable ones took several: a new key's claim with
-//!   the call's read ([`Store::claim_and_open`], sent down the read path), and a
-//!   completion under a key (`super::write`'s `FINISH_COMPLETION`).
+//!   the call's read ([`Store::claim_and_open`], sent down the read path), a completion
+//!   under a key and a step's session with its outcome (`super::write`'s
+//!   `FINISH_COMPLETION` and `KEEP_BOTH`).
 
 use std::future::Future;
 use std::str::FromStr;
@@ -641,7 +642,7 @@ impl Store for SqlStore {
     /// On a SQLite file, the session alone (when given), committed without an fsync
     /// unless its batch holds a durable write — the outcome stays in the process's
     /// memory; on PostgreSQL, the session and the outcome under `key`, in one
-    /// asynchronous commit.
+    /// asynchronous commit (both at once: one statement).
     async fn keep(
         &self,
         flow: &str,

@@ -4,9 +4,9 @@
 //! A write carries everything it needs (token key, JSON, expiry times), computed by
 //! its caller, so the same write runs in its own transaction on a sqlx pool
 //! (PostgreSQL, `sqlite::memory:`) or as one job of a SQLite file's batch
-//! (`super::writer`, on a rusqlite connection). One write is shortened on PostgreSQL: a
-//! completion under a key is one statement there ([`FINISH_COMPLETION`]), with the
-//! effect of `apply`'s three.
+//! (`super::writer`, on a rusqlite connection). Two writes are shortened on PostgreSQL,
+//! each one statement there with the effect of `apply`'s several: a completion under a
+//! key ([`FINISH_COMPLETION`]) and a step's session with its outcome ([`KEEP_BOTH`]).
 
 #[cfg(feature = "postgres")]
 use sqlx::PgConnection;
@@ -423,6 +423,45 @@ const FINISH_COMPLETION: &str = "WITH done AS (\
      DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at) \
      SELECT EXISTS (SELECT 1 FROM done)";
 
+/// A step's session and its outcome under its key, on PostgreSQL: [`apply`]'s two
+/// upserts for a `keep` of both as one statement, atomic without a transaction, one round
+/// trip where `BEGIN`, the upserts and `COMMIT` took four. Committed as the connection's
+/// default has it (asynchronously, as a kept step always is). PostgreSQL may run the two
+/// parts in either order; see [`FINISH_COMPLETION`] on a race with it.
+#[cfg(feature = "postgres")]
+const KEEP_BOTH: &str = "WITH kept AS (\
+     INSERT INTO sessions (token_hash, flow, state, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO UPDATE \
+     SET flow = excluded.flow, state = excluded.state, expires_at = excluded.expires_at) \
+     INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+     VALUES ($1, $5, $6, $7) ON CONFLICT (token_hash, idempotency_key) \
+     DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at";
+
+/// [`KEEP_BOTH`]'s values when `write` keeps both a session and an outcome; `None` for
+/// every other write.
+#[cfg(feature = "postgres")]
+fn keep_in_one_statement(write: &Write) -> Option<[Arg<'_>; 7]> {
+    match write {
+        Write::Keep {
+            flow,
+            hash,
+            outcome: Some((key, outcome)),
+            outcome_expires,
+            session: Some(state),
+            session_expires,
+        } => Some([
+            Arg::Text(hash.as_str()),
+            Arg::Text(flow),
+            Arg::Text(state),
+            Arg::Int(*session_expires),
+            Arg::Text(key),
+            Arg::Text(outcome),
+            Arg::Int(*outcome_expires),
+        ]),
+        _ => None,
+    }
+}
+
 /// [`FINISH_COMPLETION`]'s values when `write` is a completion under a key; `None` for
 /// every other write, which [`apply`] runs.
 #[cfg(feature = "postgres")]
@@ -472,6 +511,10 @@ pub(super) async fn on_pool(
         #[cfg(feature = "postgres")]
         super::sql::Pool::Postgres(pool) => {
             let mut conn = pool.acquire().await?;
+            if let Some(args) = keep_in_one_statement(write) {
+                Conn::Postgres(&mut conn).execute(KEEP_BOTH, &args).await?;
+                return Ok(Written::Done);
+            }
             if !write.atomic() {
                 return apply(&mut Conn::Postgres(&mut conn), write).await;
             }
