@@ -68,6 +68,8 @@
 #[cfg(feature = "sqlite")]
 mod lite;
 mod memory;
+#[cfg(feature = "postgres")]
+mod pg;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 use sqlx::ConnectOptions;
 use sqlx::Connection;
 #[cfg(feature = "postgres")]
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 #[cfg(feature = "sqlite")]
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -66,7 +66,7 @@ pub(super) enum Pool {
     #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
     #[cfg(feature = "postgres")]
-    Postgres(PgPool),
+    Postgres(super::pg::PgPool),
 }
 
 /// Where reads go.
@@ -245,25 +245,7 @@ impl SqlStore {
             tokio::time::timeout(options.connect_timeout, opening)
                 .await
                 .map_err(|_| not_in_time())??;
-            let pool = PgPoolOptions::new()
-                .max_connections(options.max_connections)
-                .acquire_timeout(options.timeout)
-                // sqlx pings a connection on its way back to the pool already; a second
-                // ping before every use was one more round trip per statement. Only a
-                // connection idle for a while (long enough for the database to have
-                // restarted, or a link to have dropped, unseen) is pinged before use.
-                // One that died sooner fails the statement it is given (UNAVAILABLE,
-                // which the gateway retries) and is closed by the ping on its release.
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PING_WHEN_IDLE {
-                            conn.ping().await?;
-                        }
-                        Ok(true)
-                    })
-                })
-                .connect_lazy_with(connect);
+            let pool = super::pg::pool(connect, options.max_connections);
             return Ok((
                 Reads::Pool(Pool::Postgres(pool.clone())),
                 Writes::Pool(Pool::Postgres(pool)),
@@ -311,7 +293,14 @@ impl SqlStore {
             }
             #[cfg(feature = "postgres")]
             Reads::Pool(Pool::Postgres(pool)) => {
-                let read = bind_args!(sqlx::query_as::<_, T>(sql), args).fetch_optional(pool);
+                let read = async {
+                    let mut held = super::pg::Held::get(pool).await?;
+                    let row = bind_args!(sqlx::query_as::<_, T>(sql), args)
+                        .fetch_optional(held.conn())
+                        .await?;
+                    held.settle();
+                    Ok::<_, sqlx::Error>(row)
+                };
                 self.bounded(op, read).await
             }
             #[cfg(feature = "sqlite")]
@@ -335,11 +324,6 @@ impl SqlStore {
         }
     }
 }
-
-/// How long a pooled PostgreSQL connection may sit idle before it is pinged again
-/// before use.
-#[cfg(feature = "postgres")]
-const PING_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A new key's claim and the call's read in one PostgreSQL statement: the insert
 /// does nothing when the key is there already (then `claimed` is empty), and the reads
@@ -412,7 +396,7 @@ impl Store for SqlStore {
             #[cfg(feature = "sqlite")]
             Reads::Pool(Pool::Sqlite(pool)) => pool.close().await,
             #[cfg(feature = "postgres")]
-            Reads::Pool(Pool::Postgres(pool)) => pool.close().await,
+            Reads::Pool(Pool::Postgres(pool)) => super::pg::close(pool).await,
             #[cfg(feature = "sqlite")]
             Reads::File(readers) => readers.close(),
         }

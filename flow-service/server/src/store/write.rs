@@ -510,37 +510,20 @@ pub(super) async fn on_pool(
         }
         #[cfg(feature = "postgres")]
         super::sql::Pool::Postgres(pool) => {
-            let mut conn = pool.acquire().await?;
-            if let Some(args) = keep_in_one_statement(write) {
-                Conn::Postgres(&mut conn).execute(KEEP_BOTH, &args).await?;
-                return Ok(Written::Done);
-            }
-            if !write.atomic() {
-                return apply(&mut Conn::Postgres(&mut conn), write).await;
-            }
-            let mut held = Unsettled(Some(conn));
-            let conn = held.0.as_mut().expect("held until the write ends");
-            let written = postgres_transaction(conn, write).await?;
-            // Settled: back to the pool.
-            drop(held.0.take());
+            let mut held = super::pg::Held::get(pool).await?;
+            let conn = held.conn();
+            let written = if let Some(args) = keep_in_one_statement(write) {
+                Conn::Postgres(conn).execute(KEEP_BOTH, &args).await?;
+                Written::Done
+            } else if !write.atomic() {
+                apply(&mut Conn::Postgres(conn), write).await?
+            } else {
+                postgres_transaction(conn, write).await?
+            };
+            // Settled (a transaction committed): back to the pool. On any failure, or
+            // the future dropped mid-way, `held` closes the connection instead.
+            held.settle();
             Ok(written)
-        }
-    }
-}
-
-/// A pooled PostgreSQL connection in a write's transaction, closed instead of pooled
-/// unless the transaction settled: when the write fails, or its future is dropped (the
-/// store's timeout) mid-way. sqlx rolls back only a transaction it knows began, and a
-/// `BEGIN` cut short, or one that took without its `SET`, is not one of them; pooled,
-/// the connection would run the next writes inside it.
-#[cfg(feature = "postgres")]
-struct Unsettled(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
-
-#[cfg(feature = "postgres")]
-impl Drop for Unsettled {
-    fn drop(&mut self) {
-        if let Some(conn) = &mut self.0 {
-            conn.close_on_drop();
         }
     }
 }

@@ -1,0 +1,181 @@
+//! The PostgreSQL connection pool: deadpool's, over sqlx connections ([`PgPool`]), and
+//! [`Held`], a connection taken from it that goes back only when its work settled.
+//!
+//! **Why not sqlx's own pool.** sqlx 0.9's pool pings every connection on its way back
+//! (`Sync`, answered by the server; `sqlx-core`'s `pool/connection.rs`, unconditionally),
+//! one round trip more for every statement: a plain step's two statements took four. It
+//! pings so that a connection left mid-statement by a dropped future (a timeout) or broken
+//! by an error does not go back as it is. Here a connection goes back only when what it
+//! was given finished without an error ([`Held::settle`]); any other way, it is closed.
+//! So nothing needs checking on the way back, and only a connection idle for
+//! [`PING_WHEN_IDLE`] or more (long enough for the database to have restarted, or a link
+//! to have dropped, unseen) is pinged before it is handed out again.
+
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleResult};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+/// How long a pooled connection may sit idle before it is pinged again before use.
+pub(super) const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+
+/// Opens connections with the store's options, and pings one idle for a while.
+#[derive(Debug)]
+pub(super) struct Connector(pub(super) PgConnectOptions);
+
+impl managed::Manager for Connector {
+    type Type = PgConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+        PgConnection::connect_with(&self.0).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut PgConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<sqlx::Error> {
+        // `last_used` counts from when the connection was last handed out.
+        if metrics.last_used() >= PING_WHEN_IDLE {
+            conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A pool of at most `max` PostgreSQL connections, opened as needed. Waiting for one is
+/// bounded by the caller (the store's timeout).
+pub(super) type PgPool = managed::Pool<Connector>;
+
+/// The pool for `connect`.
+pub(super) fn pool(connect: PgConnectOptions, max: u32) -> PgPool {
+    managed::Pool::builder(Connector(connect))
+        .max_size(usize::try_from(max).unwrap_or(usize::MAX))
+        .build()
+        .expect("a pool without timeouts of its own needs no runtime")
+}
+
+/// Closes the pool: the idle connections are closed politely (PostgreSQL is told), and
+/// a connection in use is closed when it is dropped.
+pub(super) async fn close(pool: &PgPool) {
+    let idle = pool.retain(|_, _| false).removed;
+    pool.close();
+    for conn in idle {
+        let _ = conn.close().await;
+    }
+}
+
+/// A connection taken from the pool, closed instead of pooled unless [`Held::settle`]
+/// says its work finished: when a statement failed, or the future holding it was
+/// dropped (the store's timeout) mid-way — even inside a transaction's `BEGIN`, which
+/// sqlx would not know to roll back.
+pub(super) struct Held(Option<Object<Connector>>);
+
+impl Held {
+    /// A connection from `pool`, waiting for one to be free.
+    pub(super) async fn get(pool: &PgPool) -> Result<Held, sqlx::Error> {
+        match pool.get().await {
+            Ok(conn) => Ok(Held(Some(conn))),
+            Err(PoolError::Backend(error)) => Err(error),
+            Err(PoolError::Closed) => Err(sqlx::Error::PoolClosed),
+            Err(error) => Err(sqlx::Error::Protocol(error.to_string())),
+        }
+    }
+
+    /// The connection.
+    pub(super) fn conn(&mut self) -> &mut PgConnection {
+        self.0.as_mut().expect("held until settled")
+    }
+
+    /// Its work finished: back to the pool.
+    pub(super) fn settle(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            // Out of the pool (which opens another when needed), and closed.
+            drop(Object::take(conn));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::Executor;
+
+    use super::*;
+
+    /// The test PostgreSQL server (`scripts/test.sh` starts one); unset, the test passes
+    /// on with a notice, unless `CI` is set.
+    fn postgres() -> Option<PgConnectOptions> {
+        match std::env::var("FLOWGATE_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(PgConnectOptions::from_str(&url).unwrap()),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!("FLOWGATE_TEST_POSTGRES_URL is not set, and CI is")
+            }
+            _ => {
+                eprintln!("SKIPPED: FLOWGATE_TEST_POSTGRES_URL is not set");
+                None
+            }
+        }
+    }
+
+    /// The server process of a held connection: the same one means the same connection.
+    async fn backend(held: &mut Held) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(held.conn())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_a_settled_connection_goes_back_to_the_pool() {
+        let Some(connect) = postgres() else { return };
+        let pool = pool(connect, 1);
+
+        // Settled: the same connection again, as it was.
+        let mut held = Held::get(&pool).await.unwrap();
+        let first = backend(&mut held).await;
+        held.settle();
+        let mut held = Held::get(&pool).await.unwrap();
+        assert_eq!(backend(&mut held).await, first);
+
+        // Dropped inside a transaction sqlx does not know of: closed, never reused.
+        held.conn().execute("BEGIN").await.unwrap();
+        drop(held);
+        let mut held = Held::get(&pool).await.unwrap();
+        let second = backend(&mut held).await;
+        assert_ne!(second, first);
+
+        // Dropped mid-statement (a timeout): closed too, and the pool goes on.
+        let sleeping = sqlx::query("SELECT pg_sleep(5)").execute(held.conn());
+        let cut = tokio::time::timeout(Duration::from_millis(100), sleeping).await;
+        assert!(cut.is_err(), "the statement was cut short");
+        drop(held);
+        let mut held = Held::get(&pool).await.unwrap();
+        assert_ne!(backend(&mut held).await, second);
+
+        // A failed statement's connection is not settled by its caller: closed as well.
+        let third = backend(&mut held).await;
+        let error = held.conn().execute("SELECT * FROM no_such_table").await;
+        assert!(error.is_err());
+        drop(held);
+        let mut held = Held::get(&pool).await.unwrap();
+        assert_ne!(backend(&mut held).await, third);
+        held.settle();
+
+        // Closing the pool closes its idle connections; later takers are refused.
+        close(&pool).await;
+        assert!(matches!(
+            Held::get(&pool).await,
+            Err(sqlx::Error::PoolClosed)
+        ));
+    }
+}
