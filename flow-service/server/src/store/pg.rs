@@ -9,7 +9,9 @@
 //! was given finished without an error ([`Held::settle`]); any other way, it is closed.
 //! So nothing needs checking on the way back, and only a connection idle for
 //! [`PING_WHEN_IDLE`] or more (long enough for the database to have restarted, or a link
-//! to have dropped, unseen) is pinged before it is handed out again.
+//! to have dropped, unseen) is pinged before it is handed out again. As sqlx's pool did
+//! by default, a connection idle for [`IDLE_TIMEOUT`] or open for [`MAX_LIFETIME`] is
+//! closed ([`prune`], from the store's periodic cleanup).
 
 use std::time::Duration;
 
@@ -19,6 +21,13 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 /// How long a pooled connection may sit idle before it is pinged again before use.
 pub(super) const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+
+/// Idle this long, a connection is closed by [`prune`] (as sqlx's pool did by default).
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Open this long, a connection is closed by [`prune`] once idle (as sqlx's pool did by
+/// default), so that no server process lives for ever.
+pub(super) const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// Opens connections with the store's options, and pings one idle for a while.
 #[derive(Debug)]
@@ -63,8 +72,26 @@ pub(super) async fn close(pool: &PgPool) {
     let idle = pool.retain(|_, _| false).removed;
     pool.close();
     for conn in idle {
-        let _ = conn.close().await;
+        close_politely(conn).await;
     }
+}
+
+/// Closes the idle connections that sat idle for `idle` or were opened `lifetime` ago or
+/// more ([`IDLE_TIMEOUT`] and [`MAX_LIFETIME`] from the store's periodic cleanup), telling
+/// PostgreSQL; the pool opens new ones as needed.
+pub(super) async fn prune(pool: &PgPool, idle: Duration, lifetime: Duration) {
+    let old = pool
+        .retain(|_, metrics| metrics.last_used() < idle && metrics.age() < lifetime)
+        .removed;
+    for conn in old {
+        close_politely(conn).await;
+    }
+}
+
+/// Closes `conn`, telling PostgreSQL, within a second (a server that stopped reading
+/// does not hold the caller up).
+async fn close_politely(conn: PgConnection) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
 }
 
 /// A connection taken from the pool, closed instead of pooled unless [`Held::settle`]
@@ -169,6 +196,22 @@ mod tests {
         drop(held);
         let mut held = Held::get(&pool).await.unwrap();
         assert_ne!(backend(&mut held).await, third);
+
+        // Pruning closes the connections idle or open for too long, and no other.
+        let fourth = backend(&mut held).await;
+        held.settle();
+        prune(&pool, IDLE_TIMEOUT, MAX_LIFETIME).await;
+        let mut held = Held::get(&pool).await.unwrap();
+        assert_eq!(backend(&mut held).await, fourth);
+        held.settle();
+        prune(&pool, Duration::ZERO, MAX_LIFETIME).await;
+        let mut held = Held::get(&pool).await.unwrap();
+        let fifth = backend(&mut held).await;
+        assert_ne!(fifth, fourth);
+        held.settle();
+        prune(&pool, IDLE_TIMEOUT, Duration::ZERO).await;
+        let mut held = Held::get(&pool).await.unwrap();
+        assert_ne!(backend(&mut held).await, fifth);
         held.settle();
 
         // Closing the pool closes its idle connections; later takers are refused.

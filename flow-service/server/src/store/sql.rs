@@ -657,7 +657,13 @@ impl Store for SqlStore {
 
     /// Deletes expired outcomes, claims and sessions; returns how many rows went.
     /// Completions are business records and are never deleted here.
+    /// On PostgreSQL, also closes the pool's connections idle or open for too long.
     async fn cleanup_expired(&self) -> Result<u64, StoreError> {
+        #[cfg(feature = "postgres")]
+        if let Reads::Pool(Pool::Postgres(pool)) = &self.reads {
+            use super::pg::{IDLE_TIMEOUT, MAX_LIFETIME, prune};
+            prune(pool, IDLE_TIMEOUT, MAX_LIFETIME).await;
+        }
         match self.write(Write::Cleanup { now: now_ms() }).await? {
             Written::Deleted(rows) => Ok(rows),
             other => unreachable!("a cleanup answered {other:?}"),
