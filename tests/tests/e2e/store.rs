@@ -83,14 +83,30 @@ where
 /// Runs `sql`, with `token`'s key as `$1`, on a connection of its own to the SQL
 /// database `url`: a row written behind the store's back.
 async fn write_as_another_process(url: &str, sql: &'static str, token: &TokenKey) {
+    write_rows_as_another_process(url, sql, token, &[]).await;
+}
+
+/// [`write_as_another_process`] with more text values, bound to `$2`, `$3`….
+async fn write_rows_as_another_process(
+    url: &str,
+    sql: &'static str,
+    token: &TokenKey,
+    texts: &[&str],
+) {
     use sqlx::Connection;
     if url.starts_with("sqlite:") {
         let mut other = sqlx::SqliteConnection::connect(url).await.unwrap();
-        let query = sqlx::query(sql).bind(token.as_str());
+        let mut query = sqlx::query(sql).bind(token.as_str());
+        for text in texts {
+            query = query.bind(*text);
+        }
         query.execute(&mut other).await.unwrap();
     } else {
         let mut other = sqlx::PgConnection::connect(url).await.unwrap();
-        let query = sqlx::query(sql).bind(token.as_str());
+        let mut query = sqlx::query(sql).bind(token.as_str());
+        for text in texts {
+            query = query.bind(*text);
+        }
         query.execute(&mut other).await.unwrap();
     }
 }
@@ -148,6 +164,39 @@ async fn a_completion_is_recorded_once_and_survives_reopening() {
             store.claim(&key_of("tok"), "k1").await.unwrap(),
             Claim::Done(done)
         );
+    })
+    .await;
+}
+
+/// A completion as earlier versions wrote it everywhere, with its outcome in `outcomes`
+/// too, is answered from that row: the same key gets it, another is refused.
+#[tokio::test]
+async fn a_completion_with_its_outcome_in_outcomes_is_answered_from_there() {
+    check(|db| async move {
+        let Database::Sql { url, .. } = &*db else {
+            return;
+        };
+        let store = db.open().await;
+        let token = key_of("tok");
+        // The two rows differ, to tell which one answers (times far ahead: unexpired).
+        let stored = Outcome::complete(json!({"from": "outcomes"}));
+        let completion = "INSERT INTO completions \
+                          (token_hash, flow, params, idempotency_key, completed_at) \
+                          VALUES ($1, 'f', '{\"from\": \"completions\"}', 'k', 4102444800000)";
+        write_as_another_process(url, completion, &token).await;
+        let outcome = "INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+                       VALUES ($1, 'k', $2, 4102444800000)";
+        let json = serde_json::to_string(&stored).unwrap();
+        write_rows_as_another_process(url, outcome, &token, &[&json]).await;
+
+        let opened = store.open_call(&token, Some("k")).await.unwrap();
+        assert_eq!(
+            (opened.completed, &opened.stored),
+            (true, &Some(stored.clone()))
+        );
+        assert_eq!(store.claim(&token, "k").await.unwrap(), Claim::Done(stored));
+        let opened = store.open_call(&token, Some("k2")).await.unwrap();
+        assert_eq!((opened.completed, opened.stored), (true, None));
     })
     .await;
 }

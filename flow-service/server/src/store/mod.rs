@@ -126,7 +126,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn release(&self, token: &TokenKey, key: &str) -> Result<(), StoreError>;
 
     /// Records what a call of `flow` for `token` answered, all or nothing: the
-    /// completion (when `outcome` is one), the outcome under `key` (when given) and the
+    /// completion (when `outcome` is one), the outcome under `key` (when given; a
+    /// backend may keep a completion's outcome in the completion itself) and the
     /// session (when given; a completion deletes it instead, as the token is done).
     /// A completion of a token already completed writes nothing and is
     /// [`Finished::AlreadyCompleted`].

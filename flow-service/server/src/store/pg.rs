@@ -7,11 +7,13 @@
 //! pings so that a connection left mid-statement by a dropped future (a timeout) or broken
 //! by an error does not go back as it is. Here a connection goes back only when what it
 //! was given finished without an error ([`Held::settle`]); any other way, it is closed.
-//! So nothing needs checking on the way back, and only a connection idle for
+//! So nothing needs checking on the way back, and only a connection not handed out for
 //! [`PING_WHEN_IDLE`] or more (long enough for the database to have restarted, or a link
 //! to have dropped, unseen) is pinged before it is handed out again. As sqlx's pool did
-//! by default, a connection idle for [`IDLE_TIMEOUT`] or open for [`MAX_LIFETIME`] is
-//! closed ([`prune`], from the store's periodic cleanup).
+//! by default, a connection not handed out for [`IDLE_TIMEOUT`] or open for
+//! [`MAX_LIFETIME`] is closed ([`prune`], from the store's periodic cleanup). (deadpool
+//! counts "last used" from when a connection was last handed out, which is never later
+//! than when it came back: the pings and the pruning err on the safe side.)
 
 use std::time::Duration;
 
@@ -19,10 +21,12 @@ use deadpool::managed::{self, Metrics, Object, PoolError, RecycleResult};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-/// How long a pooled connection may sit idle before it is pinged again before use.
+/// How long a pooled connection may go without being handed out before it is pinged
+/// again before use.
 pub(super) const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 
-/// Idle this long, a connection is closed by [`prune`] (as sqlx's pool did by default).
+/// Not handed out for this long, a connection is closed by [`prune`] (as sqlx's pool did
+/// by default with idle ones).
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Open this long, a connection is closed by [`prune`] once idle (as sqlx's pool did by
@@ -58,10 +62,21 @@ impl managed::Manager for Connector {
 /// bounded by the caller (the store's timeout).
 pub(super) type PgPool = managed::Pool<Connector>;
 
-/// The pool for `connect`.
-pub(super) fn pool(connect: PgConnectOptions, max: u32) -> PgPool {
+/// The pool for `connect`, its connections bounding each statement, and a transaction
+/// left idle, by `timeout` (the store's) on the server's side too: a statement whose
+/// caller gave up (its connection closed, another opened in its place) does not go on
+/// running there, holding a server process and its locks.
+pub(super) fn pool(connect: PgConnectOptions, max: u32, timeout: Duration) -> PgPool {
+    let timeout = timeout.as_millis().max(1).to_string();
+    let connect = connect.options([
+        ("statement_timeout", timeout.as_str()),
+        ("idle_in_transaction_session_timeout", timeout.as_str()),
+    ]);
     managed::Pool::builder(Connector(connect))
         .max_size(usize::try_from(max).unwrap_or(usize::MAX))
+        // The connection used last goes out first: under a light load the same few are
+        // used, stay warm (no ping), and the rest sit idle until pruned.
+        .queue_mode(managed::QueueMode::Lifo)
         .build()
         .expect("a pool without timeouts of its own needs no runtime")
 }
@@ -107,7 +122,8 @@ impl Held {
             Ok(conn) => Ok(Held(Some(conn))),
             Err(PoolError::Backend(error)) => Err(error),
             Err(PoolError::Closed) => Err(sqlx::Error::PoolClosed),
-            Err(error) => Err(sqlx::Error::Protocol(error.to_string())),
+            // Timeouts and hooks, which this pool does not have.
+            Err(error) => Err(sqlx::Error::Protocol(format!("connection pool: {error}"))),
         }
     }
 
@@ -165,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_settled_connection_goes_back_to_the_pool() {
         let Some(connect) = postgres() else { return };
-        let pool = pool(connect, 1);
+        let pool = pool(connect, 1, Duration::from_secs(10));
 
         // Settled: the same connection again, as it was.
         let mut held = Held::get(&pool).await.unwrap();
@@ -220,5 +236,29 @@ mod tests {
             Held::get(&pool).await,
             Err(sqlx::Error::PoolClosed)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_statement_is_bounded_on_the_server_too() {
+        let Some(connect) = postgres() else { return };
+        let pool = pool(connect, 1, Duration::from_millis(300));
+        let mut held = Held::get(&pool).await.unwrap();
+        let bound: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(held.conn())
+            .await
+            .unwrap();
+        assert_eq!(bound, "300ms");
+        // The server cancels it, without the caller giving up.
+        let error = sqlx::query("SELECT pg_sleep(5)")
+            .execute(held.conn())
+            .await
+            .unwrap_err();
+        let code = error.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("57014"), "{error}");
+        let idle: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(held.conn())
+            .await
+            .unwrap();
+        assert_eq!(idle, "300ms");
     }
 }

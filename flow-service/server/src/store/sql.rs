@@ -245,7 +245,7 @@ impl SqlStore {
             tokio::time::timeout(options.connect_timeout, opening)
                 .await
                 .map_err(|_| not_in_time())??;
-            let pool = super::pg::pool(connect, options.max_connections);
+            let pool = super::pg::pool(connect, options.max_connections, options.timeout);
             return Ok((
                 Reads::Pool(Pool::Postgres(pool.clone())),
                 Writes::Pool(Pool::Postgres(pool)),
@@ -444,23 +444,31 @@ impl Store for SqlStore {
 
     /// Looks up the call `key` of `token`, claiming it when it is new. Where calls are
     /// not claimed (SQLite), a completion's outcome is its row, not in `outcomes`, so
-    /// that row is looked at first.
+    /// that row is looked at first, in a read of its own: a completion landing between
+    /// that read and the claim is not seen (the pipeline claims nothing on SQLite, and
+    /// its own single flight keeps one call of a key at a time).
     async fn claim(&self, token: &TokenKey, key: &str) -> Result<Claim, StoreError> {
         let now = now_ms();
         if !self.claims_calls() {
-            let row: Option<(String,)> = self
+            // As `open_call` reads it: a stored outcome first (the claim below answers
+            // it), else the completion's row under this key.
+            let row: Option<(Option<String>, Option<String>)> = self
                 .fetch_optional(
                     "claim",
-                    "SELECT params FROM completions \
-                     WHERE token_hash = $1 AND idempotency_key = $2 AND completed_at > $3",
+                    "SELECT \
+                     (SELECT outcome FROM outcomes WHERE token_hash = $1 \
+                      AND idempotency_key = $2 AND expires_at > $3 AND outcome IS NOT NULL), \
+                     (SELECT params FROM completions \
+                      WHERE token_hash = $1 AND idempotency_key = $2 AND completed_at > $4)",
                     &[
                         Arg::Text(token.as_str()),
                         Arg::Text(key),
+                        Arg::Int(now),
                         Arg::Int(now.saturating_sub(millis(self.options.idempotency_ttl))),
                     ],
                 )
                 .await?;
-            if let Some((params,)) = row {
+            if let Some((None, Some(params))) = row {
                 return completion_outcome(&params).map(Claim::Done);
             }
         }
@@ -498,8 +506,9 @@ impl Store for SqlStore {
 
     /// Records what a call of `flow` for `token` answered, in one durable transaction
     /// (on a SQLite file, with the other writes of its batch): the completion (when
-    /// `outcome` is one), the outcome under `key` (when given) and the session (when
-    /// given; a completion deletes it instead, as the token is done).
+    /// `outcome` is one), the outcome under `key` (when given; on SQLite a completion's
+    /// row is its outcome) and the session (when given; a completion deletes it instead,
+    /// as the token is done).
     async fn finish(
         &self,
         flow: &str,
@@ -561,7 +570,10 @@ impl Store for SqlStore {
     /// One statement: the completion, the stored outcome and the session, each a
     /// scalar subquery on its table's primary key. Where calls are not claimed (SQLite)
     /// a completion's outcome is not in `outcomes` but is its row: its params, when the
-    /// row's key is the call's and the outcome would not have expired yet.
+    /// row's key is the call's and it is younger than the outcomes' lifetime — the
+    /// lifetime set now, where an outcome row keeps the expiry set when it was written.
+    /// (A row in `outcomes`, as earlier versions wrote for completions too, comes
+    /// first.)
     async fn open_call(&self, token: &TokenKey, key: Option<&str>) -> Result<Opened, StoreError> {
         let now = now_ms();
         let row: Option<(Option<i64>, Option<String>, Option<String>, Option<String>)> = self

@@ -161,8 +161,9 @@ impl<T> Row for T where T: SqliteRow + PgRow + Send + Unpin + 'static {}
 
 /// What runs a write's statements: a sqlx connection ([`Conn`]) or a SQLite file's
 /// writing connection (`super::lite::Lite`, whose futures never wait). The SQL is the
-/// same portable text on every backend (but for PostgreSQL's [`FINISH_COMPLETION`]), its
-/// values bound to `$1`, `$2`… in order.
+/// same portable text on every backend (but for PostgreSQL's own statements:
+/// [`FINISH_COMPLETION`], [`KEEP_BOTH`] and `sql`'s `CLAIM_AND_OPEN`), its values bound to
+/// `$1`, `$2`… in order.
 pub(super) trait Exec {
     type Error;
     /// Runs `sql`; how many rows it changed.
@@ -530,7 +531,7 @@ pub(super) async fn on_pool(
 
 /// Runs `write` in a transaction of its own on `conn`: a durable one begun with its
 /// synchronous commit (the connections' default is an asynchronous commit, see
-/// `sql::pools`) in one simple query, and a completion under a key as
+/// `SqlStore::open`) in one simple query, and a completion under a key as
 /// [`FINISH_COMPLETION`].
 #[cfg(feature = "postgres")]
 async fn postgres_transaction(
