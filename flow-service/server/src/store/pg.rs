@@ -67,7 +67,9 @@ pub(super) type PgPool = managed::Pool<Connector>;
 /// caller gave up (its connection closed, another opened in its place) does not go on
 /// running there, holding a server process and its locks.
 pub(super) fn pool(connect: PgConnectOptions, max: u32, timeout: Duration) -> PgPool {
-    let timeout = timeout.as_millis().max(1).to_string();
+    // In milliseconds, as PostgreSQL takes them: at least 1 (0 would mean none), at most
+    // what its setting holds (about 24 days).
+    let timeout = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
     let connect = connect.options([
         ("statement_timeout", timeout.as_str()),
         ("idle_in_transaction_session_timeout", timeout.as_str()),
@@ -260,5 +262,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(idle, "300ms");
+
+        // A store's timeout past what PostgreSQL's setting holds is its longest one, not a
+        // setting every connection would be refused for.
+        let Some(connect) = postgres() else { return };
+        let pool = super::pool(connect, 1, Duration::from_secs(40 * 24 * 3600));
+        let mut held = Held::get(&pool).await.unwrap();
+        let bound: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(held.conn())
+            .await
+            .unwrap();
+        assert_eq!(bound, "2147483647ms");
     }
 }
