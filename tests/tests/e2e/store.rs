@@ -201,6 +201,29 @@ async fn a_completion_with_its_outcome_in_outcomes_is_answered_from_there() {
     .await;
 }
 
+/// A backlog of expired rows larger than a cleanup's batch goes whole, a batch at a time.
+#[tokio::test]
+async fn a_cleanup_backlog_goes_in_batches() {
+    check(|db| async move {
+        let Database::Sql { url, .. } = &*db else {
+            return;
+        };
+        let store = db.open().await;
+        // 12,001 claims whose lease ran out long ago, and two expired sessions.
+        let backlog = "WITH RECURSIVE n(i) AS \
+                       (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12001) \
+                       INSERT INTO outcomes (token_hash, idempotency_key, outcome, expires_at) \
+                       SELECT $1 || i, 'k', NULL, 1 FROM n";
+        write_as_another_process(url, backlog, &key_of("tok")).await;
+        let sessions = "INSERT INTO sessions (token_hash, flow, state, expires_at) \
+                        VALUES ($1, 'f', '{}', 1), ($1 || '-2', 'f', '{}', 1)";
+        write_as_another_process(url, sessions, &key_of("tok")).await;
+        assert_eq!(store.cleanup_expired().await.unwrap(), 12_003);
+        assert_eq!(store.cleanup_expired().await.unwrap(), 0);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_repeated_key_gets_the_first_outcome() {
     check(|db| async move {

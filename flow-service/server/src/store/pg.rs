@@ -65,7 +65,8 @@ pub(super) type PgPool = managed::Pool<Connector>;
 /// The pool for `connect`, its connections bounding each statement, and a transaction
 /// left idle, by `timeout` (the store's) on the server's side too: a statement whose
 /// caller gave up (its connection closed, another opened in its place) does not go on
-/// running there, holding a server process and its locks.
+/// running there for more than that, holding a server process and its locks. (Settings
+/// of the same names in `connect` are overridden.)
 pub(super) fn pool(connect: PgConnectOptions, max: u32, timeout: Duration) -> PgPool {
     // In milliseconds, as PostgreSQL takes them: at least 1 (0 would mean none), at most
     // what its setting holds (about 24 days).

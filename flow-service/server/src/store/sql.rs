@@ -668,7 +668,9 @@ impl Store for SqlStore {
     }
 
     /// Deletes expired outcomes, claims and sessions; returns how many rows went.
-    /// Completions are business records and are never deleted here.
+    /// Completions are business records and are never deleted here. The rows go in
+    /// batches, each a write of its own, so that a backlog goes down a batch at a time
+    /// instead of failing whole on the store's timeout.
     /// On PostgreSQL, also closes the pool's connections idle or open for too long.
     async fn cleanup_expired(&self) -> Result<u64, StoreError> {
         #[cfg(feature = "postgres")]
@@ -676,9 +678,19 @@ impl Store for SqlStore {
             use super::pg::{IDLE_TIMEOUT, MAX_LIFETIME, prune};
             prune(pool, IDLE_TIMEOUT, MAX_LIFETIME).await;
         }
-        match self.write(Write::Cleanup { now: now_ms() }).await? {
-            Written::Deleted(rows) => Ok(rows),
-            other => unreachable!("a cleanup answered {other:?}"),
+        let now = now_ms();
+        let mut deleted = 0;
+        loop {
+            match self.write(Write::Cleanup { now }).await? {
+                Written::Deleted(rows) => {
+                    deleted += rows;
+                    // Neither table's batch came back full: nothing expired is left.
+                    if rows < write::CLEANUP_BATCH.unsigned_abs() {
+                        return Ok(deleted);
+                    }
+                }
+                other => unreachable!("a cleanup answered {other:?}"),
+            }
         }
     }
 }

@@ -25,6 +25,11 @@ const UPSERT_OUTCOME: &str = "INSERT INTO outcomes (token_hash, idempotency_key,
      VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash, idempotency_key) \
      DO UPDATE SET outcome = excluded.outcome, expires_at = excluded.expires_at";
 
+/// Most expired rows of each table one cleanup write deletes: each batch is a short
+/// write of its own (within the store's timeout, which PostgreSQL enforces too), and
+/// the cleanup goes on with another while a batch comes back full.
+pub(super) const CLEANUP_BATCH: i64 = 5_000;
+
 /// One write of the store.
 #[derive(Debug)]
 pub(super) enum Write {
@@ -67,6 +72,7 @@ pub(super) enum Write {
     /// [`Store::release`](super::Store::release).
     Release { hash: TokenKey, key: String },
     /// [`Store::cleanup_expired`](super::Store::cleanup_expired).
+    /// At most [`CLEANUP_BATCH`] expired outcomes and as many expired sessions.
     Cleanup { now: i64 },
 }
 
@@ -390,14 +396,17 @@ pub(super) async fn apply<E: Exec>(conn: &mut E, write: &Write) -> Result<Writte
         Write::Cleanup { now } => {
             let outcomes = conn
                 .execute(
-                    "DELETE FROM outcomes WHERE expires_at <= $1",
-                    &[Arg::Int(*now)],
+                    "DELETE FROM outcomes WHERE (token_hash, idempotency_key) IN \
+                     (SELECT token_hash, idempotency_key FROM outcomes \
+                      WHERE expires_at <= $1 LIMIT $2)",
+                    &[Arg::Int(*now), Arg::Int(CLEANUP_BATCH)],
                 )
                 .await?;
             let sessions = conn
                 .execute(
-                    "DELETE FROM sessions WHERE expires_at <= $1",
-                    &[Arg::Int(*now)],
+                    "DELETE FROM sessions WHERE token_hash IN \
+                     (SELECT token_hash FROM sessions WHERE expires_at <= $1 LIMIT $2)",
+                    &[Arg::Int(*now), Arg::Int(CLEANUP_BATCH)],
                 )
                 .await?;
             Ok(Written::Deleted(outcomes + sessions))
