@@ -673,7 +673,9 @@ impl Store for SqlStore {
     /// instead of failing whole on the store's timeout.
     /// On PostgreSQL, also closes the pool's connections idle or open for too long.
     async fn cleanup_expired(&self) -> Result<u64, StoreError> {
+        // Irrefutable in a build with PostgreSQL alone.
         #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)]
         if let Reads::Pool(Pool::Postgres(pool)) = &self.reads {
             use super::pg::{IDLE_TIMEOUT, MAX_LIFETIME, prune};
             prune(pool, IDLE_TIMEOUT, MAX_LIFETIME).await;
