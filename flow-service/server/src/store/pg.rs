@@ -173,6 +173,14 @@ mod tests {
         }
     }
 
+    /// A setting of a held connection's session, as `SHOW` prints it.
+    async fn show(held: &mut Held, setting: &str) -> String {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(held.conn())
+            .await
+            .unwrap()
+    }
+
     /// The server process of a held connection: the same one means the same connection.
     async fn backend(held: &mut Held) -> i32 {
         sqlx::query_scalar("SELECT pg_backend_pid()")
@@ -246,11 +254,7 @@ mod tests {
         let Some(connect) = postgres() else { return };
         let pool = pool(connect, 1, Duration::from_millis(300));
         let mut held = Held::get(&pool).await.unwrap();
-        let bound: String = sqlx::query_scalar("SHOW statement_timeout")
-            .fetch_one(held.conn())
-            .await
-            .unwrap();
-        assert_eq!(bound, "300ms");
+        assert_eq!(show(&mut held, "statement_timeout").await, "300ms");
         // The server cancels it, without the caller giving up.
         let error = sqlx::query("SELECT pg_sleep(5)")
             .execute(held.conn())
@@ -258,21 +262,16 @@ mod tests {
             .unwrap_err();
         let code = error.as_database_error().and_then(|e| e.code());
         assert_eq!(code.as_deref(), Some("57014"), "{error}");
-        let idle: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
-            .fetch_one(held.conn())
-            .await
-            .unwrap();
-        assert_eq!(idle, "300ms");
+        assert_eq!(
+            show(&mut held, "idle_in_transaction_session_timeout").await,
+            "300ms"
+        );
 
         // A store's timeout past what PostgreSQL's setting holds is its longest one, not a
         // setting every connection would be refused for.
         let Some(connect) = postgres() else { return };
         let pool = super::pool(connect, 1, Duration::from_secs(40 * 24 * 3600));
         let mut held = Held::get(&pool).await.unwrap();
-        let bound: String = sqlx::query_scalar("SHOW statement_timeout")
-            .fetch_one(held.conn())
-            .await
-            .unwrap();
-        assert_eq!(bound, "2147483647ms");
+        assert_eq!(show(&mut held, "statement_timeout").await, "2147483647ms");
     }
 }
