@@ -258,6 +258,12 @@ impl SqlStore {
         &self.options
     }
 
+    /// Where a completion's row is its outcome (SQLite), the earliest completion time,
+    /// at `now`, whose outcome a resend still gets: the outcomes' lifetime ago.
+    fn completions_answered_since(&self, now: i64) -> i64 {
+        now.saturating_sub(millis(self.options.idempotency_ttl))
+    }
+
     /// Bounds `work` by the store's timeout and names it in errors.
     async fn bounded<T, E>(
         &self,
@@ -464,7 +470,7 @@ impl Store for SqlStore {
                         Arg::Text(token.as_str()),
                         Arg::Text(key),
                         Arg::Int(now),
-                        Arg::Int(now.saturating_sub(millis(self.options.idempotency_ttl))),
+                        Arg::Int(self.completions_answered_since(now)),
                     ],
                 )
                 .await?;
@@ -590,7 +596,7 @@ impl Store for SqlStore {
                     Arg::Text(token.as_str()),
                     Arg::Text(key.unwrap_or_default()),
                     Arg::Int(now),
-                    Arg::Int(now.saturating_sub(millis(self.options.idempotency_ttl))),
+                    Arg::Int(self.completions_answered_since(now)),
                 ],
             )
             .await?;
