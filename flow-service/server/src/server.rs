@@ -158,7 +158,9 @@ pub async fn run(
 ///
 /// State goes to the flows' [`Store`](Flows::store); without one, to a private
 /// [`MemoryStore`] that lives as long as this server (logged as a warning).
-/// Expired outcomes and sessions are deleted every minute until shutdown.
+/// Expired outcomes and sessions are deleted every minute until shutdown. Once the
+/// last call has finished, the store is closed ([`Store::close`]): it is the
+/// server's to the end, and is not to be used after this returns.
 pub async fn run_with(
     listener: tokio::net::TcpListener,
     flows: Flows,
@@ -177,6 +179,7 @@ pub async fn run_with(
         }
     };
     let cleanup = tokio::spawn(cleanup(store.clone()));
+    let closing = store.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FlowServiceServer<FlowServer>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -242,6 +245,10 @@ pub async fn run_with(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     cleanup.abort();
+    // Every call has finished: nothing more will be written. Closing lets a SQLite
+    // file take in its write-ahead log, so that the file alone holds everything (a
+    // copy of it is a whole backup), and lets PostgreSQL see its sessions end.
+    closing.close().await;
     served?;
     Ok(())
 }

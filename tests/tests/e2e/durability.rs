@@ -143,6 +143,47 @@ async fn a_completion_survives_a_restart() {
     assert_eq!(probe.runs(), 0);
 }
 
+/// A service that stops gracefully leaves its SQLite file whole: the file alone,
+/// copied without its `-wal` and `-shm` companions (as a backup of the one file
+/// would be), still refuses the completed token and answers its resend.
+#[tokio::test]
+async fn a_stopped_service_leaves_everything_in_its_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.db");
+    let done = whatsapp("data_exchange", "tok", "DONE", json!({"order": 1}));
+    let (service, gateway, _) = stack(ServiceOptions::database(format!(
+        "sqlite://{}",
+        file.display()
+    )))
+    .await;
+    assert_eq!(
+        gateway.post("/flows/probe", &done).await,
+        success("tok", json!({"order": 1}))
+    );
+    service.stop().await;
+    drop(gateway);
+    assert!(
+        !dir.path().join("flows.db-wal").exists(),
+        "the write-ahead log is taken into the file at a graceful stop"
+    );
+
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&file, copy.path().join("flows.db")).unwrap();
+    let url = format!("sqlite://{}", copy.path().join("flows.db").display());
+    let (_service, gateway, probe) = stack(ServiceOptions::database(url)).await;
+    assert_eq!(
+        gateway
+            .post("/flows/probe", &whatsapp("INIT", "tok", "", json!({})))
+            .await,
+        refused()
+    );
+    assert_eq!(
+        gateway.post("/flows/probe", &done).await,
+        success("tok", json!({"order": 1}))
+    );
+    assert_eq!(probe.runs(), 0);
+}
+
 /// Two replicas sharing one PostgreSQL database, each behind its own gateway.
 async fn replicas(schema: &PgSchema) -> [(Service, Gateway, Probe); 2] {
     [
