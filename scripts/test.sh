@@ -35,6 +35,25 @@ if [ -z "${FLOWGATE_TEST_POSTGRES_URL:-}" ]; then
 
   "${as_owner[@]}" "$bin/initdb" -D "$dir/data" -U flowgate --auth=trust \
     --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+  # TLS beside plain connections, for the tests of TLS to the database: a throwaway CA
+  # (FLOWGATE_TEST_POSTGRES_CA) and the server's certificate for 127.0.0.1, signed by it.
+  tls=()
+  if command -v openssl >/dev/null 2>&1; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=flowgate test CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+      -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt" >/dev/null 2>&1
+    # The server refuses a key that others can read.
+    chmod 600 "$dir/server.key"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir/server.key" "$dir/server.crt"; fi
+    tls=(-c ssl=on -c "ssl_cert_file=$dir/server.crt" -c "ssl_key_file=$dir/server.key")
+    export FLOWGATE_TEST_POSTGRES_CA="$dir/ca.crt"
+  else
+    echo "scripts/test.sh: openssl is not installed: the tests of TLS to PostgreSQL skip" >&2
+  fi
   # A throwaway cluster: loopback only, no durability needed, enough connections
   # for parallel tests (each service replica opens a few).
   port=""
@@ -42,7 +61,8 @@ if [ -z "${FLOWGATE_TEST_POSTGRES_URL:-}" ]; then
     candidate=$((20000 + RANDOM % 20000))
     if "${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
          -o "-c listen_addresses=127.0.0.1 -p $candidate -k $dir -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+             ${tls[*]}" \
          start >/dev/null; then
       port=$candidate
       break

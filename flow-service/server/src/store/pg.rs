@@ -173,6 +173,38 @@ mod tests {
         }
     }
 
+    /// The test server's URL with `query` added, and the certificate it serves for TLS
+    /// (`FLOWGATE_TEST_POSTGRES_CA`, set by `scripts/test.sh` beside the URL); unset,
+    /// the test passes on with a notice, unless `CI` is set.
+    fn postgres_tls(query: &str) -> Option<(String, String)> {
+        let url = std::env::var("FLOWGATE_TEST_POSTGRES_URL").unwrap_or_default();
+        match std::env::var("FLOWGATE_TEST_POSTGRES_CA") {
+            Ok(ca) if !ca.is_empty() && !url.is_empty() => {
+                let joint = if url.contains('?') { '&' } else { '?' };
+                Some((format!("{url}{joint}{query}"), ca))
+            }
+            _ if std::env::var_os("CI").is_some() => {
+                panic!(
+                    "FLOWGATE_TEST_POSTGRES_URL or FLOWGATE_TEST_POSTGRES_CA is not set, and CI is"
+                )
+            }
+            _ => {
+                eprintln!(
+                    "SKIPPED: FLOWGATE_TEST_POSTGRES_URL or FLOWGATE_TEST_POSTGRES_CA is not set"
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether a held connection is encrypted, as the server sees it.
+    async fn encrypted(held: &mut Held) -> bool {
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(held.conn())
+            .await
+            .unwrap()
+    }
+
     /// A setting of a held connection's session, as `SHOW` prints it.
     async fn show(held: &mut Held, setting: &str) -> String {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
@@ -247,6 +279,41 @@ mod tests {
             Held::get(&pool).await,
             Err(sqlx::Error::PoolClosed)
         ));
+    }
+
+    /// TLS as the URL asks for it (libpq's parameters): verified against the given
+    /// certificate, refused when the server's certificate cannot be verified, off when
+    /// disabled.
+    #[tokio::test]
+    async fn the_url_asks_for_tls() {
+        let Some((_, ca)) = postgres_tls("") else {
+            return;
+        };
+        let pool_for = |query: String| {
+            let (url, _) = postgres_tls(&query).unwrap();
+            pool(
+                PgConnectOptions::from_str(&url).unwrap(),
+                1,
+                Duration::from_secs(10),
+            )
+        };
+
+        let verified = pool_for(format!("sslmode=verify-full&sslrootcert={ca}"));
+        let mut held = Held::get(&verified).await.unwrap();
+        assert!(encrypted(&mut held).await);
+
+        let disabled = pool_for("sslmode=disable".into());
+        let mut held = Held::get(&disabled).await.unwrap();
+        assert!(!encrypted(&mut held).await);
+
+        // The server's certificate is self-signed: not among the roots trusted by default.
+        let (url, _) = postgres_tls("sslmode=verify-full").unwrap();
+        let error = crate::store::connect(&url, crate::store::StoreOptions::default())
+            .await
+            .expect_err("an unverifiable server is refused");
+        let error = error.to_string();
+        assert!(error.contains("cannot connect"), "{error}");
+        assert!(error.contains("UnknownIssuer"), "{error}");
     }
 
     #[tokio::test]
