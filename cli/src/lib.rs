@@ -30,5 +30,5 @@ pub use args::{
 pub use duration::{parse_duration, positive_duration};
 pub use error::{ConfigError, Shown};
 #[cfg(feature = "args")]
-pub use secret::{MIN_TOKEN_LEN, SecretVars, bearer_token};
+pub use secret::{MIN_TOKEN_LEN, SecretVars, bearer_token, secret};
 pub use shutdown::shutdown_signal;

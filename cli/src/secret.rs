@@ -1,6 +1,7 @@
 //! Secrets given either as a variable's value or as a file holding it: the bearer
 //! token of the gRPC hop (`FLOWGATE_BACKEND_AUTH_TOKEN[_FILE]`,
-//! `FLOW_SERVICE_AUTH_TOKEN[_FILE]`).
+//! `FLOW_SERVICE_AUTH_TOKEN[_FILE]`) and the flow service's database URL, which holds
+//! its password (`FLOW_SERVICE_DATABASE_URL[_FILE]`).
 
 use std::path::Path;
 
@@ -19,25 +20,24 @@ pub struct SecretVars {
     pub file_flag: &'static str,
 }
 
-/// The bearer token from `value` or from the trimmed contents of `file`, or `None` when
-/// neither is set. Both set, a file that cannot be read or holds nothing, or a token
-/// that is too short or not printable ASCII without spaces (it travels in a header) is
-/// an error naming the variable; the token itself is never repeated.
-pub fn bearer_token(
+/// A secret from `value` or from the trimmed contents of `file`, with the variable and
+/// flag it came from, or `None` when neither is set. Both set, or a file that cannot be
+/// read or holds nothing, is an error naming the variable; `what` names the secret in
+/// it ("token", "URL"), and the secret itself is never repeated.
+pub fn secret(
     value: Option<&str>,
     file: Option<&Path>,
     vars: SecretVars,
-) -> Result<Option<String>, ConfigError> {
-    let (token, var, flag) = match (value, file) {
-        (None, None) => return Ok(None),
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::hidden(
-                vars.var,
-                vars.flag,
-                format!("set {} or {}, not both", vars.var, vars.file_var),
-            ));
-        }
-        (Some(value), None) => (value.trim().to_owned(), vars.var, vars.flag),
+    what: &str,
+) -> Result<Option<(String, &'static str, &'static str)>, ConfigError> {
+    match (value, file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ConfigError::hidden(
+            vars.var,
+            vars.flag,
+            format!("set {} or {}, not both", vars.var, vars.file_var),
+        )),
+        (Some(value), None) => Ok(Some((value.trim().to_owned(), vars.var, vars.flag))),
         (None, Some(path)) => {
             let shown = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -45,20 +45,34 @@ pub fn bearer_token(
                     vars.file_var,
                     vars.file_flag,
                     &shown,
-                    format!("cannot read the token file: {e}"),
+                    format!("cannot read the {what} file: {e}"),
                 )
             })?;
-            let token = text.trim().to_owned();
-            if token.is_empty() {
+            let secret = text.trim().to_owned();
+            if secret.is_empty() {
                 return Err(ConfigError::new(
                     vars.file_var,
                     vars.file_flag,
                     &shown,
-                    "the token file is empty",
+                    format!("the {what} file is empty"),
                 ));
             }
-            (token, vars.file_var, vars.file_flag)
+            Ok(Some((secret, vars.file_var, vars.file_flag)))
         }
+    }
+}
+
+/// The bearer token from `value` or from the trimmed contents of `file` ([`secret`]),
+/// or `None` when neither is set. Beyond [`secret`]'s refusals, a token that is too
+/// short or not printable ASCII without spaces (it travels in a header) is an error
+/// naming the variable; the token itself is never repeated.
+pub fn bearer_token(
+    value: Option<&str>,
+    file: Option<&Path>,
+    vars: SecretVars,
+) -> Result<Option<String>, ConfigError> {
+    let Some((token, var, flag)) = secret(value, file, vars, "token")? else {
+        return Ok(None);
     };
     if token.is_empty() {
         return Err(ConfigError::hidden(var, flag, "the token is empty"));

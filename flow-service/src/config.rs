@@ -8,12 +8,17 @@ use clap::{Parser, Subcommand};
 pub use flowgate_cli::ConfigError;
 use flowgate_cli::{
     HealthcheckTimeout, SecretVars, bearer_token, parse_duration, positive_duration,
+    secret as value_or_file,
 };
 
 use crate::auth::AuthToken;
 use crate::server::ServerTls;
 use crate::store::StoreOptions;
 use crate::tokens::{Secret, TokenPolicy};
+
+/// The store without FLOW_SERVICE_DATABASE_URL or its `_FILE`: a SQLite file in the
+/// working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://flow-service.db";
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -86,13 +91,15 @@ pub struct Args {
 
     /// Where completions, call outcomes and sessions are kept: sqlite://PATH (created if
     /// missing), postgres://USER:PASSWORD@HOST:PORT/DB (several replicas), or memory:
-    /// (this process only, lost on exit: for development).
-    #[arg(
-        long,
-        env = "FLOW_SERVICE_DATABASE_URL",
-        default_value = "sqlite://flow-service.db"
-    )]
-    pub database_url: String,
+    /// (this process only, lost on exit: for development) [default:
+    /// sqlite://flow-service.db].
+    #[arg(long, env = "FLOW_SERVICE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// A file holding that URL (trimmed), instead of FLOW_SERVICE_DATABASE_URL: a
+    /// mounted secret, since the URL holds the database's password.
+    #[arg(long, env = "FLOW_SERVICE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
 
     /// Bound on each database operation; past it the call fails with UNAVAILABLE (HTTP
     /// 503). A read of a SQLite file waits at most half of it for a lock.
@@ -241,7 +248,18 @@ impl Config {
             )?,
             ..StoreOptions::default()
         };
-        let url = &args.database_url;
+        let url = value_or_file(
+            args.database_url.as_deref(),
+            args.database_url_file.as_deref(),
+            SecretVars {
+                var: "FLOW_SERVICE_DATABASE_URL",
+                flag: "database-url",
+                file_var: "FLOW_SERVICE_DATABASE_URL_FILE",
+                file_flag: "database-url-file",
+            },
+            "URL",
+        )?
+        .map_or_else(|| DEFAULT_DATABASE_URL.to_owned(), |(url, _, _)| url);
         if !["memory:", "sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|scheme| url.starts_with(scheme))
@@ -249,7 +267,7 @@ impl Config {
             return Err(ConfigError::new(
                 "FLOW_SERVICE_DATABASE_URL",
                 "database-url",
-                crate::store::redact(url),
+                crate::store::redact(&url),
                 "expected sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or memory:",
             ));
         }
@@ -317,7 +335,7 @@ impl Config {
             listen,
             tls_cert_pem,
             strict,
-            database_url: args.database_url.clone(),
+            database_url: url,
             store,
             tokens,
             admin_listen,
@@ -579,6 +597,57 @@ mod tests {
                 !err.contains("short-secret") && !err.contains("pw@"),
                 "{err}"
             );
+        }
+    }
+
+    /// The URL holds the database's password, so it may come from a file (a mounted
+    /// secret), and no refusal repeats it.
+    #[test]
+    fn the_database_url_from_a_file() {
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["flow-service"];
+            all.extend_from_slice(argv);
+            Config::from_args(Args::try_parse_from(all).unwrap())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgres://u:pw@127.0.0.1/db\n").unwrap();
+        let file = file.to_str().unwrap();
+        let config = parse(&["--database-url-file", file]).unwrap();
+        assert_eq!(config.database_url, "postgres://u:pw@127.0.0.1/db");
+
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let wrong = dir.path().join("wrong");
+        std::fs::write(&wrong, "mysql://u:pw@db/x").unwrap();
+        let missing = dir.path().join("missing");
+        let errors = [
+            (
+                vec![
+                    "--database-url",
+                    "postgres://u:pw@h/db",
+                    "--database-url-file",
+                    file,
+                ],
+                "FLOW_SERVICE_DATABASE_URL (--database-url) (value hidden): set FLOW_SERVICE_DATABASE_URL or FLOW_SERVICE_DATABASE_URL_FILE, not both",
+            ),
+            (
+                vec!["--database-url-file", empty.to_str().unwrap()],
+                "invalid FLOW_SERVICE_DATABASE_URL_FILE (--database-url-file)",
+            ),
+            (
+                vec!["--database-url-file", missing.to_str().unwrap()],
+                "cannot read the URL file",
+            ),
+            (
+                vec!["--database-url-file", wrong.to_str().unwrap()],
+                "\"mysql://u:***@db/x\": expected sqlite://",
+            ),
+        ];
+        for (argv, expected) in errors {
+            let err = parse(&argv).unwrap_err().to_string();
+            assert!(err.contains(expected), "{argv:?}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
         }
     }
 
