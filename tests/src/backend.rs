@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use flow_service::auth::AuthToken;
 use flow_service::server::ServeOptions;
 use tokio::task::JoinHandle;
 
@@ -68,6 +69,22 @@ impl Backend {
     /// Starts on `addr` (to come back on the same port after a stop), draining
     /// for `drain` when stopped.
     pub async fn start_with(addr: SocketAddr, drain: Duration) -> Self {
+        Self::launch(addr, drain, None).await
+    }
+
+    /// Starts on a free port with `token` as its bearer token
+    /// (`FLOW_SERVICE_AUTH_TOKEN`): every call but gRPC health must carry it.
+    pub async fn start_with_token(token: &str) -> Self {
+        let drain = test_serve_options().drain_delay;
+        Self::launch(
+            "127.0.0.1:0".parse().unwrap(),
+            drain,
+            Some(token.to_owned()),
+        )
+        .await
+    }
+
+    async fn launch(addr: SocketAddr, drain: Duration, token: Option<String>) -> Self {
         let running = match Kind::from_env() {
             Kind::Rust => Running::Rust(
                 Service::start_with(
@@ -76,6 +93,7 @@ impl Backend {
                         addr,
                         serve: ServeOptions {
                             drain_delay: drain,
+                            auth: token.as_deref().map(AuthToken::new),
                             ..test_serve_options()
                         },
                         ..ServiceOptions::default()
@@ -84,7 +102,7 @@ impl Backend {
                 .await,
             ),
             Kind::Python => Running::Python(
-                tokio::task::spawn_blocking(move || PythonService::start(addr, drain))
+                tokio::task::spawn_blocking(move || PythonService::start(addr, drain, token))
                     .await
                     .unwrap(),
             ),
@@ -143,18 +161,25 @@ struct PythonService {
 }
 
 impl PythonService {
-    fn start(addr: SocketAddr, drain: Duration) -> Self {
+    fn start(addr: SocketAddr, drain: Duration, token: Option<String>) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../examples/python/flow_service.py")
             .canonicalize()
             .expect("examples/python/flow_service.py exists");
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(&script)
             .env("FLOW_SERVICE_LISTEN", addr.to_string())
             .env(
                 "FLOW_SERVICE_DRAIN_DELAY",
                 format!("{}ms", drain.as_millis()),
             )
+            .env_remove("FLOW_SERVICE_AUTH_TOKEN")
+            .env_remove("FLOW_SERVICE_AUTH_TOKEN_FILE");
+        if let Some(token) = token {
+            command.env("FLOW_SERVICE_AUTH_TOKEN", token);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,6 +1,7 @@
 //! The tests every implementation of the `flowgate.v1` contract must pass, behind
 //! the real gateway: health and ping, the sign-up journey, error notifications,
-//! bad input, unknown flows, idempotent resends and a service that stops. They
+//! bad input, unknown flows, idempotent resends and a service that stops; and, over
+//! gRPC directly, the bearer token a service may require. They
 //! use only the contract and the reference `signup` flow, so they run against the
 //! in-process Rust service by default and against `examples/python` with
 //! `FLOWGATE_E2E_FLOW_SERVICE=python` (see the harness's crate doc).
@@ -43,6 +44,69 @@ async fn ping_is_active_while_the_service_serves() {
         gateway.admin("/readyz").await,
         (200, json!({"status": "ready"}))
     );
+}
+
+/// A service given a bearer token (`FLOW_SERVICE_AUTH_TOKEN`) refuses every call that
+/// does not carry it, `UNAUTHENTICATED`, before any handler runs; gRPC health needs
+/// none, so that probes and the gateway's health watch work without it.
+#[tokio::test]
+async fn a_service_with_a_token_refuses_calls_without_it() {
+    use flowgate_proto::v1::{self, flow_service_client::FlowServiceClient};
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    let token = "portable-test-token-0123456789";
+    let service = Backend::start_with_token(token).await;
+    let channel = tonic::transport::Endpoint::from_shared(service.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+
+    let mut client = FlowServiceClient::new(channel);
+    let init = |authorization: Option<&str>| {
+        let mut request = tonic::Request::new(v1::InitRequest {
+            context: Some(v1::RequestContext {
+                flow: "signup".into(),
+                request_id: "r".into(),
+                attempt: 1,
+                ..Default::default()
+            }),
+            flow_token: "tok".into(),
+            ..Default::default()
+        });
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+        }
+        request
+    };
+    for refused in [
+        None,
+        Some("Bearer another-token-0123456789"),
+        Some(&*format!("Basic {token}")),
+        Some(&*format!("Bearer {token}x")),
+    ] {
+        let status = client.init(init(refused)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    }
+    let answer = client
+        .init(init(Some(&format!("Bearer {token}"))))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::flow_response::Outcome::NextScreen(next)) = answer.outcome else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(next.screen, "WELCOME_SCREEN");
 }
 
 /// The sign-up journey of the provider's guide, over HTTP/2 and HTTP/1.1.
