@@ -129,7 +129,13 @@ async fn a_completion_survives_a_restart() {
     service.kill().await;
     drop(gateway);
 
-    let (_service, gateway, probe) = stack(ServiceOptions::database(&url)).await;
+    the_completion_holds_on(&url, &done).await;
+}
+
+/// A new service on `url` refuses the token `tok`, completed by `done` with
+/// `{"order": 1}`, and answers `done` resent from the store, its handler not run.
+async fn the_completion_holds_on(url: &str, done: &Value) {
+    let (_service, gateway, probe) = stack(ServiceOptions::database(url)).await;
     assert_eq!(
         gateway
             .post("/flows/probe", &whatsapp("INIT", "tok", "", json!({})))
@@ -137,7 +143,7 @@ async fn a_completion_survives_a_restart() {
         refused()
     );
     assert_eq!(
-        gateway.post("/flows/probe", &done).await,
+        gateway.post("/flows/probe", done).await,
         success("tok", json!({"order": 1}))
     );
     assert_eq!(probe.runs(), 0);
@@ -170,18 +176,7 @@ async fn a_stopped_service_leaves_everything_in_its_sqlite_file() {
     let copy = tempfile::tempdir().unwrap();
     std::fs::copy(&file, copy.path().join("flows.db")).unwrap();
     let url = format!("sqlite://{}", copy.path().join("flows.db").display());
-    let (_service, gateway, probe) = stack(ServiceOptions::database(url)).await;
-    assert_eq!(
-        gateway
-            .post("/flows/probe", &whatsapp("INIT", "tok", "", json!({})))
-            .await,
-        refused()
-    );
-    assert_eq!(
-        gateway.post("/flows/probe", &done).await,
-        success("tok", json!({"order": 1}))
-    );
-    assert_eq!(probe.runs(), 0);
+    the_completion_holds_on(&url, &done).await;
 }
 
 /// Two replicas sharing one PostgreSQL database, each behind its own gateway.
