@@ -248,7 +248,8 @@ impl Config {
             )?,
             ..StoreOptions::default()
         };
-        let url = value_or_file(
+        // Where the URL came from, for a refusal to name.
+        let (url, url_var, url_flag) = value_or_file(
             args.database_url.as_deref(),
             args.database_url_file.as_deref(),
             SecretVars {
@@ -259,14 +260,17 @@ impl Config {
             },
             "URL",
         )?
-        .map_or_else(|| DEFAULT_DATABASE_URL.to_owned(), |(url, _, _)| url);
+        .unwrap_or_else(|| {
+            let default = DEFAULT_DATABASE_URL.to_owned();
+            (default, "FLOW_SERVICE_DATABASE_URL", "database-url")
+        });
         if !["memory:", "sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|scheme| url.starts_with(scheme))
         {
             return Err(ConfigError::new(
-                "FLOW_SERVICE_DATABASE_URL",
-                "database-url",
+                url_var,
+                url_flag,
                 crate::store::redact(&url),
                 "expected sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or memory:",
             ));
@@ -345,6 +349,8 @@ impl Config {
                 max_in_flight,
                 auth,
                 tls,
+                // The store is this process's own: its SQLite file is left whole at exit.
+                close_store: true,
             },
         })
     }
@@ -543,6 +549,7 @@ mod tests {
         };
         let config = parse(&[]).unwrap();
         assert_eq!(config.database_url, "sqlite://flow-service.db");
+        assert!(config.serve.close_store, "the binary's store is its own");
         assert_eq!(config.store.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(config.store.session_ttl, Duration::from_secs(86_400));
         assert_eq!(config.store.timeout, Duration::from_secs(2));
@@ -641,7 +648,7 @@ mod tests {
             ),
             (
                 vec!["--database-url-file", wrong.to_str().unwrap()],
-                "\"mysql://u:***@db/x\": expected sqlite://",
+                "invalid FLOW_SERVICE_DATABASE_URL_FILE (--database-url-file) \"mysql://u:***@db/x\": expected sqlite://",
             ),
         ];
         for (argv, expected) in errors {

@@ -118,6 +118,12 @@ pub struct ServeOptions {
     pub auth: Option<AuthToken>,
     /// TLS for the listener; `None` serves plaintext HTTP/2.
     pub tls: Option<ServerTls>,
+    /// Closes the flows' store ([`Store::close`]) once the last call has been answered,
+    /// before [`run_with`] returns: a SQLite file takes in its write-ahead log, so that
+    /// the file alone then holds everything, and PostgreSQL sees its sessions end. Off
+    /// by default, since the caller may share the store; the `flow-service` binary,
+    /// whose store is its own, turns it on.
+    pub close_store: bool,
 }
 
 impl Default for ServeOptions {
@@ -127,6 +133,7 @@ impl Default for ServeOptions {
             max_in_flight: 512,
             auth: None,
             tls: None,
+            close_store: false,
         }
     }
 }
@@ -158,9 +165,8 @@ pub async fn run(
 ///
 /// State goes to the flows' [`Store`](Flows::store); without one, to a private
 /// [`MemoryStore`] that lives as long as this server (logged as a warning).
-/// Expired outcomes and sessions are deleted every minute until shutdown. Once the
-/// last call has finished, the store is closed ([`Store::close`]): it is the
-/// server's to the end, and is not to be used after this returns.
+/// Expired outcomes and sessions are deleted every minute until shutdown. With
+/// [`ServeOptions::close_store`], the store is closed before this returns.
 pub async fn run_with(
     listener: tokio::net::TcpListener,
     flows: Flows,
@@ -179,7 +185,7 @@ pub async fn run_with(
         }
     };
     let cleanup = tokio::spawn(cleanup(store.clone()));
-    let closing = store.clone();
+    let closing = options.close_store.then(|| store.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FlowServiceServer<FlowServer>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -245,10 +251,12 @@ pub async fn run_with(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     cleanup.abort();
-    // Every call has finished: nothing more will be written. Closing lets a SQLite
-    // file take in its write-ahead log, so that the file alone holds everything (a
-    // copy of it is a whole backup), and lets PostgreSQL see its sessions end.
-    closing.close().await;
+    // Every call has been answered. A call whose caller gave up may still be running
+    // until its deadline (detached): a write of it after this fails, and it was
+    // answered to no one.
+    if let Some(store) = closing {
+        store.close().await;
+    }
     served?;
     Ok(())
 }

@@ -4,11 +4,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use flow_service::server::ServeOptions;
 use flow_service::service::TOKEN_NO_LONGER_VALID;
 use flow_service::store::{self, StoreOptions, TokenKey};
 use flow_service::tokens::{self, Secret, TokenPolicy};
 use flowgate_e2e::{
-    Gateway, GatewayOptions, PgSchema, Probe, Proxy, Service, ServiceOptions, whatsapp,
+    Gateway, GatewayOptions, PgSchema, Probe, Proxy, Service, ServiceOptions, test_serve_options,
+    whatsapp,
 };
 use serde_json::{Value, json};
 
@@ -149,19 +151,28 @@ async fn the_completion_holds_on(url: &str, done: &Value) {
     assert_eq!(probe.runs(), 0);
 }
 
-/// A service that stops gracefully leaves its SQLite file whole: the file alone,
-/// copied without its `-wal` and `-shm` companions (as a backup of the one file
-/// would be), still refuses the completed token and answers its resend.
+/// A service serving with `close_store` (as the binary does) that stops gracefully
+/// leaves its SQLite file whole: the file alone, copied without its `-wal` and `-shm`
+/// companions (as a backup of the one file would be), still refuses the completed
+/// token and answers its resend. The test holds the store too, so only the server's
+/// closing it can take the log in.
 #[tokio::test]
 async fn a_stopped_service_leaves_everything_in_its_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.db");
+    let url = format!("sqlite://{}", file.display());
+    let store = store::connect(&url, StoreOptions::default()).await.unwrap();
+    let flows = flow_service::flows::reference()
+        .strict(true)
+        .register("probe", Probe::default())
+        .store(store.clone());
+    let options = ServeOptions {
+        close_store: true,
+        ..test_serve_options()
+    };
+    let service = Service::serve_with("127.0.0.1:0".parse().unwrap(), flows, None, options).await;
+    let gateway = Gateway::start(GatewayOptions::new(service.url())).await;
     let done = whatsapp("data_exchange", "tok", "DONE", json!({"order": 1}));
-    let (service, gateway, _) = stack(ServiceOptions::database(format!(
-        "sqlite://{}",
-        file.display()
-    )))
-    .await;
     assert_eq!(
         gateway.post("/flows/probe", &done).await,
         success("tok", json!({"order": 1}))
@@ -171,6 +182,10 @@ async fn a_stopped_service_leaves_everything_in_its_sqlite_file() {
     assert!(
         !dir.path().join("flows.db-wal").exists(),
         "the write-ahead log is taken into the file at a graceful stop"
+    );
+    assert!(
+        store.is_completed(&TokenKey::new("tok")).await.is_err(),
+        "the store is closed"
     );
 
     let copy = tempfile::tempdir().unwrap();
