@@ -39,13 +39,16 @@ if [ -z "${FLOWGATE_TEST_POSTGRES_URL:-}" ]; then
   # (FLOWGATE_TEST_POSTGRES_CA) and the server's certificate for 127.0.0.1, signed by it.
   tls=()
   if command -v openssl >/dev/null 2>&1; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=flowgate test CA" \
-      -keyout "$dir/ca.key" -out "$dir/ca.crt" >/dev/null 2>&1
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-      -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1
-    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/server.ext"
-    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
-      -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt" >/dev/null 2>&1
+    {
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=flowgate test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+        -keyout "$dir/ca.key" -out "$dir/ca.crt" &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" &&
+      printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/server.ext" &&
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt"
+    } >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; exit 1; }
     # The server refuses a key that others can read.
     chmod 600 "$dir/server.key"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir/server.key" "$dir/server.crt"; fi

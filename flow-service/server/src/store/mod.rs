@@ -410,8 +410,33 @@ pub fn token_key(token: &str) -> String {
     TokenKey::new(token).as_str().to_owned()
 }
 
-/// `url` with the password, if any, replaced by `***`.
+/// Query parameters of a database URL that hold a secret (libpq's, which sqlx reads).
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// `url` with the password, if any, replaced by `***`: the one in its user part and
+/// those given as query parameters; the rest as it was.
 pub fn redact(url: &str) -> String {
+    let Some((url, query)) = url.split_once('?') else {
+        return redact_userinfo(url);
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            // The parameter's name as sqlx reads it: percent-decoded.
+            let name = form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .map(|(k, _)| k);
+            match name {
+                Some(name) if SECRET_PARAMS.contains(&&*name) => format!("{name}=***"),
+                _ => pair.to_owned(),
+            }
+        })
+        .collect();
+    format!("{}?{}", redact_userinfo(url), query.join("&"))
+}
+
+/// `url` (without its query) with the password of its user part replaced by `***`.
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -453,6 +478,14 @@ mod tests {
             ("sqlite://flow-service.db", "sqlite://flow-service.db"),
             ("sqlite::memory:", "sqlite::memory:"),
             ("memory:", "memory:"),
+            (
+                "postgres://u:pw@db/x?sslmode=verify-full&password=pw&sslrootcert=/ca.pem",
+                "postgres://u:***@db/x?sslmode=verify-full&password=***&sslrootcert=/ca.pem",
+            ),
+            (
+                "postgres://db/x?pass%77ord=pw&sslpassword=pw&user=u",
+                "postgres://db/x?password=***&sslpassword=***&user=u",
+            ),
         ] {
             assert_eq!(redact(url), shown);
         }
