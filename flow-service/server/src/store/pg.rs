@@ -173,8 +173,8 @@ mod tests {
         }
     }
 
-    /// The test server's URL with `query` added, and the certificate it serves for TLS
-    /// (`FLOWGATE_TEST_POSTGRES_CA`, set by `scripts/test.sh` beside the URL); unset,
+    /// The test server's URL with `query` added, and the CA that signed the certificate
+    /// it serves (`FLOWGATE_TEST_POSTGRES_CA`, set by `scripts/test.sh` beside the URL); unset,
     /// the test passes on with a notice, unless `CI` is set.
     fn postgres_tls(query: &str) -> Option<(String, String)> {
         let url = std::env::var("FLOWGATE_TEST_POSTGRES_URL").unwrap_or_default();
@@ -281,9 +281,8 @@ mod tests {
         ));
     }
 
-    /// TLS as the URL asks for it (libpq's parameters): verified against the given
-    /// certificate, refused when the server's certificate cannot be verified, off when
-    /// disabled.
+    /// TLS as the URL asks for it (libpq's parameters): verified against the given CA,
+    /// refused when the server's certificate cannot be verified, off when disabled.
     #[tokio::test]
     async fn the_url_asks_for_tls() {
         let Some((_, ca)) = postgres_tls("") else {
@@ -306,7 +305,8 @@ mod tests {
         let mut held = Held::get(&disabled).await.unwrap();
         assert!(!encrypted(&mut held).await);
 
-        // The server's certificate is self-signed: not among the roots trusted by default.
+        // The server's certificate is signed by the test's own CA, which the roots
+        // trusted by default do not include.
         let (url, _) = postgres_tls("sslmode=verify-full").unwrap();
         let error = crate::store::connect(&url, crate::store::StoreOptions::default())
             .await
