@@ -66,7 +66,8 @@ async fn reflection_lists_the_services() {
     }
 }
 
-fn context(flow: &str) -> Option<RequestContext> {
+/// A first attempt's context for `flow`, as a gateway would send it.
+pub(crate) fn context(flow: &str) -> Option<RequestContext> {
     Some(RequestContext {
         flow: flow.into(),
         request_id: "r".into(),

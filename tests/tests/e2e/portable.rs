@@ -73,12 +73,7 @@ async fn a_service_with_a_token_refuses_calls_without_it() {
     let mut client = FlowServiceClient::new(channel);
     let init = |authorization: Option<&str>| {
         let mut request = tonic::Request::new(v1::InitRequest {
-            context: Some(v1::RequestContext {
-                flow: "signup".into(),
-                request_id: "r".into(),
-                attempt: 1,
-                ..Default::default()
-            }),
+            context: crate::grpc::context("signup"),
             flow_token: "tok".into(),
             ..Default::default()
         });

@@ -158,43 +158,32 @@ mod tests {
 
     use super::*;
 
-    /// The test PostgreSQL server (`scripts/test.sh` starts one); unset, the test passes
-    /// on with a notice, unless `CI` is set.
-    fn postgres() -> Option<PgConnectOptions> {
-        match std::env::var("FLOWGATE_TEST_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => Some(PgConnectOptions::from_str(&url).unwrap()),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("FLOWGATE_TEST_POSTGRES_URL is not set, and CI is")
-            }
+    /// The test setting `name` (`scripts/test.sh` sets them, with the server it starts);
+    /// unset, the test passes on with a notice, unless `CI` is set.
+    fn test_setting(name: &str) -> Option<String> {
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Some(value),
+            _ if std::env::var_os("CI").is_some() => panic!("{name} is not set, and CI is"),
             _ => {
-                eprintln!("SKIPPED: FLOWGATE_TEST_POSTGRES_URL is not set");
+                eprintln!("SKIPPED: {name} is not set");
                 None
             }
         }
     }
 
+    /// The test PostgreSQL server (`FLOWGATE_TEST_POSTGRES_URL`).
+    fn postgres() -> Option<PgConnectOptions> {
+        test_setting("FLOWGATE_TEST_POSTGRES_URL")
+            .map(|url| PgConnectOptions::from_str(&url).unwrap())
+    }
+
     /// The test server's URL with `query` added, and the CA that signed the certificate
-    /// it serves (`FLOWGATE_TEST_POSTGRES_CA`, set by `scripts/test.sh` beside the URL); unset,
-    /// the test passes on with a notice, unless `CI` is set.
+    /// it serves for TLS (`FLOWGATE_TEST_POSTGRES_CA`).
     fn postgres_tls(query: &str) -> Option<(String, String)> {
-        let url = std::env::var("FLOWGATE_TEST_POSTGRES_URL").unwrap_or_default();
-        match std::env::var("FLOWGATE_TEST_POSTGRES_CA") {
-            Ok(ca) if !ca.is_empty() && !url.is_empty() => {
-                let joint = if url.contains('?') { '&' } else { '?' };
-                Some((format!("{url}{joint}{query}"), ca))
-            }
-            _ if std::env::var_os("CI").is_some() => {
-                panic!(
-                    "FLOWGATE_TEST_POSTGRES_URL or FLOWGATE_TEST_POSTGRES_CA is not set, and CI is"
-                )
-            }
-            _ => {
-                eprintln!(
-                    "SKIPPED: FLOWGATE_TEST_POSTGRES_URL or FLOWGATE_TEST_POSTGRES_CA is not set"
-                );
-                None
-            }
-        }
+        let url = test_setting("FLOWGATE_TEST_POSTGRES_URL")?;
+        let ca = test_setting("FLOWGATE_TEST_POSTGRES_CA")?;
+        let joint = if url.contains('?') { '&' } else { '?' };
+        Some((format!("{url}{joint}{query}"), ca))
     }
 
     /// Whether a held connection is encrypted, as the server sees it.
