@@ -351,6 +351,7 @@ impl Config {
                 tls,
                 // The store is this process's own: its SQLite file is left whole at exit.
                 close_store: true,
+                ..crate::server::ServeOptions::default()
             },
         })
     }

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use flowgate_proto::json::struct_to_json;
 use flowgate_proto::v1::{self, FlowResponse, flow_response};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tonic::Status;
 use tracing::{Instrument, Span};
 
@@ -623,12 +623,15 @@ pub(crate) struct CallId {
 /// goes away (the gateway's deadline, a dropped connection), and then as a task of its
 /// own ([`Detached`]), so that a caller going away neither stops it half-way nor
 /// strands its waiters; and if it ends without an answer (a panic), its entry goes and
-/// its callers get `INTERNAL`.
+/// its callers get `INTERNAL`. At shutdown, [`Calls::settled`] waits for such work
+/// before the store closes.
 #[derive(Debug)]
 pub(crate) struct Calls {
     table: Mutex<Table>,
     capacity: usize,
     ttl: Duration,
+    /// Told when the last [`Lead`] goes: nothing of a call with a key runs any more.
+    settled: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -638,6 +641,8 @@ struct Table {
     /// entry from a later one under the same id) and when they finished.
     finished: VecDeque<(CallId, u64, Instant)>,
     sequence: u64,
+    /// [`Lead`]s not yet dropped: calls with a key whose work may still run.
+    leads: usize,
 }
 
 #[derive(Debug)]
@@ -672,6 +677,7 @@ impl Calls {
             table: Mutex::default(),
             capacity,
             ttl,
+            settled: Notify::new(),
         }
     }
 
@@ -693,12 +699,35 @@ impl Calls {
         }
         let (sender, receiver) = watch::channel(None);
         table.entries.insert(id.clone(), Entry::Running(receiver));
+        table.leads += 1;
         Joined::Lead(Lead {
             calls: self.clone(),
             id,
             sender,
             finished: false,
         })
+    }
+
+    /// How many calls with a key are running: in their caller's task, or in a task of
+    /// their own since their caller went away ([`Detached`]).
+    pub(crate) fn running(&self) -> usize {
+        self.table().leads
+    }
+
+    /// Once no call with a key runs any more. Calls joining meanwhile are waited for
+    /// too; at shutdown none come, the connections being closed.
+    pub(crate) async fn settled(&self) {
+        loop {
+            let notified = self.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the count is read: a last lead going in between still
+            // wakes this.
+            notified.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// How many calls are running or remembered.
@@ -722,9 +751,10 @@ impl Lead {
     /// waiting, and returns the answer for its own caller.
     fn finish(mut self, answer: Answer, outcome: Option<Outcome>) -> Answer {
         self.finished = true;
-        {
+        let last = {
             let calls = &self.calls;
             let mut table = calls.table();
+            table.leads -= 1;
             match outcome {
                 Some(outcome) => {
                     let now = Instant::now();
@@ -751,6 +781,10 @@ impl Lead {
                     table.entries.remove(&self.id);
                 }
             }
+            table.leads == 0
+        };
+        if last {
+            self.calls.settled.notify_waiters();
         }
         // The call's own entry is gone from the table: whoever still holds a
         // receiver is a caller waiting, and only then is the answer copied.
@@ -763,11 +797,19 @@ impl Lead {
 
 impl Drop for Lead {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+            return;
+        }
+        let last = {
             let mut table = self.calls.table();
             if matches!(table.entries.get(&self.id), Some(Entry::Running(_))) {
                 table.entries.remove(&self.id);
             }
+            table.leads -= 1;
+            table.leads == 0
+        };
+        if last {
+            self.calls.settled.notify_waiters();
         }
     }
 }
@@ -1198,5 +1240,38 @@ mod tests {
         drop(lead);
         assert_eq!(calls.len(), 2);
         assert!(waiter.has_changed().is_err());
+    }
+
+    /// `settled` is ready once no lead is left, whether it finished or was dropped
+    /// (a panic), and not before; a waiter is no lead.
+    #[tokio::test]
+    async fn calls_settle_when_the_last_lead_goes() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let calls = Arc::new(Calls::default());
+        let id = |n: u8| CallId {
+            token: TokenKey::new(&format!("token-{n}")),
+            key: "k".into(),
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut idle = std::pin::pin!(calls.settled());
+        assert_eq!(idle.as_mut().poll(&mut cx), Poll::Ready(()));
+        let (Joined::Lead(first), Joined::Lead(second)) = (calls.join(id(1)), calls.join(id(2)))
+        else {
+            panic!("new calls lead");
+        };
+        let Joined::Wait(_waiter) = calls.join(id(1)) else {
+            panic!("the same call waits");
+        };
+        assert_eq!(calls.running(), 2);
+        let settled = calls.settled();
+        let mut settled = std::pin::pin!(settled);
+        assert!(settled.as_mut().poll(&mut cx).is_pending());
+        let _ = first.finish(Err(Status::internal("x")), None);
+        assert!(settled.as_mut().poll(&mut cx).is_pending());
+        drop(second);
+        assert_eq!(calls.running(), 0);
+        assert_eq!(settled.as_mut().poll(&mut cx), Poll::Ready(()));
     }
 }

@@ -43,6 +43,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::auth::{AuthToken, CallerCheckLayer};
+use crate::pipeline::Calls;
 use crate::service::{FlowServer, Flows};
 use crate::store::{MemoryStore, Store};
 
@@ -124,6 +125,11 @@ pub struct ServeOptions {
     /// by default, since the caller may share the store; the `flow-service` binary,
     /// whose store is its own, turns it on.
     pub close_store: bool,
+    /// How long, once every connection has closed, the calls whose caller went away
+    /// (they run on by themselves, each until done or past its deadline) may still
+    /// run, so that what they write lands before the store closes and [`run_with`]
+    /// returns. The gateway's calls end within its request budget, 10 s by default.
+    pub settle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -134,6 +140,7 @@ impl Default for ServeOptions {
             auth: None,
             tls: None,
             close_store: false,
+            settle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -161,7 +168,8 @@ pub async fn run(
 /// Serves `flows` on `listener` until `shutdown` completes. Then: health for the
 /// whole server (`""`) and for `flowgate.v1.FlowService` turns NOT_SERVING; calls
 /// are still served for `drain_delay`; then the listener closes, connections are
-/// told to go away, and calls in flight finish before this returns.
+/// told to go away, and calls in flight finish before this returns, as do calls
+/// whose caller went away (within [`ServeOptions::settle_timeout`]).
 ///
 /// State goes to the flows' [`Store`](Flows::store); without one, to a private
 /// [`MemoryStore`] that lives as long as this server (logged as a warning).
@@ -175,6 +183,19 @@ pub async fn run_with(
 ) -> Result<(), ServeError> {
     // Metrics recorded before a recorder exists are lost: install it first.
     flowgate_telemetry::metrics_recorder();
+    // What may fail comes first, so that a failure leaves nothing running.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(flowgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let mut builder = tonic::transport::Server::builder();
+    let client_certificates = match options.tls {
+        Some(tls) => {
+            builder = builder.tls_config(tls.config).map_err(ServeError::Tls)?;
+            tls.client_certificates
+        }
+        None => false,
+    };
     let store = match flows.get_store() {
         Some(store) => store.clone(),
         None => {
@@ -188,10 +209,6 @@ pub async fn run_with(
     let closing = options.close_store.then(|| store.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FlowServiceServer<FlowServer>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(flowgate_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
     let drain_delay = options.drain_delay;
     let shutdown = async move {
         shutdown.await;
@@ -221,6 +238,8 @@ pub async fn run_with(
         .on_eos(())
         .on_failure(());
     let permits = Arc::new(Semaphore::new(options.max_in_flight));
+    let server = FlowServer::new(flows, store);
+    let calls = server.calls();
     // Only flow calls take this stack: tonic routes them here by the method's service.
     let flow_calls = ServiceBuilder::new()
         // The server span of each flow call, continuing the caller's trace.
@@ -231,15 +250,7 @@ pub async fn run_with(
         .load_shed()
         // At most `max_in_flight` flow calls at once, across all connections.
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits))
-        .named_layer(FlowServiceServer::new(FlowServer::new(flows, store)));
-    let mut builder = tonic::transport::Server::builder();
-    let client_certificates = match options.tls {
-        Some(tls) => {
-            builder = builder.tls_config(tls.config).map_err(ServeError::Tls)?;
-            tls.client_certificates
-        }
-        None => false,
-    };
+        .named_layer(FlowServiceServer::new(server));
     let served = builder
         // Every call, flow or not, counted by method (allow-listed) and status code.
         .layer(CallMetricsLayer)
@@ -251,14 +262,31 @@ pub async fn run_with(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     cleanup.abort();
-    // Every call has been answered. A call whose caller gave up may still be running
-    // until its deadline (detached): a write of it after this fails, and it was
-    // answered to no one.
+    // Every connection has closed. A call whose caller went away may still be running
+    // (detached, until done or past its deadline): what it writes must land before
+    // the store closes.
+    settle(&calls, options.settle_timeout).await;
     if let Some(store) = closing {
         store.close().await;
     }
     served?;
     Ok(())
+}
+
+/// Waits, at most `limit`, for the calls still running after every connection closed.
+async fn settle(calls: &Calls, limit: Duration) {
+    let running = calls.running();
+    if running == 0 {
+        return;
+    }
+    tracing::info!(calls = running, "waiting for calls whose caller went away");
+    if tokio::time::timeout(limit, calls.settled()).await.is_err() {
+        tracing::warn!(
+            calls = calls.running(),
+            limit_ms = limit.as_millis() as u64,
+            "calls still running at shutdown are stopped: what they had yet to write is lost"
+        );
+    }
 }
 
 /// The connections `listener` accepts, with Nagle's algorithm off. An answer's HEADERS,

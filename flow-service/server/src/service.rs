@@ -191,6 +191,12 @@ impl FlowServer {
         }
     }
 
+    /// The calls with a key still running, its caller gone or not: what shutdown waits
+    /// for before the store closes.
+    pub(crate) fn calls(&self) -> Arc<Calls> {
+        self.calls.clone()
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,

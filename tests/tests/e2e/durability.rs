@@ -194,6 +194,61 @@ async fn a_stopped_service_leaves_everything_in_its_sqlite_file() {
     the_completion_holds_on(&url, &done).await;
 }
 
+/// A call whose caller went away runs on by itself (here a completion without a
+/// deadline, whose caller gives up while the handler still works); a graceful stop
+/// waits for it before closing the store, so that its completion is in the file.
+#[tokio::test]
+async fn a_stop_waits_for_a_call_whose_caller_went_away() {
+    use flowgate_proto::v1::{self, flow_service_client::FlowServiceClient};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("flows.db").display());
+    let probe = Probe::default();
+    let flows = flow_service::flows::reference()
+        .strict(true)
+        .register("probe", probe.clone())
+        .store(store::connect(&url, StoreOptions::default()).await.unwrap());
+    let options = ServeOptions {
+        close_store: true,
+        ..test_serve_options()
+    };
+    let service = Service::serve_with("127.0.0.1:0".parse().unwrap(), flows, None, options).await;
+    let channel = tonic::transport::Endpoint::from_shared(service.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let data = json!({"ms": 800});
+    let request = v1::DataExchangeRequest {
+        context: Some(v1::RequestContext {
+            idempotency_key: "key".into(),
+            ..crate::grpc::context("probe").unwrap()
+        }),
+        flow_token: "tok".into(),
+        screen: "DONE".into(),
+        data: Some(
+            flowgate_proto::json::struct_from_json(data.as_object().unwrap(), "data").unwrap(),
+        ),
+    };
+    let mut client = FlowServiceClient::new(channel);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), client.data_exchange(request))
+            .await
+            .is_err(),
+        "the caller gives up before the handler is done"
+    );
+    drop(client);
+    service.stop().await;
+    assert_eq!(probe.completions(), 1, "the handler ran to its end");
+    let reopened = store::connect(&url, StoreOptions::default()).await.unwrap();
+    let completion = reopened
+        .completion(&TokenKey::new("tok"))
+        .await
+        .unwrap()
+        .expect("the completion was written before the store closed");
+    assert_eq!(completion.params["ms"], 800);
+}
+
 /// Two replicas sharing one PostgreSQL database, each behind its own gateway.
 async fn replicas(schema: &PgSchema) -> [(Service, Gateway, Probe); 2] {
     [
