@@ -89,9 +89,7 @@ pub(super) fn pool(connect: PgConnectOptions, max: u32, timeout: Duration) -> Pg
 pub(super) async fn close(pool: &PgPool) {
     let idle = pool.retain(|_, _| false).removed;
     pool.close();
-    for conn in idle {
-        close_politely(conn).await;
-    }
+    close_politely(idle).await;
 }
 
 /// Closes the idle connections that sat idle for `idle` or were opened `lifetime` ago or
@@ -101,15 +99,17 @@ pub(super) async fn prune(pool: &PgPool, idle: Duration, lifetime: Duration) {
     let old = pool
         .retain(|_, metrics| metrics.last_used() < idle && metrics.age() < lifetime)
         .removed;
-    for conn in old {
-        close_politely(conn).await;
-    }
+    close_politely(old).await;
 }
 
-/// Closes `conn`, telling PostgreSQL, within a second (a server that stopped reading
-/// does not hold the caller up).
-async fn close_politely(conn: PgConnection) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+/// Closes `conns`, telling PostgreSQL, all at once and within a second (a server that
+/// stopped reading does not hold the caller up a second per connection).
+async fn close_politely(conns: Vec<PgConnection>) {
+    let mut closing = tokio::task::JoinSet::new();
+    for conn in conns {
+        closing.spawn(tokio::time::timeout(Duration::from_secs(1), conn.close()));
+    }
+    closing.join_all().await;
 }
 
 /// A connection taken from the pool, closed instead of pooled unless [`Held::settle`]
