@@ -550,6 +550,16 @@ mod tests {
         };
         let config = parse(&[]).unwrap();
         assert_eq!(config.database_url, "sqlite://flow-service.db");
+        // The help names the default by hand (clap shows only defaults it applies
+        // itself): it must be the one applied.
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        let default = format!("[default:{DEFAULT_DATABASE_URL}]");
+        assert!(
+            help.replace(char::is_whitespace, "").contains(&default),
+            "{help}"
+        );
         assert!(config.serve.close_store, "the binary's store is its own");
         assert_eq!(config.store.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(config.store.session_ttl, Duration::from_secs(86_400));
