@@ -284,7 +284,8 @@ async fn settle(calls: &Calls, limit: Duration) {
         tracing::warn!(
             calls = calls.running(),
             limit_ms = limit.as_millis() as u64,
-            "calls still running at shutdown are stopped: what they had yet to write is lost"
+            "calls whose caller went away still run at shutdown: what they write once the \
+             store has closed is lost"
         );
     }
 }

@@ -218,7 +218,7 @@ async fn a_stop_waits_for_a_call_whose_caller_went_away() {
         .connect()
         .await
         .unwrap();
-    let data = json!({"ms": 800});
+    let data = json!({"ms": 1200});
     let request = v1::DataExchangeRequest {
         context: Some(v1::RequestContext {
             idempotency_key: "key".into(),
@@ -246,7 +246,7 @@ async fn a_stop_waits_for_a_call_whose_caller_went_away() {
         .await
         .unwrap()
         .expect("the completion was written before the store closed");
-    assert_eq!(completion.params["ms"], 800);
+    assert_eq!(completion.params["ms"], 1200);
 }
 
 /// Two replicas sharing one PostgreSQL database, each behind its own gateway.

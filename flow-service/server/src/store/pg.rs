@@ -109,7 +109,7 @@ async fn close_politely(conns: Vec<PgConnection>) {
     for conn in conns {
         closing.spawn(tokio::time::timeout(Duration::from_secs(1), conn.close()));
     }
-    closing.join_all().await;
+    while closing.join_next().await.is_some() {}
 }
 
 /// A connection taken from the pool, closed instead of pooled unless [`Held::settle`]
