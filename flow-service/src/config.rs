@@ -73,6 +73,12 @@ pub struct Args {
     #[arg(long, env = "FLOW_SERVICE_DRAIN_DELAY", default_value = "2s")]
     pub drain_delay: String,
 
+    /// At shutdown, once every connection has closed, how long calls whose caller went
+    /// away may still run before the store closes (a call with a deadline ends at it):
+    /// at least the gateway's FLOWGATE_REQUEST_TIMEOUT.
+    #[arg(long, env = "FLOW_SERVICE_SETTLE_TIMEOUT", default_value = "10s")]
+    pub settle_timeout: String,
+
     /// Address of the admin listener (`GET /metrics`), or `off`.
     #[arg(
         long,
@@ -293,6 +299,12 @@ impl Config {
             "drain-delay",
             &args.drain_delay,
         )?;
+        let settle_timeout = duration(
+            parse_duration,
+            "FLOW_SERVICE_SETTLE_TIMEOUT",
+            "settle-timeout",
+            &args.settle_timeout,
+        )?;
         let max_in_flight = match args.max_in_flight.parse::<usize>() {
             Ok(n) if n > 0 => n,
             _ => {
@@ -351,7 +363,7 @@ impl Config {
                 tls,
                 // The store is this process's own: its SQLite file is left whole at exit.
                 close_store: true,
-                ..crate::server::ServeOptions::default()
+                settle_timeout,
             },
         })
     }
@@ -506,6 +518,8 @@ mod tests {
             "500ms",
             "--max-in-flight",
             "8",
+            "--settle-timeout",
+            "30s",
         ])
         .unwrap();
         assert_eq!(
@@ -513,6 +527,12 @@ mod tests {
             std::time::Duration::from_millis(500)
         );
         assert_eq!(config.serve.max_in_flight, 8);
+        assert_eq!(config.serve.settle_timeout, Duration::from_secs(30));
+        let defaults = parse(&["flow-service"]).unwrap().serve;
+        assert_eq!(
+            defaults.settle_timeout,
+            crate::server::ServeOptions::default().settle_timeout
+        );
         for (argv, var) in [
             (
                 &["flow-service", "--drain-delay", "soon"][..],
@@ -521,6 +541,10 @@ mod tests {
             (
                 &["flow-service", "--max-in-flight", "0"][..],
                 "FLOW_SERVICE_MAX_IN_FLIGHT",
+            ),
+            (
+                &["flow-service", "--settle-timeout", "later"][..],
+                "FLOW_SERVICE_SETTLE_TIMEOUT",
             ),
         ] {
             assert_eq!(parse(argv).unwrap_err().var, var);

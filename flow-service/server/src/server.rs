@@ -128,7 +128,8 @@ pub struct ServeOptions {
     /// How long, once every connection has closed, the calls whose caller went away
     /// (they run on by themselves, each until done or past its deadline) may still
     /// run, so that what they write lands before the store closes and [`run_with`]
-    /// returns. The gateway's calls end within its request budget, 10 s by default.
+    /// returns. The gateway's calls end within its request budget, 10 s by default
+    /// (`FLOW_SERVICE_SETTLE_TIMEOUT` in the binary).
     pub settle_timeout: Duration,
 }
 
