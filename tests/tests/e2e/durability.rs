@@ -213,11 +213,6 @@ async fn a_stop_waits_for_a_call_whose_caller_went_away() {
         ..test_serve_options()
     };
     let service = Service::serve_with("127.0.0.1:0".parse().unwrap(), flows, None, options).await;
-    let channel = tonic::transport::Endpoint::from_shared(service.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
     let data = json!({"ms": 1200});
     let request = v1::DataExchangeRequest {
         context: Some(v1::RequestContext {
@@ -230,7 +225,7 @@ async fn a_stop_waits_for_a_call_whose_caller_went_away() {
             flowgate_proto::json::struct_from_json(data.as_object().unwrap(), "data").unwrap(),
         ),
     };
-    let mut client = FlowServiceClient::new(channel);
+    let mut client = FlowServiceClient::new(crate::grpc::channel(&service).await);
     assert!(
         tokio::time::timeout(Duration::from_millis(200), client.data_exchange(request))
             .await

@@ -16,7 +16,8 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-async fn channel(service: &Service) -> tonic::transport::Channel {
+/// A channel to `service`, connected.
+pub(crate) async fn channel(service: &Service) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(service.url())
         .unwrap()
         .connect()
