@@ -414,39 +414,50 @@ pub fn token_key(token: &str) -> String {
 const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
 
 /// `url` with the password, if any, replaced by `***`: the one in its user part and
-/// those given as query parameters; the rest as it was.
+/// those given as query parameters; the rest as it was. The URL is read with the `url`
+/// crate, as sqlx reads it. One it cannot read shows only its scheme when it has an
+/// `@` or a `?` (there is no telling where a password would be), else as it was.
 pub fn redact(url: &str) -> String {
-    let Some((url, query)) = url.split_once('?') else {
-        return redact_userinfo(url);
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        if !url.contains(['@', '?']) {
+            return url.to_owned();
+        }
+        return match url.split_once(':') {
+            Some((scheme, _)) => format!("{scheme}:***"),
+            None => "***".to_owned(),
+        };
     };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| {
-            // The parameter's name as sqlx reads it: percent-decoded.
-            let name = form_urlencoded::parse(pair.as_bytes())
-                .next()
-                .map(|(k, _)| k);
-            match name {
-                Some(name) if SECRET_PARAMS.contains(&&*name) => format!("{name}=***"),
-                _ => pair.to_owned(),
-            }
-        })
-        .collect();
-    format!("{}?{}", redact_userinfo(url), query.join("&"))
-}
-
-/// `url` (without its query) with the password of its user part replaced by `***`.
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    let mut masked = false;
+    if parsed.password().is_some() {
+        // Only a URL that cannot be a base has no password to set, and it has none.
+        let _ = parsed.set_password(Some("***"));
+        masked = true;
+    }
+    if let Some(query) = parsed.query() {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                // The parameter's name as sqlx reads it: percent-decoded.
+                let name = form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .map(|(k, _)| k);
+                match name {
+                    Some(name) if SECRET_PARAMS.contains(&&*name) => {
+                        masked = true;
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_owned(),
+                }
+            })
+            .collect();
+        if masked {
+            parsed.set_query(Some(&pairs.join("&")));
+        }
+    }
+    if masked {
+        parsed.into()
+    } else {
+        url.to_owned()
     }
 }
 
@@ -485,6 +496,19 @@ mod tests {
             (
                 "postgres://db/x?pass%77ord=pw&sslpassword=pw&user=u",
                 "postgres://db/x?password=***&sslpassword=***&user=u",
+            ),
+            // Characters a password may hold, percent-encoded or not.
+            ("postgres://u:p%40ss@db/x", "postgres://u:***@db/x"),
+            ("postgres://u:a@b@db/x", "postgres://u:***@db/x"),
+            // Unreadable: a `/` ends the authority, so no host or port can be read.
+            ("postgres://u:pa/ss@db/x", "postgres:***"),
+            (
+                "sqlite://./data/flow-service.db",
+                "sqlite://./data/flow-service.db",
+            ),
+            (
+                "sqlite:///var/lib/flow service.db",
+                "sqlite:///var/lib/flow service.db",
             ),
         ] {
             assert_eq!(redact(url), shown);
