@@ -410,21 +410,31 @@ pub fn token_key(token: &str) -> String {
     TokenKey::new(token).as_str().to_owned()
 }
 
-/// Query parameters of a database URL that hold a secret (libpq's, which sqlx reads).
+/// Query parameters of a database URL that hold a secret, whatever their case:
+/// libpq's `password`, which sqlx reads, and `sslpassword`, which sqlx does not know
+/// and logs itself (README).
 const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
 
 /// `url` with the password, if any, replaced by `***`: the one in its user part and
-/// those given as query parameters; the rest as it was. The URL is read with the `url`
-/// crate, as sqlx reads it. One it cannot read shows only its scheme when it has an
-/// `@` or a `?` (there is no telling where a password would be), else as it was.
+/// those given as query parameters, and no fragment after them; the rest as it was.
+/// The URL is read with the `url` crate, as sqlx reads it. What cannot be told apart
+/// for sure — text that is no URL, or one with an `@` whose user part cannot be read
+/// (a `/`, `?` or `#` in the password ends the authority early, so that the password
+/// reads as a port or a path) — is shown as its scheme alone (`postgres:***`), or as
+/// `***` without one, when it has an `@`, `?` or `=`; else as it was.
 pub fn redact(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        if !url.contains(['@', '?']) {
+    let could_hold_secret = url.contains(['@', '?', '=']);
+    let parsed = url::Url::parse(url).ok().filter(|parsed| {
+        // An `@` that did not end a user part.
+        !url.contains('@') || !parsed.username().is_empty() || parsed.password().is_some()
+    });
+    let Some(mut parsed) = parsed else {
+        if !could_hold_secret {
             return url.to_owned();
         }
         return match url.split_once(':') {
-            Some((scheme, _)) => format!("{scheme}:***"),
-            None => "***".to_owned(),
+            Some((scheme, _)) if is_scheme(scheme) => format!("{scheme}:***"),
+            _ => "***".to_owned(),
         };
     };
     let mut masked = false;
@@ -442,7 +452,11 @@ pub fn redact(url: &str) -> String {
                     .next()
                     .map(|(k, _)| k);
                 match name {
-                    Some(name) if SECRET_PARAMS.contains(&&*name) => {
+                    Some(name)
+                        if SECRET_PARAMS
+                            .iter()
+                            .any(|secret| name.eq_ignore_ascii_case(secret)) =>
+                    {
                         masked = true;
                         format!("{name}=***")
                     }
@@ -454,11 +468,19 @@ pub fn redact(url: &str) -> String {
             parsed.set_query(Some(&pairs.join("&")));
         }
     }
-    if masked {
-        parsed.into()
-    } else {
-        url.to_owned()
+    if !masked {
+        return url.to_owned();
     }
+    // What follows a `#` in a password given as a parameter.
+    parsed.set_fragment(None);
+    parsed.into()
+}
+
+/// Whether `text` is a URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Now, in Unix milliseconds: how every backend stamps and compares expiry.
@@ -500,8 +522,27 @@ mod tests {
             // Characters a password may hold, percent-encoded or not.
             ("postgres://u:p%40ss@db/x", "postgres://u:***@db/x"),
             ("postgres://u:a@b@db/x", "postgres://u:***@db/x"),
+            ("postgresql://u:pw@db/x", "postgresql://u:***@db/x"),
+            (
+                "postgres://db/x?PassWord=pw",
+                "postgres://db/x?PassWord=***",
+            ),
+            // A `#` after a password given as a parameter may be part of it.
+            (
+                "postgres://db/x?password=ab#cd",
+                "postgres://db/x?password=***",
+            ),
             // Unreadable: a `/` ends the authority, so no host or port can be read.
             ("postgres://u:pa/ss@db/x", "postgres:***"),
+            // Readable, with the password's start as a port: the `@` ends no user part.
+            ("postgres://u:12/ss@db/x", "postgres:***"),
+            ("postgres://u:5432#ss@db/x", "postgres:***"),
+            ("postgres:u:pw@db/x", "postgres:***"),
+            ("flowgate:s3cret@db:5432/flowgate", "flowgate:***"),
+            // Not a URL: libpq's keywords, a forgotten scheme.
+            ("host=db user=u password=pw", "***"),
+            ("host=db password=p@ss:1", "***"),
+            ("not a url", "not a url"),
             (
                 "sqlite://./data/flow-service.db",
                 "sqlite://./data/flow-service.db",
