@@ -147,8 +147,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// ([`Store::claim_and_open`]) before its handler runs. True where another process
     /// may run the same call at the same time and must see the claim (PostgreSQL), and
     /// for the memory store, where a claim costs a lock; false for SQLite, where the
-    /// process's own single flight stands in for the claim (a SQLite file serves one
-    /// process).
+    /// process's own single flight stands in for the claim (a SQLite file is meant for
+    /// one process; processes sharing one still complete a token once, through the
+    /// completions' primary key, but each runs a resent step that completes nothing
+    /// again).
     fn claims_calls(&self) -> bool;
 
     /// What a call of `token` needs before its handler runs, in one read: whether the
