@@ -935,3 +935,28 @@ async fn opening_the_database_is_bounded_by_the_connect_timeout() {
     release.await.unwrap();
     assert_eq!(store.session(&key_of("tok")).await.unwrap(), Map::new());
 }
+
+/// A PostgreSQL URL with parameters sqlx does not read opens the store all the same:
+/// they are left out (so that sqlx does not log their values), and what is kept — the
+/// test schema's search path, in `options[…]` — still applies.
+#[tokio::test]
+async fn parameters_sqlx_does_not_read_are_left_out_and_the_rest_kept() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let url = format!("{}&sslpassword=s3cret&keepalives=1", schema.url);
+    let store = store::connect(&url, StoreOptions::default()).await.unwrap();
+    let mut state = Map::new();
+    state.insert("department".into(), json!("cardiology"));
+    store
+        .keep("f", &key_of("tok"), None, &screen(1), Some(&state))
+        .await
+        .unwrap();
+    // Seen through the schema's own URL: the session went to that schema.
+    let other = store::connect(&schema.url, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(other.session(&key_of("tok")).await.unwrap(), state);
+    store.close().await;
+    other.close().await;
+}

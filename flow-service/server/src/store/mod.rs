@@ -413,8 +413,8 @@ pub fn token_key(token: &str) -> String {
 }
 
 /// Query parameters of a database URL that hold a secret, whatever their case:
-/// libpq's `password`, which sqlx reads, and `sslpassword`, which sqlx does not know
-/// and logs itself (README).
+/// libpq's `password`, which sqlx reads, and `sslpassword`, which it does not (and
+/// which `pg::sqlx_params_only` leaves out of what it is given).
 const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
 
 /// `url` with the password, if any, replaced by `***`: the one in its user part and

@@ -15,6 +15,7 @@
 //! counts "last used" from when a connection was last handed out, which is never later
 //! than when it came back: the pings and the pruning err on the safe side.)
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleResult};
@@ -32,6 +33,64 @@ pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Open this long, a connection is closed by [`prune`] once idle (as sqlx's pool did by
 /// default), so that no server process lives for ever.
 pub(super) const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// The query parameters of a PostgreSQL URL that sqlx reads (sqlx-postgres 0.9,
+/// `PgConnectOptions::parse_from_url`), beside `options[NAME]`.
+const SQLX_PARAMS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// `url` without the query parameters sqlx does not read, and their names
+/// (percent-decoded, as sqlx reads them). sqlx ignores such a parameter but logs it with
+/// its value at warn, so libpq's `sslpassword` (a client key's passphrase, which sqlx
+/// cannot use) would put a secret in the logs; left out here, nothing is lost. A URL the
+/// `url` crate cannot read comes back as it is (sqlx refuses it with its own error).
+pub(super) fn sqlx_params_only(url: &str) -> (Cow<'_, str>, Vec<String>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (Cow::Borrowed(url), Vec::new());
+    };
+    let Some(query) = parsed.query().map(str::to_owned) else {
+        return (Cow::Borrowed(url), Vec::new());
+    };
+    let mut left_out = Vec::new();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(
+            |pair| match form_urlencoded::parse(pair.as_bytes()).next() {
+                Some((name, _))
+                    if !SQLX_PARAMS.contains(&&*name) && !name.starts_with("options[") =>
+                {
+                    left_out.push(name.into_owned());
+                    false
+                }
+                _ => true,
+            },
+        )
+        .collect();
+    if left_out.is_empty() {
+        return (Cow::Borrowed(url), left_out);
+    }
+    let kept = kept.join("&");
+    parsed.set_query(Some(kept.as_str()).filter(|kept| !kept.is_empty()));
+    (Cow::Owned(parsed.into()), left_out)
+}
 
 /// Opens connections with the store's options, and pings one idle for a while.
 #[derive(Debug)]
@@ -157,6 +216,29 @@ mod tests {
     use sqlx::Executor;
 
     use super::*;
+
+    #[test]
+    fn parameters_sqlx_does_not_read_are_left_out() {
+        let url = "postgres://u:pw@db/x?sslmode=require&sslpassword=s3cret\
+                   &connect%5Ftimeout=5&options[search_path]=s&application_name=a";
+        let (kept, left_out) = sqlx_params_only(url);
+        assert_eq!(
+            kept,
+            "postgres://u:pw@db/x?sslmode=require&options[search_path]=s&application_name=a"
+        );
+        assert_eq!(left_out, ["sslpassword", "connect_timeout"]);
+        let (kept, left_out) = sqlx_params_only("postgres://db/x?keepalives=1");
+        assert_eq!((&*kept, left_out.len()), ("postgres://db/x", 1));
+        for url in [
+            "postgres://u:pw@db/x",
+            "postgres://db/x?sslmode=disable&user=u&password=p",
+            "postgres://u:pa/ss@db/x?sslpassword=p",
+        ] {
+            let (kept, left_out) = sqlx_params_only(url);
+            assert!(matches!(kept, Cow::Borrowed(_)), "{url}");
+            assert_eq!((&*kept, left_out.len()), (url, 0));
+        }
+    }
 
     /// The test setting `name` (`scripts/test.sh` sets them, with the server it starts);
     /// unset, the test passes on with a notice, unless `CI` is set.

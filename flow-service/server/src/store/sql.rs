@@ -228,7 +228,14 @@ impl SqlStore {
             // (`SET LOCAL synchronous_commit = on`, as every `finish` does): claims and
             // kept outcomes are visible to every replica at once, and a database crash
             // loses at most the last fraction of a second of them.
-            let connect = PgConnectOptions::from_str(url)
+            let (url, left_out) = super::pg::sqlx_params_only(url);
+            for parameter in left_out {
+                tracing::warn!(
+                    %parameter,
+                    "a parameter of the database URL that sqlx does not read is left out (its value is not logged)"
+                );
+            }
+            let connect = PgConnectOptions::from_str(&url)
                 .map_err(connect_error)?
                 .options([("synchronous_commit", "off")]);
             // One connection first, so that a database that cannot be reached is
