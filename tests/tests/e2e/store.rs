@@ -936,11 +936,12 @@ async fn opening_the_database_is_bounded_by_the_connect_timeout() {
     assert_eq!(store.session(&key_of("tok")).await.unwrap(), Map::new());
 }
 
-/// A PostgreSQL URL with parameters sqlx does not read opens the store all the same:
-/// they are left out (so that sqlx does not log their values), and what is kept — the
-/// test schema's search path, in `options[…]` — still applies.
+/// A PostgreSQL URL with parameters sqlx does not read opens the store all the same,
+/// and the URL rewritten without them (so that sqlx does not log their values; the
+/// binary's test `a_parameter_sqlx_does_not_read_is_named_but_its_value_never_logged`
+/// checks that) keeps the rest: the test schema's search path, in `options[…]`.
 #[tokio::test]
-async fn parameters_sqlx_does_not_read_are_left_out_and_the_rest_kept() {
+async fn with_parameters_sqlx_does_not_read_the_rest_of_the_url_still_applies() {
     let Some(schema) = PgSchema::create().await else {
         return;
     };

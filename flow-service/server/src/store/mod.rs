@@ -448,21 +448,20 @@ pub fn redact(url: &str) -> String {
     if let Some(query) = parsed.query() {
         let pairs: Vec<String> = query
             .split('&')
-            .map(|pair| {
-                // The parameter's name as sqlx reads it: percent-decoded.
-                let name = form_urlencoded::parse(pair.as_bytes())
-                    .next()
-                    .map(|(k, _)| k);
-                match name {
-                    Some(name)
-                        if SECRET_PARAMS
-                            .iter()
-                            .any(|secret| name.eq_ignore_ascii_case(secret)) =>
-                    {
-                        masked = true;
-                        format!("{name}=***")
-                    }
-                    _ => pair.to_owned(),
+            .map(|pair| match shown_param_name(pair) {
+                Some(name)
+                    if SECRET_PARAMS
+                        .iter()
+                        .any(|secret| name.eq_ignore_ascii_case(secret)) =>
+                {
+                    masked = true;
+                    format!("{name}=***")
+                }
+                Some(_) => pair.to_owned(),
+                None if pair.is_empty() => String::new(),
+                None => {
+                    masked = true;
+                    "***".to_owned()
                 }
             })
             .collect();
@@ -476,6 +475,23 @@ pub fn redact(url: &str) -> String {
     // What follows a `#` in a password given as a parameter.
     parsed.set_fragment(None);
     parsed.into()
+}
+
+/// The name of a URL query `pair` as sqlx reads it (percent-decoded), when the pair
+/// reads as a parameter fit to show: it has an `=`, and its name is 1 to 64 ASCII
+/// letters, digits, `_`, `-`, `.`, `[` or `]`. Anything else may be a secret gone astray
+/// (`?s3cret`; `?password=a&b` with the `&` unencoded; `?sslpassword%3Ds3cret`) and is
+/// not shown.
+pub(crate) fn shown_param_name(pair: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !pair.contains('=') {
+        return None;
+    }
+    let (name, _) = form_urlencoded::parse(pair.as_bytes()).next()?;
+    let fit = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.[]".contains(&b));
+    fit.then_some(name)
 }
 
 /// Whether `text` is a URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
@@ -536,6 +552,20 @@ mod tests {
             ),
             // Unreadable: a `/` ends the authority, so no host or port can be read.
             ("postgres://u:pa/ss@db/x", "postgres:***"),
+            // A parameter that may be a secret gone astray.
+            ("postgres://db/x?s3cret", "postgres://db/x?***"),
+            (
+                "postgres://db/x?sslpassword%3Ds3cret",
+                "postgres://db/x?***",
+            ),
+            (
+                "postgres://db/x?password=a&b&sslmode=require",
+                "postgres://db/x?password=***&***&sslmode=require",
+            ),
+            (
+                "postgres://db/x?options[search_path]=s&sslmode=require",
+                "postgres://db/x?options[search_path]=s&sslmode=require",
+            ),
             // Readable, with the password's start as a port: the `@` ends no user part.
             ("postgres://u:12/ss@db/x", "postgres:***"),
             ("postgres://u:5432#ss@db/x", "postgres:***"),

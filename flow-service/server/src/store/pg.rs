@@ -57,11 +57,13 @@ const SQLX_PARAMS: [&str; 18] = [
     "options",
 ];
 
-/// `url` without the query parameters sqlx does not read, and their names
-/// (percent-decoded, as sqlx reads them). sqlx ignores such a parameter but logs it with
-/// its value at warn, so libpq's `sslpassword` (a client key's passphrase, which sqlx
-/// cannot use) would put a secret in the logs; left out here, nothing is lost. A URL the
-/// `url` crate cannot read comes back as it is (sqlx refuses it with its own error).
+/// `url` without the query parameters sqlx does not read, and their names as they may
+/// be shown (`***` for one that may be a secret gone astray: `super::shown_param_name`).
+/// sqlx ignores such a parameter but logs it with its value at warn, so libpq's
+/// `sslpassword` (a client key's passphrase, which sqlx cannot use) would put a secret
+/// in the logs; left out here, nothing is lost. Names are compared percent-decoded, as
+/// sqlx reads them. A URL the `url` crate cannot read comes back as it is (sqlx refuses
+/// it with its own error, which shows no part of it).
 pub(super) fn sqlx_params_only(url: &str) -> (Cow<'_, str>, Vec<String>) {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return (Cow::Borrowed(url), Vec::new());
@@ -77,7 +79,8 @@ pub(super) fn sqlx_params_only(url: &str) -> (Cow<'_, str>, Vec<String>) {
                 Some((name, _))
                     if !SQLX_PARAMS.contains(&&*name) && !name.starts_with("options[") =>
                 {
-                    left_out.push(name.into_owned());
+                    let shown = super::shown_param_name(pair).map(Cow::into_owned);
+                    left_out.push(shown.unwrap_or_else(|| "***".to_owned()));
                     false
                 }
                 _ => true,
@@ -229,6 +232,11 @@ mod tests {
         assert_eq!(left_out, ["sslpassword", "connect_timeout"]);
         let (kept, left_out) = sqlx_params_only("postgres://db/x?keepalives=1");
         assert_eq!((&*kept, left_out.len()), ("postgres://db/x", 1));
+        // Names that may be secrets gone astray are not shown.
+        let (kept, left_out) =
+            sqlx_params_only("postgres://db/x?s3cret&sslpassword%3Ds3cret&password=a&b");
+        assert_eq!(kept, "postgres://db/x?password=a");
+        assert_eq!(left_out, ["***", "***", "***"]);
         for url in [
             "postgres://u:pw@db/x",
             "postgres://db/x?sslmode=disable&user=u&password=p",
@@ -238,6 +246,17 @@ mod tests {
             assert!(matches!(kept, Cow::Borrowed(_)), "{url}");
             assert_eq!((&*kept, left_out.len()), (url, 0));
         }
+    }
+
+    /// [`SQLX_PARAMS`] is the list of sqlx-postgres 0.9.0's `parse_from_url`: another
+    /// version may read others, which the store would then leave out.
+    #[test]
+    fn the_parameters_sqlx_reads_are_those_of_the_version_locked() {
+        let lock = include_str!("../../../../Cargo.lock");
+        assert!(
+            lock.contains("name = \"sqlx-postgres\"\nversion = \"0.9.0\"\n"),
+            "sqlx-postgres is not 0.9.0: check SQLX_PARAMS against its parse_from_url"
+        );
     }
 
     /// The test setting `name` (`scripts/test.sh` sets them, with the server it starts);
