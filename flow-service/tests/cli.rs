@@ -19,30 +19,36 @@ fn invalid_listen_address_exits_with_one_line() {
     assert!(stderr.contains("FLOW_SERVICE_LISTEN"), "{stderr}");
 }
 
-/// A database URL parameter sqlx does not read is left out before sqlx sees it, which
-/// would log its value (a client key's passphrase here) at warn.
-#[test]
-fn a_parameter_sqlx_does_not_read_is_named_but_its_value_never_logged() {
-    // A port that was just free: nothing listens there, and the start fails after the
-    // URL was read.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// The service with `url` as its database, `ADDR` in it replaced by an address on
+/// 127.0.0.1 where nothing listens (a port that was just free).
+fn with_unreachable_database(url: &str) -> Command {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap()
-        .port();
-    let output = Command::new(BIN)
+        .unwrap();
+    let mut command = Command::new(BIN);
+    command
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env(
             "FLOW_SERVICE_DATABASE_URL",
-            format!(
-                "postgres://flowgate@127.0.0.1:{port}/flowgate?sslmode=disable&sslpassword=s3cret&keepalives=1"
-            ),
+            url.replace("ADDR", &addr.to_string()),
         )
-        .env("FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT", "2s")
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
+        .env("FLOW_SERVICE_DATABASE_CONNECT_TIMEOUT", "5s");
+    command
+}
+
+/// A database URL parameter sqlx does not read is left out before sqlx sees it, which
+/// would log its value (a client key's passphrase here) at warn.
+#[test]
+fn a_parameter_sqlx_does_not_read_is_named_but_its_value_never_logged() {
+    // The start fails after the URL was read.
+    let output = with_unreachable_database(
+        "postgres://flowgate@ADDR/flowgate?sslmode=disable&sslpassword=s3cret&keepalives=1",
+    )
+    .env("RUST_LOG", "info")
+    .output()
+    .unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(!output.status.success(), "{stderr}");
     assert!(!stderr.contains("s3cret"), "{stderr}");
@@ -109,19 +115,7 @@ fn serves_then_stops_on_sigterm() {
 
 #[test]
 fn an_unreachable_database_stops_the_start_with_one_line() {
-    // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let output = Command::new(BIN)
-        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
-        .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
-        .env(
-            "FLOW_SERVICE_DATABASE_URL",
-            format!("postgres://flowgate:hunter2@127.0.0.1:{port}/flowgate"),
-        )
+    let output = with_unreachable_database("postgres://flowgate:hunter2@ADDR/flowgate")
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
