@@ -5,20 +5,23 @@ On a shared two-core machine the CPU a request costs moves by 15 % or more from 
 minute to the next, so a change is judged against its baseline run right beside it, in
 pairs, the order alternating (base first, then new first, ...), and on the median of the
 pairs rather than on one run (docs/performance.md). This runs `scripts/bench.sh` for each
-half of each pair, with the same `flowgate-bench` (the release build's, or
-`BENCH_BIN_DIR`'s) and only the servers' directory swapped (`--bin-dir`), and prints,
+half of each pair, one round each, with the same `flowgate-bench` (`target/release`'s,
+or `BENCH_BIN_DIR`'s) and only the servers' directory swapped (`--bin-dir`), and prints,
 for every run of the benchmark, each pair's CPU per request (gateway + flow service) and
-its ratio to the floor measured around it, the medians, and in how many pairs the new
-build spent less.
+its ratio to the floor measured around it, the medians of the total and of each server,
+and in how many pairs the new build spent less. It builds nothing.
 
     scripts/pairs.py BASE_DIR NEW_DIR [--pairs N] [--only RUNS] [--seconds S] [--smoke]
 
 BASE_DIR and NEW_DIR each hold `flowgate-gateway` and `flow-service`, built with the
-same profile (for example the two release binaries copied aside before a change, and
-`target/release` after it). The baseline and hop runs do not use them: their spread
-between the halves of a pair is the machine's own. Each bench run's JSON and output are
-kept in `target/pairs/`, with a summary (`summary.json`). Exits non-zero if a run fails
-or any answer was an error.
+same profile (for example the two release binaries of the base commit copied aside, and
+`target/release` after the change). Runs that do not use them (baseline, hop) show the
+machine's own spread between the halves of a pair. pywa and idle are not compared (the
+bench runs without them). A rate run paces each build at half of its own peak, so its
+CPU compares different loads; its rate and p99 are printed beside it. Every bench run's
+JSON and output go to `target/pairs/` (emptied first), with a summary (`summary.json`).
+Exits non-zero if a run fails, a requested run is missing, or any run had an error
+answer, a failed connection, no requests, or ran out of sealed requests.
 """
 
 import argparse
@@ -31,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("flowgate-gateway", "flow-service")
+NOT_COMPARED = ("pywa", "idle")
 
 
 def run_key(run):
@@ -42,10 +46,9 @@ def run_key(run):
 
 
 def bench(server_dir, out, args):
-    """One run of scripts/bench.sh against the servers in `server_dir`."""
+    """One round of scripts/bench.sh against the servers in `server_dir`."""
     env = dict(os.environ, BENCH_NO_BUILD="1")
-    wanted = args.only.split(",")
-    if "postgres" not in wanted:
+    if "postgres" not in args.only.split(","):
         # bench.sh starts a throwaway PostgreSQL only when no URL is set; none is needed.
         env.setdefault("FLOWGATE_BENCH_POSTGRES_URL", "postgres://unused")
     command = [
@@ -54,6 +57,8 @@ def bench(server_dir, out, args):
         str(server_dir),
         "--only",
         args.only,
+        "--rounds",
+        "1",
         "--no-pywa",
         "--idle-connections",
         "0",
@@ -69,6 +74,20 @@ def bench(server_dir, out, args):
     return json.loads(out.read_text())["runs"]
 
 
+def problems(run):
+    """What makes a run no measure (the bench's own test, and a sealed pool run out)."""
+    found = []
+    if run["non_2xx"] or run["wrong_answers"]:
+        found.append(f"{run['non_2xx']} non-2xx and {run['wrong_answers']} wrong answers")
+    if run["failed_connections"]:
+        found.append(f"{run['failed_connections']} failed connections")
+    if not run["requests"]:
+        found.append("no requests")
+    if run.get("pool_exhausted"):
+        found.append("its sealed requests ran out")
+    return found
+
+
 def figures(run):
     cpu = run["cpu_us_per_request"]
     return {
@@ -77,20 +96,36 @@ def figures(run):
         "flow_service_us": cpu.get("flow_service"),
         "to_floor": run["cpu_to_rsa_floor"],
         "requests_per_second": run["requests_per_second"],
-        "errors": run["non_2xx"] + run["wrong_answers"],
+        "target_rate": run.get("target_rate"),
+        "p99_ms": run["latency_ms"]["p99"],
     }
 
 
 def cell(f):
-    split = ""
+    text = f"{f['total_us']:.0f}"
     if f["gateway_us"] is not None and f["flow_service_us"] is not None:
-        split = f" = {f['gateway_us']:.0f} + {f['flow_service_us']:.0f}"
-    return f"{f['total_us']:.0f}{split} ({f['to_floor']:.2f} ×)"
+        text += f" = {f['gateway_us']:.0f} + {f['flow_service_us']:.0f}"
+    text += f" ({f['to_floor']:.2f} ×)"
+    if f["target_rate"]:
+        text += f" at {f['requests_per_second']:.0f}/s, p99 {f['p99_ms']:.1f} ms"
+    return text
+
+
+def compare(base, new, part):
+    """Medians of `part` and the pairs in which new spent less, or None if not measured."""
+    if any(f[part] is None for f in base + new):
+        return None
+    fewer = sum(n[part] < b[part] for b, n in zip(base, new))
+    return {
+        "base_median_us": statistics.median(f[part] for f in base),
+        "new_median_us": statistics.median(f[part] for f in new),
+        "new_less_in_pairs": fewer,
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("base", type=Path, help="the baseline's servers")
@@ -101,11 +136,19 @@ def main():
         default="plain,journey,meta",
         help="the bench's runs to compare (default plain,journey,meta; see flowgate-bench --help)",
     )
-    parser.add_argument("--seconds", type=int, default=6, help="length of each timed run")
-    parser.add_argument("--smoke", action="store_true", help="the bench's --smoke runs")
+    parser.add_argument(
+        "--seconds", type=int, default=6, help="length of each timed run (default 6)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="the bench's --smoke runs (about 2 s; --seconds unused)"
+    )
     args = parser.parse_args()
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
+    wanted = args.only.split(",")
+    for name in NOT_COMPARED:
+        if name in wanted:
+            parser.error(f"--only {name}: not compared (the bench runs without pywa and idle connections)")
     for label, directory in (("base", args.base), ("new", args.new)):
         for server in SERVERS:
             if not os.access(directory / server, os.X_OK):
@@ -113,51 +156,61 @@ def main():
 
     out = ROOT / "target" / "pairs"
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.suffix in (".json", ".log"):
+            old.unlink()
     results = {"base": {}, "new": {}}
-    errors = 0
+    failures = []
     for pair in range(1, args.pairs + 1):
         order = ("base", "new") if pair % 2 == 1 else ("new", "base")
         for label in order:
             directory = args.base if label == "base" else args.new
             print(f"pair {pair}: {label} ({directory}) …", file=sys.stderr, flush=True)
             for run in bench(directory.resolve(), out / f"{label}-{pair}.json", args):
-                f = figures(run)
-                errors += f["errors"]
-                results[label].setdefault(run_key(run), []).append(f)
+                failures += [f"pair {pair}, {label}, {run_key(run)}: {p}" for p in problems(run)]
+                results[label].setdefault(run_key(run), []).append(figures(run))
+    if failures:
+        sys.exit("scripts/pairs.py: not a comparison:\n  " + "\n  ".join(failures))
+    if "postgres" in wanted and not any("PostgreSQL" in key for key in results["base"]):
+        sys.exit("scripts/pairs.py: --only postgres, but the bench ran no PostgreSQL run (see its log)")
+    if not results["base"]:
+        sys.exit("scripts/pairs.py: the bench reported no runs")
 
     summary = {}
-    print(f"\n{args.pairs} pair(s), base {args.base}, new {args.new}; CPU µs a request"
-          " (gateway + flow service) and × the floor measured around each run\n")
+    print(
+        f"\n{args.pairs} pair(s), base {args.base}, new {args.new}; CPU µs a request"
+        " (gateway + flow service) and × the floor measured around each run\n"
+    )
     for key, base in results["base"].items():
         new = results["new"].get(key, [])
-        if len(new) != len(base):
+        if len(new) != len(base) or len(base) != args.pairs:
             sys.exit(f"scripts/pairs.py: {key}: {len(base)} base runs, {len(new)} new runs")
-        base_median = statistics.median(f["total_us"] for f in base)
-        new_median = statistics.median(f["total_us"] for f in new)
-        fewer = sum(n["total_us"] < b["total_us"] for b, n in zip(base, new))
-        summary[key] = {
-            "base": base,
-            "new": new,
-            "base_median_us": base_median,
-            "new_median_us": new_median,
-            "new_less_in_pairs": fewer,
+        parts = {
+            part: compare(base, new, part)
+            for part in ("total_us", "gateway_us", "flow_service_us")
         }
+        summary[key] = {"base": base, "new": new, **parts}
         print(key)
         for i, (b, n) in enumerate(zip(base, new), start=1):
             print(f"  pair {i}: base {cell(b)}, new {cell(n)}")
-        change = (new_median - base_median) / base_median * 100
+        total = parts["total_us"]
+        change = (total["new_median_us"] - total["base_median_us"]) / total["base_median_us"]
         print(
-            f"  medians: base {base_median:.1f} µs"
+            f"  medians: base {total['base_median_us']:.1f} µs"
             f" ({statistics.median(f['to_floor'] for f in base):.2f} ×),"
-            f" new {new_median:.1f} µs ({statistics.median(f['to_floor'] for f in new):.2f} ×),"
-            f" {change:+.1f} %; new less in {fewer} of {len(base)} pairs"
+            f" new {total['new_median_us']:.1f} µs"
+            f" ({statistics.median(f['to_floor'] for f in new):.2f} ×), {change * 100:+.1f} %;"
+            f" new less in {total['new_less_in_pairs']} of {len(base)} pairs"
         )
-    if not summary:
-        sys.exit("scripts/pairs.py: the bench reported no runs")
+        for part, name in (("gateway_us", "gateway"), ("flow_service_us", "flow service")):
+            if parts[part] is not None:
+                p = parts[part]
+                print(
+                    f"  {name}: base {p['base_median_us']:.1f} µs, new {p['new_median_us']:.1f} µs;"
+                    f" new less in {p['new_less_in_pairs']} of {len(base)} pairs"
+                )
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nruns and summary in {out}")
-    if errors:
-        sys.exit(f"scripts/pairs.py: {errors} error answers across the runs: not a comparison")
 
 
 if __name__ == "__main__":
