@@ -149,6 +149,8 @@ def main():
     for name in NOT_COMPARED:
         if name in wanted:
             parser.error(f"--only {name}: not compared (the bench runs without pywa and idle connections)")
+    if "rate" in wanted and "plain" not in wanted:
+        parser.error("--only rate needs plain (the rate run paces at half of the plain step's peak)")
     for label, directory in (("base", args.base), ("new", args.new)):
         for server in SERVERS:
             if not os.access(directory / server, os.X_OK):
@@ -172,7 +174,10 @@ def main():
     if failures:
         sys.exit("scripts/pairs.py: not a comparison:\n  " + "\n  ".join(failures))
     if "postgres" in wanted and not any("PostgreSQL" in key for key in results["base"]):
-        sys.exit("scripts/pairs.py: --only postgres, but the bench ran no PostgreSQL run (see its log)")
+        sys.exit(
+            "scripts/pairs.py: --only postgres, but the bench ran no PostgreSQL run"
+            f" (see {out / 'base-1.log'})"
+        )
     if not results["base"]:
         sys.exit("scripts/pairs.py: the bench reported no runs")
 
@@ -181,7 +186,8 @@ def main():
         f"\n{args.pairs} pair(s), base {args.base}, new {args.new}; CPU µs a request"
         " (gateway + flow service) and × the floor measured around each run\n"
     )
-    for key, base in results["base"].items():
+    for key in dict.fromkeys([*results["base"], *results["new"]]):
+        base = results["base"].get(key, [])
         new = results["new"].get(key, [])
         if len(new) != len(base) or len(base) != args.pairs:
             sys.exit(f"scripts/pairs.py: {key}: {len(base)} base runs, {len(new)} new runs")
