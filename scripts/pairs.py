@@ -17,8 +17,9 @@ BASE_DIR and NEW_DIR each hold `flowgate-gateway` and `flow-service`, built with
 same profile (for example the two release binaries of the base commit copied aside, and
 `target/release` after the change). Runs that do not use them (baseline, hop) show the
 machine's own spread between the halves of a pair. pywa and idle are not compared (the
-bench runs without them). A rate run paces each build at half of its own peak, so its
-CPU compares different loads; its rate and p99 are printed beside it. Every bench run's
+bench runs without them). A rate run paces each build at half of its own peak, and a
+plain-at-meta run at its own Meta step's rate, so their CPU compares different loads;
+their rate and p99 are printed beside it. Every bench run's
 JSON and output go to `target/pairs/` (emptied first), with a summary (`summary.json`).
 Exits non-zero if a run fails, a requested run is missing, or any run had an error
 answer, a failed connection, no requests, or ran out of sealed requests.
@@ -35,13 +36,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("flowgate-gateway", "flow-service")
 NOT_COMPARED = ("pywa", "idle")
+# What a paced run's rate is, by the bench's `rate_of` (runs written before it had one
+# were paced at half of the plain peak).
+PACES = {"half_peak": " at half of peak", "meta_step": " at the Meta step's rate"}
 
 
 def run_key(run):
     """The name a run is compared under: its name, workload, and pace."""
     key = f"{run['name']} ({run['workload']})"
     if run.get("target_rate"):
-        key += " at half of peak"
+        key += PACES[run.get("rate_of") or "half_peak"]
     return key
 
 
@@ -151,6 +155,8 @@ def main():
             parser.error(f"--only {name}: not compared (the bench runs without pywa and idle connections)")
     if "rate" in wanted and "plain" not in wanted:
         parser.error("--only rate needs plain (the rate run paces at half of the plain step's peak)")
+    if "plain-at-meta" in wanted and "meta" not in wanted:
+        parser.error("--only plain-at-meta needs meta (it paces the plain step at the Meta step's rate)")
     for label, directory in (("base", args.base), ("new", args.new)):
         for server in SERVERS:
             if not os.access(directory / server, os.X_OK):

@@ -4,7 +4,8 @@
 //! In order, in each round (`--rounds`): the in-process no-hop baseline (`baseline`)
 //! and the bare hops (`hop`); flowgate plain with SQLite, then a constant-rate run at
 //! half of that peak, and its journey; flowgate plain with PostgreSQL, and with two
-//! flow-service replicas on one PostgreSQL; flowgate in Meta mode; pywa (`pywa`). Then
+//! flow-service replicas on one PostgreSQL; flowgate in Meta mode, then the plain step
+//! paced at the Meta step's rate (`plain-at-meta`); pywa (`pywa`). Then
 //! the gateway's memory idle and holding many idle connections. The RSA floor
 //! (`floor`) is measured at the start and around every run. The set-ups are in `scenarios`, started through `servers`; the load
 //! generator is `load` with requests from `workload` (sealed by `seal`); CPU and
@@ -34,7 +35,7 @@ use clap::Parser;
 
 use crate::floor::Floor;
 use crate::load::Pace;
-use crate::report::{Report, Run, Settings};
+use crate::report::{RateOf, Report, Run, Settings};
 use crate::scenarios::{Bench, Store};
 use crate::servers::Binaries;
 use crate::workload::Shape;
@@ -86,7 +87,8 @@ struct Args {
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
     /// Only these runs (comma-separated): baseline, hop, plain, journey, postgres, meta,
-    /// pywa, rate (needs plain), idle. The RSA floor is always measured.
+    /// plain-at-meta (needs meta), pywa, rate (needs plain), idle. The RSA floor is
+    /// always measured.
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',', value_parser = RUNS)]
     only: Vec<String>,
     /// The store of the flow service in the plain, Meta, rate and idle runs: `sqlite`
@@ -97,8 +99,17 @@ struct Args {
 }
 
 /// The names `--only` takes.
-const RUNS: [&str; 9] = [
-    "baseline", "hop", "plain", "journey", "postgres", "meta", "pywa", "rate", "idle",
+const RUNS: [&str; 10] = [
+    "baseline",
+    "hop",
+    "plain",
+    "journey",
+    "postgres",
+    "meta",
+    "plain-at-meta",
+    "pywa",
+    "rate",
+    "idle",
 ];
 
 fn main() -> ExitCode {
@@ -120,6 +131,7 @@ fn main() -> ExitCode {
 
 /// Runs everything; `Ok(false)` when a smoke run saw an error answer.
 async fn bench(args: Args) -> anyhow::Result<bool> {
+    check_only(&args.only)?;
     let seconds = args.seconds.unwrap_or(if args.smoke { 2.0 } else { 10.0 });
     let duration = Duration::from_secs_f64(seconds);
     let bin_dir = match &args.bin_dir {
@@ -248,6 +260,18 @@ fn meta_max_rate(args: &Args, floor: &Floor) -> f64 {
 const META_RATE_CAP: f64 = 40_000.0;
 
 /// Whether `--only` selects `run` (everything, without it).
+/// Refuses an `--only` list naming a paced run without the run its rate comes from,
+/// which would otherwise be skipped without a word.
+fn check_only(only: &[String]) -> anyhow::Result<()> {
+    let named = |run: &str| only.iter().any(|o| o == run);
+    for (paced, source) in [("rate", "plain"), ("plain-at-meta", "meta")] {
+        if named(paced) && !named(source) {
+            anyhow::bail!("--only {paced} needs {source}: its rate is taken from that run");
+        }
+    }
+    Ok(())
+}
+
 fn wanted(args: &Args, run: &str) -> bool {
     args.only.is_empty() || args.only.iter().any(|o| o == run)
 }
@@ -283,18 +307,18 @@ async fn one_round(
         // within a minute, and half of an earlier peak may be all a slowed machine can
         // do (then the latency measured is a queue's).
         if wanted("rate") {
-            runs.push(
-                bench
-                    .flowgate(
-                        &plain_name,
-                        store,
-                        1,
-                        Shape::Step,
-                        None,
-                        Pace::Rate(half_peak.max(1.0)),
-                    )
-                    .await?,
-            );
+            let mut half = bench
+                .flowgate(
+                    &plain_name,
+                    store,
+                    1,
+                    Shape::Step,
+                    None,
+                    Pace::Rate(half_peak.max(1.0)),
+                )
+                .await?;
+            half.rate_of = Some(RateOf::HalfPeak);
+            runs.push(half);
         }
     }
     if wanted("journey") {
@@ -338,15 +362,34 @@ async fn one_round(
         (wanted("meta") || wanted("pywa")).then(|| bench.seal_pool(Shape::Step, meta_rate));
     if wanted("meta") {
         let journey_pool = bench.seal_pool(Shape::Journey, meta_rate);
+        let mut meta_step_rate = 0.0;
         for (shape, pool) in [
             (Shape::Step, sealed_step.clone()),
             (Shape::Journey, Some(journey_pool)),
         ] {
-            runs.push(
-                bench
-                    .flowgate(&meta_name, store, 1, shape, pool, Pace::ClosedLoop)
-                    .await?,
-            );
+            let run = bench
+                .flowgate(&meta_name, store, 1, shape, pool, Pace::ClosedLoop)
+                .await?;
+            if shape == Shape::Step {
+                meta_step_rate = run.requests_per_second;
+            }
+            runs.push(run);
+        }
+        // The plain step at the rate the Meta step reached: what the servers' work
+        // besides the envelope costs a request at that load (it rises as the load falls).
+        if wanted("plain-at-meta") {
+            let mut paced = bench
+                .flowgate(
+                    &plain_name,
+                    store,
+                    1,
+                    Shape::Step,
+                    None,
+                    Pace::Rate(meta_step_rate.max(1.0)),
+                )
+                .await?;
+            paced.rate_of = Some(RateOf::MetaStep);
+            runs.push(paced);
         }
     }
 
@@ -358,4 +401,35 @@ async fn one_round(
     }
 
     Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only(runs: &[&str]) -> Vec<String> {
+        runs.iter().map(|run| (*run).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_paced_run_needs_the_run_its_rate_comes_from() {
+        for fine in [
+            &[][..],
+            &["plain", "rate"][..],
+            &["meta", "plain-at-meta"][..],
+            &["meta"][..],
+        ] {
+            assert!(check_only(&only(fine)).is_ok(), "{fine:?}");
+        }
+        for (wrong, message) in [
+            (&["rate"][..], "--only rate needs plain"),
+            (
+                &["plain", "plain-at-meta"][..],
+                "--only plain-at-meta needs meta",
+            ),
+        ] {
+            let error = check_only(&only(wrong)).unwrap_err().to_string();
+            assert!(error.starts_with(message), "{wrong:?}: {error}");
+        }
+    }
 }

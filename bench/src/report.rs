@@ -32,6 +32,17 @@ pub struct Settings {
     pub meta_max_rate: f64,
 }
 
+/// The rate a paced run was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateOf {
+    /// Half of the plain step's peak, measured just before: the latency target's run.
+    HalfPeak,
+    /// The rate the Meta step reached, just before, with the plain step: the servers'
+    /// work besides the envelope at the Meta step's load.
+    MetaStep,
+}
+
 /// What was run, for telling the runs apart when judging the targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,6 +69,8 @@ pub struct Run {
     pub workload: Shape,
     /// Requests per second asked for (open loop); `None`: as fast as answered.
     pub target_rate: Option<f64>,
+    /// Which rate `target_rate` is.
+    pub rate_of: Option<RateOf>,
     pub requests: u64,
     pub requests_per_second: f64,
     /// Whole journeys (or single steps) completed per second.
@@ -154,9 +167,12 @@ impl Report {
             "wrong"
         );
         for run in &self.runs {
-            let mut name = match run.target_rate {
-                Some(rate) => format!("{} @{rate:.0}/s", run.name),
-                None => format!("{} ({})", run.name, run.workload.label()),
+            let mut name = match (run.target_rate, run.rate_of) {
+                (Some(rate), Some(RateOf::MetaStep)) => {
+                    format!("{} @{rate:.0}/s (Meta's)", run.name)
+                }
+                (Some(rate), _) => format!("{} @{rate:.0}/s", run.name),
+                (None, _) => format!("{} ({})", run.name, run.workload.label()),
             };
             if self.settings.rounds > 1 {
                 name += &format!(" #{}", run.round);
@@ -417,7 +433,7 @@ const PER_ROUND: [PerRound; 8] = [
         |runs| {
             let run = runs
                 .iter()
-                .find(|run| run.target_rate.is_some() && run.kind == judged(false))?;
+                .find(|run| run.rate_of == Some(RateOf::HalfPeak) && run.kind == judged(false))?;
             Some(Reading::ratio(run.latency_ms.p99))
         },
     ),
@@ -597,6 +613,7 @@ mod tests {
             kind,
             workload: shape,
             target_rate: None,
+            rate_of: None,
             requests: 1000,
             requests_per_second: 1000.0,
             jobs_per_second: 1000.0,
@@ -642,9 +659,17 @@ mod tests {
         meta.requests_per_second = 2000.0;
         let mut half_peak = run(flowgate(false, "sqlite"), Shape::Step, 300.0, 500.0);
         half_peak.target_rate = Some(500.0);
+        half_peak.rate_of = Some(RateOf::HalfPeak);
         half_peak.latency_ms.p99 = 12.0;
+        // The plain step at the Meta step's rate: no target reads it.
+        let mut at_meta_rate = run(flowgate(false, "sqlite"), Shape::Step, 400.0, 500.0);
+        at_meta_rate.target_rate = Some(2000.0);
+        at_meta_rate.rate_of = Some(RateOf::MetaStep);
+        at_meta_rate.latency_ms.p99 = 3.0;
         let runs = vec![
-            // First, so that a target reading the closed-loop run cannot take it.
+            // First, so that a target reading the closed-loop run or the latency
+            // target reading the wrong paced run cannot take them.
+            at_meta_rate,
             half_peak,
             // The baseline ran while the machine was twice as fast: 20 µs at a floor of
             // 250 µs is 40 µs at the plain run's floor, so the share is 2.5, not 5.

@@ -421,6 +421,8 @@ impl Bench {
                 Pace::Rate(rate) => Some(rate),
                 Pace::ClosedLoop => None,
             },
+            // Set by the caller, which knows what the rate was taken from.
+            rate_of: None,
             requests: outcome.requests,
             requests_per_second: outcome.per_second(),
             jobs_per_second: outcome.jobs as f64 / outcome.elapsed.as_secs_f64(),
