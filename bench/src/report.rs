@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::floor::{Bracket, Floor};
 use crate::workload::Shape;
@@ -13,6 +13,9 @@ pub struct Report {
     pub settings: Settings,
     /// The floor measured at the start; each run has its own ([`Run::floor_us`]).
     pub floor: Floor,
+    /// Each with its [`Run::problems`], so that tools reading the JSON (`scripts/pairs.py`)
+    /// judge a run as this does.
+    #[serde(serialize_with = "with_problems")]
     pub runs: Vec<Run>,
     pub idle: Option<Idle>,
     /// The targets, judged on this report's runs ([`Report::targets`]).
@@ -120,10 +123,52 @@ pub struct Idle {
 const FLOOR_DRIFT_MARK: f64 = 0.15;
 
 impl Run {
-    /// Whether anything went wrong: a smoke run fails on it.
+    /// Whether anything went wrong (an error answer, a failed connection, no request
+    /// at all): a smoke run fails on it.
     pub fn has_errors(&self) -> bool {
-        self.non_2xx + self.wrong_answers + self.failed_connections > 0 || self.requests == 0
+        !self.errors().is_empty()
     }
+
+    /// What makes this run no measure: its errors ([`Run::has_errors`]), and a sealed
+    /// pool that ran out (the run was cut short). Empty for a good run.
+    pub fn problems(&self) -> Vec<String> {
+        let mut found = self.errors();
+        if self.pool_exhausted {
+            found.push("its sealed requests ran out".to_owned());
+        }
+        found
+    }
+
+    fn errors(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.non_2xx + self.wrong_answers > 0 {
+            found.push(format!(
+                "{} non-2xx and {} wrong answers",
+                self.non_2xx, self.wrong_answers
+            ));
+        }
+        if self.failed_connections > 0 {
+            found.push(format!("{} failed connections", self.failed_connections));
+        }
+        if self.requests == 0 {
+            found.push("no requests".to_owned());
+        }
+        found
+    }
+}
+
+/// The runs, each with its `problems` beside its fields.
+fn with_problems<S: Serializer>(runs: &[Run], serializer: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Judged<'a> {
+        #[serde(flatten)]
+        run: &'a Run,
+        problems: Vec<String>,
+    }
+    serializer.collect_seq(runs.iter().map(|run| Judged {
+        run,
+        problems: run.problems(),
+    }))
 }
 
 impl Report {
@@ -763,6 +808,44 @@ mod tests {
             verdict(&verdicts, "Meta step").measured.as_deref(),
             Some("1.40 × (pool ran out)")
         );
+    }
+
+    #[test]
+    fn each_run_is_written_with_its_problems() {
+        #[derive(Serialize)]
+        struct Written {
+            #[serde(serialize_with = "with_problems")]
+            runs: Vec<Run>,
+        }
+        let good = run(Kind::Baseline, Shape::Step, 50.0, 500.0);
+        let mut answered_badly = run(flowgate(false, "sqlite"), Shape::Step, 50.0, 500.0);
+        answered_badly.non_2xx = 3;
+        answered_badly.failed_connections = 1;
+        let mut cut_short = run(flowgate(true, "sqlite"), Shape::Step, 700.0, 500.0);
+        cut_short.pool_exhausted = true;
+        // A pool run out makes no measure, but is no error answer: a smoke run passes.
+        assert!(!cut_short.has_errors() && answered_badly.has_errors() && !good.has_errors());
+        let json = serde_json::to_value(Written {
+            runs: vec![good, answered_badly, cut_short],
+        })
+        .unwrap();
+        let problems: Vec<&serde_json::Value> = json["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| &run["problems"])
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                &serde_json::json!([]),
+                &serde_json::json!(["3 non-2xx and 0 wrong answers", "1 failed connections"]),
+                &serde_json::json!(["its sealed requests ran out"]),
+            ]
+        );
+        // The run's own fields are still there, beside it.
+        assert_eq!(json["runs"][2]["pool_exhausted"], true);
+        assert_eq!(json["runs"][1]["non_2xx"], 3);
     }
 
     #[test]
