@@ -272,6 +272,21 @@ fn check_only(only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The plain step (`name`) paced at `rate`, which is `of`.
+async fn paced(
+    bench: &mut Bench,
+    name: &str,
+    store: &Store,
+    rate: f64,
+    of: RateOf,
+) -> anyhow::Result<Run> {
+    let mut run = bench
+        .flowgate(name, store, 1, Shape::Step, None, Pace::Rate(rate.max(1.0)))
+        .await?;
+    run.rate_of = Some(of);
+    Ok(run)
+}
+
 fn wanted(args: &Args, run: &str) -> bool {
     args.only.is_empty() || args.only.iter().any(|o| o == run)
 }
@@ -307,18 +322,7 @@ async fn one_round(
         // within a minute, and half of an earlier peak may be all a slowed machine can
         // do (then the latency measured is a queue's).
         if wanted("rate") {
-            let mut half = bench
-                .flowgate(
-                    &plain_name,
-                    store,
-                    1,
-                    Shape::Step,
-                    None,
-                    Pace::Rate(half_peak.max(1.0)),
-                )
-                .await?;
-            half.rate_of = Some(RateOf::HalfPeak);
-            runs.push(half);
+            runs.push(paced(bench, &plain_name, store, half_peak, RateOf::HalfPeak).await?);
         }
     }
     if wanted("journey") {
@@ -378,18 +382,7 @@ async fn one_round(
         // The plain step at the rate the Meta step reached: what the servers' work
         // besides the envelope costs a request at that load (it rises as the load falls).
         if wanted("plain-at-meta") {
-            let mut paced = bench
-                .flowgate(
-                    &plain_name,
-                    store,
-                    1,
-                    Shape::Step,
-                    None,
-                    Pace::Rate(meta_step_rate.max(1.0)),
-                )
-                .await?;
-            paced.rate_of = Some(RateOf::MetaStep);
-            runs.push(paced);
+            runs.push(paced(bench, &plain_name, store, meta_step_rate, RateOf::MetaStep).await?);
         }
     }
 
