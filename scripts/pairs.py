@@ -19,7 +19,7 @@ same profile (for example the two release binaries of the base commit copied asi
 machine's own spread between the halves of a pair. pywa and idle are not compared (the
 bench runs without them). A rate run paces each build at half of its own peak, and a
 plain-at-meta run at its own Meta step's rate, so their CPU compares different loads;
-their rate and p99 are printed beside it. Every bench run's
+their rate and p99 are printed beside them. Every bench run's
 JSON and output go to `target/pairs/` (emptied first), with a summary (`summary.json`).
 Exits non-zero if a run fails, a requested run is missing, or any run had an error
 answer, a failed connection, no requests, or ran out of sealed requests.
@@ -36,8 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("flowgate-gateway", "flow-service")
 NOT_COMPARED = ("pywa", "idle")
-# What a paced run's rate is, by the bench's `rate_of` (runs written before it had one
-# were paced at half of the plain peak).
+# What a paced run's rate is, by the bench's `rate_of`.
 PACES = {"half_peak": " at half of peak", "meta_step": " at the Meta step's rate"}
 
 
@@ -45,7 +44,7 @@ def run_key(run):
     """The name a run is compared under: its name, workload, and pace."""
     key = f"{run['name']} ({run['workload']})"
     if run.get("target_rate"):
-        key += PACES[run.get("rate_of") or "half_peak"]
+        key += PACES[run["rate_of"]]
     return key
 
 

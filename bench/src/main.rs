@@ -91,7 +91,7 @@ struct Args {
     /// always measured.
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',', value_parser = RUNS)]
     only: Vec<String>,
-    /// The store of the flow service in the plain, Meta, rate and idle runs: `sqlite`
+    /// The store of the flow service in the plain, Meta, paced and idle runs: `sqlite`
     /// (a fresh file per run) or `memory` (no database: the gateway is what is
     /// measured).
     #[arg(long, env = "BENCH_STORE", default_value = "sqlite", value_parser = ["sqlite", "memory"])]
@@ -259,7 +259,6 @@ fn meta_max_rate(args: &Args, floor: &Floor) -> f64 {
 /// (about 1 KiB a request), and a machine with many cores would otherwise seal millions.
 const META_RATE_CAP: f64 = 40_000.0;
 
-/// Whether `--only` selects `run` (everything, without it).
 /// Refuses an `--only` list naming a paced run without the run its rate comes from,
 /// which would otherwise be skipped without a word.
 fn check_only(only: &[String]) -> anyhow::Result<()> {
@@ -287,6 +286,7 @@ async fn paced(
     Ok(run)
 }
 
+/// Whether `--only` selects `run` (everything, without it).
 fn wanted(args: &Args, run: &str) -> bool {
     args.only.is_empty() || args.only.iter().any(|o| o == run)
 }
@@ -379,8 +379,9 @@ async fn one_round(
             }
             runs.push(run);
         }
-        // The plain step at the rate the Meta step reached: what the servers' work
-        // besides the envelope costs a request at that load (it rises as the load falls).
+        // The plain step at the rate the Meta step reached: what a request costs the
+        // servers at that rate with no envelope (paced, so they idle between requests,
+        // where the Meta step keeps them busy; a request costs more the less busy they are).
         if wanted("plain-at-meta") {
             runs.push(paced(bench, &plain_name, store, meta_step_rate, RateOf::MetaStep).await?);
         }

@@ -41,8 +41,8 @@ pub struct Settings {
 pub enum RateOf {
     /// Half of the plain step's peak, measured just before: the latency target's run.
     HalfPeak,
-    /// The rate the Meta step reached, just before, with the plain step: the servers'
-    /// work besides the envelope at the Meta step's load.
+    /// The rate the Meta step reached, just before, with the plain step: what a request
+    /// costs the servers at that rate with no envelope.
     MetaStep,
 }
 
@@ -148,7 +148,7 @@ impl Run {
             ));
         }
         if self.failed_connections > 0 {
-            found.push(format!("{} failed connections", self.failed_connections));
+            found.push(format!("failed connections: {}", self.failed_connections));
         }
         if self.requests == 0 {
             found.push("no requests".to_owned());
@@ -812,23 +812,41 @@ mod tests {
 
     #[test]
     fn each_run_is_written_with_its_problems() {
-        #[derive(Serialize)]
-        struct Written {
-            #[serde(serialize_with = "with_problems")]
-            runs: Vec<Run>,
-        }
         let good = run(Kind::Baseline, Shape::Step, 50.0, 500.0);
         let mut answered_badly = run(flowgate(false, "sqlite"), Shape::Step, 50.0, 500.0);
         answered_badly.non_2xx = 3;
         answered_badly.failed_connections = 1;
+        let mut wrong = run(flowgate(false, "sqlite"), Shape::Journey, 50.0, 500.0);
+        wrong.wrong_answers = 2;
+        let mut silent = run(Kind::Pywa, Shape::Step, 50.0, 500.0);
+        silent.requests = 0;
         let mut cut_short = run(flowgate(true, "sqlite"), Shape::Step, 700.0, 500.0);
         cut_short.pool_exhausted = true;
         // A pool run out makes no measure, but is no error answer: a smoke run passes.
-        assert!(!cut_short.has_errors() && answered_badly.has_errors() && !good.has_errors());
-        let json = serde_json::to_value(Written {
-            runs: vec![good, answered_badly, cut_short],
-        })
-        .unwrap();
+        let errors: Vec<bool> = [&good, &answered_badly, &wrong, &silent, &cut_short]
+            .iter()
+            .map(|run| run.has_errors())
+            .collect();
+        assert_eq!(errors, [false, true, true, true, false]);
+        let report = Report {
+            settings: Settings {
+                smoke: false,
+                seconds: 1.0,
+                rounds: 1,
+                connections: 1,
+                cpus: 2,
+                meta_max_rate: 1.0,
+            },
+            floor: Floor {
+                rsa_decrypt_us: 500.0,
+                operations: 1,
+            },
+            runs: vec![good, answered_badly, wrong, silent, cut_short],
+            idle: None,
+            targets: Vec::new(),
+            notes: Vec::new(),
+        };
+        let json = serde_json::to_value(&report).unwrap();
         let problems: Vec<&serde_json::Value> = json["runs"]
             .as_array()
             .unwrap()
@@ -839,12 +857,14 @@ mod tests {
             problems,
             [
                 &serde_json::json!([]),
-                &serde_json::json!(["3 non-2xx and 0 wrong answers", "1 failed connections"]),
+                &serde_json::json!(["3 non-2xx and 0 wrong answers", "failed connections: 1"]),
+                &serde_json::json!(["0 non-2xx and 2 wrong answers"]),
+                &serde_json::json!(["no requests"]),
                 &serde_json::json!(["its sealed requests ran out"]),
             ]
         );
         // The run's own fields are still there, beside it.
-        assert_eq!(json["runs"][2]["pool_exhausted"], true);
+        assert_eq!(json["runs"][4]["pool_exhausted"], true);
         assert_eq!(json["runs"][1]["non_2xx"], 3);
     }
 
