@@ -73,7 +73,11 @@ def bench(server_dir, out, args):
     with open(log, "w") as sink:
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        sys.exit(f"scripts/pairs.py: {' '.join(command)} failed ({done.returncode}); see {log}")
+        # The bench's own complaint (a refused --only, say) is the log's last lines.
+        tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
+        sys.exit(
+            f"scripts/pairs.py: {' '.join(command)} failed ({done.returncode}); see {log}:\n{tail}"
+        )
     return json.loads(out.read_text())["runs"]
 
 
@@ -149,10 +153,6 @@ def main():
     for name in NOT_COMPARED:
         if name in wanted:
             parser.error(f"--only {name}: not compared (the bench runs without pywa and idle connections)")
-    if "rate" in wanted and "plain" not in wanted:
-        parser.error("--only rate needs plain (the rate run paces at half of the plain step's peak)")
-    if "plain-at-meta" in wanted and "meta" not in wanted:
-        parser.error("--only plain-at-meta needs meta (it paces the plain step at the Meta step's rate)")
     for label, directory in (("base", args.base), ("new", args.new)):
         for server in SERVERS:
             if not os.access(directory / server, os.X_OK):
