@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use flowgate_proto::json::{struct_from_json, struct_to_json};
 use flowgate_proto::v1::{self, FlowResponse, flow_response::Outcome};
 use flowgate_sdk::excerpt::{STATUS_EXCERPT_CHARS, excerpt};
+use prost::Message;
 use serde_json::{Map, Value, json};
 
 use crate::error::GatewayError;
@@ -273,6 +274,30 @@ impl Call {
             Call::NotifyError(_) => "NotifyError",
             Call::ListFlows(_) => "ListFlows",
             Call::GetFlow(_) => "GetFlow",
+        }
+    }
+
+    /// The RPC's path, `/flowgate.v1.FlowService/<method>`.
+    pub fn path(&self) -> &'static str {
+        match self {
+            Call::Init(_) => "/flowgate.v1.FlowService/Init",
+            Call::DataExchange(_) => "/flowgate.v1.FlowService/DataExchange",
+            Call::Back(_) => "/flowgate.v1.FlowService/Back",
+            Call::NotifyError(_) => "/flowgate.v1.FlowService/NotifyError",
+            Call::ListFlows(_) => "/flowgate.v1.FlowService/ListFlows",
+            Call::GetFlow(_) => "/flowgate.v1.FlowService/GetFlow",
+        }
+    }
+
+    /// Writes the request message, protobuf-encoded, into `buf`.
+    pub fn encode(&self, buf: &mut impl bytes::BufMut) -> Result<(), prost::EncodeError> {
+        match self {
+            Call::Init(r) => r.encode(buf),
+            Call::DataExchange(r) => r.encode(buf),
+            Call::Back(r) => r.encode(buf),
+            Call::NotifyError(r) => r.encode(buf),
+            Call::ListFlows(r) => r.encode(buf),
+            Call::GetFlow(r) => r.encode(buf),
         }
     }
 

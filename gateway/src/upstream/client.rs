@@ -4,20 +4,26 @@
 //!    `flowgate_backend_call_duration_seconds` metric with the final code;
 //! 2. [`Deadline`]: the attempt ends at the request's deadline, whatever the
 //!    replica does (a local bound: the connection may be stuck);
-//! 3. [`Grpc`]: the typed call on the replica's tonic client, with the remaining
-//!    time as `grpc-timeout` (tonic's `Endpoint::timeout` would send none) and the
-//!    span's trace context as `traceparent`.
+//! 3. [`Grpc`]: the call on the replica's tonic client, with the remaining time as
+//!    `grpc-timeout` (tonic's `Endpoint::timeout` would send none) and the span's trace
+//!    context as `traceparent`; its message is encoded from the attempt's shared
+//!    [`Call`], not from a copy of it.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use flowgate_proto::v1::FlowResponse;
+use flowgate_proto::v1::NotifyErrorResponse;
+use http::uri::PathAndQuery;
 use tokio::time::Instant;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::metadata::KeyAndMutValueRef;
 use tonic::{Code, Status};
+use tonic_prost::ProstDecoder;
 use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
@@ -182,7 +188,7 @@ fn request<T>(message: T, timeout: Duration, span: &tracing::Span) -> tonic::Req
     request
 }
 
-/// One typed call on one replica.
+/// One call on one replica.
 #[derive(Debug, Clone)]
 pub struct Grpc {
     client: Client,
@@ -195,71 +201,130 @@ impl Service<Attempt> for Grpc {
     type Future = BoxFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        // The generated client waits for its channel inside each call.
+        // The client waits for its connection inside each call.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, attempt: Attempt) -> BoxFuture {
         let timeout = attempt.deadline.saturating_duration_since(Instant::now());
         let span = tracing::Span::current();
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let replica = self.addr;
-        let flow = |r: tonic::Response<FlowResponse>| Reply::Flow(r.into_inner());
         let failed = move |status: Status| CallError::Status {
             failure: classify(&status),
             status,
             replica,
         };
-        match attempt.call {
-            Call::Init(r) => {
-                let request = request(r, timeout, &span);
-                Box::pin(async move { client.init(request).await.map(flow).map_err(failed) })
-            }
-            Call::DataExchange(r) => {
-                let request = request(r, timeout, &span);
-                Box::pin(async move {
-                    client
-                        .data_exchange(request)
-                        .await
-                        .map(flow)
-                        .map_err(failed)
-                })
-            }
-            Call::Back(r) => {
-                let request = request(r, timeout, &span);
-                Box::pin(async move { client.back(request).await.map(flow).map_err(failed) })
-            }
-            Call::NotifyError(r) => {
-                let request = request(r, timeout, &span);
-                Box::pin(async move {
-                    client
-                        .notify_error(request)
-                        .await
-                        .map(|_| Reply::Acknowledged)
-                        .map_err(failed)
-                })
-            }
-            Call::ListFlows(r) => {
-                let request = request(r, timeout, &span);
-                Box::pin(async move {
-                    client
-                        .list_flows(request)
-                        .await
-                        .map(|r| Reply::Flows(r.into_inner()))
-                        .map_err(failed)
-                })
-            }
-            Call::GetFlow(r) => {
-                let request = request(r, timeout, &span);
-                Box::pin(async move {
-                    client
-                        .get_flow(request)
-                        .await
-                        .map(|r| Reply::FlowJson(r.into_inner()))
-                        .map_err(failed)
-                })
-            }
+        let path = PathAndQuery::from_static(attempt.call.path());
+        let answers = Answers::of(&attempt.call);
+        let request = request(attempt.call, timeout, &span);
+        match answers {
+            Answers::Flow => Box::pin(async move {
+                unary(client, request, path)
+                    .await
+                    .map(Reply::Flow)
+                    .map_err(failed)
+            }),
+            Answers::Acknowledged => Box::pin(async move {
+                unary::<NotifyErrorResponse>(client, request, path)
+                    .await
+                    .map(|_| Reply::Acknowledged)
+                    .map_err(failed)
+            }),
+            Answers::Flows => Box::pin(async move {
+                unary(client, request, path)
+                    .await
+                    .map(Reply::Flows)
+                    .map_err(failed)
+            }),
+            Answers::FlowJson => Box::pin(async move {
+                unary(client, request, path)
+                    .await
+                    .map(Reply::FlowJson)
+                    .map_err(failed)
+            }),
         }
+    }
+}
+
+/// Which answer a call's RPC returns.
+#[derive(Debug, Clone, Copy)]
+enum Answers {
+    Flow,
+    Acknowledged,
+    Flows,
+    FlowJson,
+}
+
+impl Answers {
+    fn of(call: &Call) -> Self {
+        match call {
+            Call::Init(_) | Call::DataExchange(_) | Call::Back(_) => Answers::Flow,
+            Call::NotifyError(_) => Answers::Acknowledged,
+            Call::ListFlows(_) => Answers::Flows,
+            Call::GetFlow(_) => Answers::FlowJson,
+        }
+    }
+}
+
+/// One unary call answered by a `U`, what the generated client's methods do, but with
+/// the request message encoded from the shared [`Call`].
+async fn unary<U>(
+    mut client: Client,
+    request: tonic::Request<Arc<Call>>,
+    path: PathAndQuery,
+) -> Result<U, Status>
+where
+    U: prost::Message + Default + Send + Sync + 'static,
+{
+    client
+        .ready()
+        .await
+        .map_err(|e| Status::unknown(format!("the connection was not ready: {e}")))?;
+    let codec = SharedCall::<U>(PhantomData);
+    client
+        .unary(request, path, codec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The codec of a call whose request is a shared [`Call`] and whose answer is a `U`:
+/// the request is encoded from the call in place, so that the retry layer's copy of an
+/// attempt needs no copy of its message; the answer is decoded as tonic's prost codec
+/// does.
+struct SharedCall<U>(PhantomData<U>);
+
+impl<U> Codec for SharedCall<U>
+where
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = Arc<Call>;
+    type Decode = U;
+    type Encoder = CallEncoder;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> CallEncoder {
+        CallEncoder
+    }
+
+    fn decoder(&mut self) -> ProstDecoder<U> {
+        ProstDecoder::default()
+    }
+}
+
+/// Encodes the request message of a shared [`Call`].
+struct CallEncoder;
+
+impl Encoder for CallEncoder {
+    type Item = Arc<Call>;
+    type Error = Status;
+
+    fn encode(&mut self, call: Arc<Call>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // An `EncodeBuf` grows as it is written: prost's only error, too little room,
+        // cannot happen (tonic's own prost encoder says the same).
+        call.encode(buf)
+            .expect("an EncodeBuf has room for any message");
+        Ok(())
     }
 }
 

@@ -75,10 +75,14 @@ pub enum Reply {
 }
 
 /// One attempt at a call, as it travels down the stack.
+///
+/// Cheap to clone: the retry layer keeps a copy of every attempt but the last in case it
+/// fails, and the call is shared with that copy rather than copied (a retry numbers its
+/// own copy of the call, [`Arc::make_mut`]).
 #[derive(Debug, Clone)]
 pub struct Attempt {
     /// The call, its request context numbered with `number`.
-    pub call: Call,
+    pub call: Arc<Call>,
     /// 1 for the first attempt.
     pub number: u32,
     /// When the answer is due: the attempt's local timeout and its `grpc-timeout`.
@@ -92,7 +96,7 @@ impl Attempt {
     pub fn first(mut call: Call, deadline: Instant) -> Self {
         call.set_attempt(1);
         Self {
-            call,
+            call: Arc::new(call),
             number: 1,
             deadline,
             tried: Vec::new(),

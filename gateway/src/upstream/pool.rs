@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use flowgate_proto::v1::flow_service_client::FlowServiceClient;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -67,8 +66,9 @@ impl Health {
     }
 }
 
-/// A replica's client: every call carries the bearer token, when there is one.
-pub type Client = FlowServiceClient<InterceptedService<Connection, Auth>>;
+/// A replica's client: every call carries the bearer token, when there is one. Untyped:
+/// `client::Grpc` says what each call sends and answers.
+pub type Client = tonic::client::Grpc<InterceptedService<Connection, Auth>>;
 
 /// One replica.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ impl Replica {
         let connection = Connection::lazy(dial);
         Replica {
             addr,
-            client: FlowServiceClient::with_origin(
+            client: tonic::client::Grpc::with_origin(
                 InterceptedService::new(connection.clone(), auth),
                 connection.origin(),
             ),

@@ -8,8 +8,8 @@
 //! timeout, no replica at all, a fourth attempt, a retry whose backoff would end past
 //! the deadline, or one the budget cannot pay for.
 //!
-//! Retries are at the typed-message level because a tonic `Channel`'s request bodies
-//! cannot be cloned; [`Attempt`] can.
+//! Retries are at the typed-message level because an HTTP request body cannot be cloned;
+//! an [`Attempt`] can, cheaply: it shares its call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +79,9 @@ impl Policy<Attempt, Reply, CallError> for RetryPolicy {
         }
         attempt.tried.push(*replica);
         attempt.number += 1;
-        attempt.call.set_attempt(attempt.number);
+        // The copy kept for this retry shares the call with the attempt that failed, which
+        // may still hold it: the number goes on a copy of its own then.
+        Arc::make_mut(&mut attempt.call).set_attempt(attempt.number);
         crate::telemetry::retry(attempt.call.method());
         Some(tokio::time::sleep(backoff))
     }
@@ -195,7 +197,7 @@ mod tests {
         }
 
         fn call(&mut self, attempt: Attempt) -> Self::Future {
-            let Call::Init(request) = &attempt.call else {
+            let Call::Init(request) = &*attempt.call else {
                 unreachable!()
             };
             let context = request.context.clone().unwrap();
@@ -385,6 +387,34 @@ mod tests {
         // 200 first attempts, and retries from the reserve (100) and 20 % of 200 (40):
         // far fewer than the 400 that unbudgeted retries would add.
         assert!((200 + 130..=200 + 140).contains(&attempts), "{attempts}");
+    }
+
+    fn context_attempt(call: &Call) -> u32 {
+        let Call::Init(request) = call else {
+            unreachable!()
+        };
+        request.context.as_ref().unwrap().attempt
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_kept_copy_shares_the_call_and_a_retry_numbers_its_own() {
+        let mut policy = RetryPolicy::new();
+        let sent = Attempt::first(call(), Instant::now() + Duration::from_secs(1));
+        let mut kept = policy.clone_request(&sent).unwrap();
+        // Keeping a copy of the attempt copies none of its message.
+        assert!(Arc::ptr_eq(&kept.call, &sent.call));
+
+        // The attempt sent still holds the call when it fails and the retry is numbered.
+        assert!(policy.retry(&mut kept, &mut not_connected(1)).is_some());
+        assert_eq!((kept.number, context_attempt(&kept.call)), (2, 2));
+        assert_eq!((sent.number, context_attempt(&sent.call)), (1, 1));
+        assert!(!Arc::ptr_eq(&kept.call, &sent.call));
+
+        // The last attempt is not copied at all.
+        drop(sent);
+        assert!(policy.retry(&mut kept, &mut not_connected(2)).is_some());
+        assert_eq!(context_attempt(&kept.call), 3);
+        assert!(policy.clone_request(&kept).is_none());
     }
 
     #[test]
