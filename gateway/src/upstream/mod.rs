@@ -15,8 +15,8 @@
 //!    replicas, avoiding those already tried; marks a replica unreachable when a
 //!    connect fails;
 //! 4. per replica ([`client`]): the client span and metric of the attempt, the
-//!    attempt's timeout at the deadline, and the typed tonic call with `grpc-timeout`
-//!    and `traceparent`.
+//!    attempt's timeout at the deadline, and the tonic call with `grpc-timeout` and
+//!    `traceparent`, its message encoded from the attempt's shared call.
 //!
 //! Beside the stack, [`pool::Pool`] follows the discovery stream
 //! ([`resolve::resolve`]: listed addresses, DNS names re-resolved every

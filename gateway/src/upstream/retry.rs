@@ -410,10 +410,12 @@ mod tests {
         assert_eq!((sent.number, context_attempt(&sent.call)), (1, 1));
         assert!(!Arc::ptr_eq(&kept.call, &sent.call));
 
-        // The last attempt is not copied at all.
-        drop(sent);
+        // A call nothing else holds is numbered in place, and the last attempt is not
+        // copied at all.
+        let before = Arc::as_ptr(&kept.call);
         assert!(policy.retry(&mut kept, &mut not_connected(2)).is_some());
         assert_eq!(context_attempt(&kept.call), 3);
+        assert_eq!(Arc::as_ptr(&kept.call), before);
         assert!(policy.clone_request(&kept).is_none());
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP/2 connection under a replica's tonic clients: a [`Connection`] is the
-//! `tower::Service` that tonic's generated client sends its `http::Request`s through,
-//! on one `h2` connection made on first use and made again after it breaks.
+//! `tower::Service` that tonic's clients (the `flowgate.v1` calls' `client::Grpc`, the
+//! health watch's generated client) send their `http::Request`s through, on one `h2`
+//! connection made on first use and made again after it breaks.
 //!
 //! Why not tonic's `Channel`, which does the same: it costs more per call than the
 //! whole rest of the hop's client side. A `Channel` hands each call to a buffer's
