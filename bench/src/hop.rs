@@ -174,7 +174,7 @@ async fn relay(
     let Some(Outcome::NextScreen(next)) = outcome else {
         return Err(StatusCode::BAD_GATEWAY);
     };
-    let data = struct_to_json(&next.data.unwrap_or_default(), "data")
+    let data = struct_to_json(next.data.unwrap_or_default(), "data")
         .map_err(|_| StatusCode::BAD_GATEWAY)?;
     Ok(Json(json!({"screen": next.screen, "data": data})))
 }
@@ -250,7 +250,7 @@ struct Bare;
 
 impl Bare {
     fn next(action: &str, screen: &str, data: Option<prost_types::Struct>) -> FlowResult {
-        let data = struct_to_json(&data.unwrap_or_default(), "data")
+        let data = struct_to_json(data.unwrap_or_default(), "data")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (screen, data) = answer(Some(action), Some(screen), &Value::Object(data))
             .ok_or_else(|| Status::invalid_argument("not a step of the sign-up flow"))?;

@@ -298,7 +298,7 @@ impl Transport for Grpc {
 /// A `FlowResponse` as the SDK's [`Outcome`].
 pub fn outcome(response: &FlowResponse) -> Result<Outcome, String> {
     let object = |s: &Option<prost_types::Struct>, root| {
-        struct_to_json(&s.clone().unwrap_or_default(), root)
+        struct_to_json(s.clone().unwrap_or_default(), root)
             .map(Value::Object)
             .map_err(|e| e.to_string())
     };

@@ -445,18 +445,20 @@ pub(crate) async fn respond(
             now,
         ));
     }
-    (action, call(route, flow, &inbound, context, deadline).await)
+    (action, call(route, flow, inbound, context, deadline).await)
 }
 
 /// Answers one validated request.
 async fn call(
     route: &Route,
     flow: &str,
-    inbound: &Inbound,
+    inbound: Inbound,
     context: RequestContext,
     deadline: Instant,
 ) -> Result<Answer, GatewayError> {
     let upstream = &route.upstream;
+    // The call takes the request's fields; a completion's answer carries the token back.
+    let flow_token = inbound.flow_token().unwrap_or_default().to_owned();
     let Some(call) = translate::to_call(inbound, context)? else {
         // A ping: WhatsApp asks whether the endpoint can serve, so ask the flow service.
         // Bounded by the request's deadline: at start, health may still be unknown.
@@ -474,9 +476,7 @@ async fn call(
     })?;
     match reply {
         Reply::Acknowledged => Ok(translate::acknowledged_answer()),
-        Reply::Flow(response) => {
-            translate::answer(response, inbound.flow_token().unwrap_or_default())
-        }
+        Reply::Flow(response) => translate::answer(response, &flow_token),
         Reply::Flows(_) | Reply::FlowJson(_) => Err(GatewayError::BadUpstreamResponse {
             detail: "a flow call was answered as a preview call".into(),
         }),

@@ -320,7 +320,7 @@ impl Call {
 /// Builds the flow service call for a request; `None` for a ping, which is
 /// answered from the service's health instead.
 pub fn to_call(
-    inbound: &Inbound,
+    inbound: Inbound,
     context: v1::RequestContext,
 ) -> Result<Option<Call>, GatewayError> {
     let context = Some(context);
@@ -328,29 +328,29 @@ pub fn to_call(
         Inbound::Ping => return Ok(None),
         Inbound::ErrorNotification(n) => Call::NotifyError(v1::NotifyErrorRequest {
             context,
-            flow_token: n.flow_token.clone(),
-            screen: n.screen.clone(),
-            action: n.action.clone(),
-            error_key: n.error_key.clone(),
-            error_message: n.error_message.clone(),
+            flow_token: n.flow_token,
+            screen: n.screen,
+            action: n.action,
+            error_key: n.error_key,
+            error_message: n.error_message,
             data: Some(data_to_proto(&n.data)?),
         }),
         Inbound::Init(e) => Call::Init(v1::InitRequest {
             context,
-            flow_token: e.flow_token.clone(),
-            screen: e.screen.clone(),
+            flow_token: e.flow_token,
+            screen: e.screen,
             data: Some(data_to_proto(&e.data)?),
         }),
         Inbound::DataExchange(e) => Call::DataExchange(v1::DataExchangeRequest {
             context,
-            flow_token: e.flow_token.clone(),
-            screen: e.screen.clone(),
+            flow_token: e.flow_token,
+            screen: e.screen,
             data: Some(data_to_proto(&e.data)?),
         }),
         Inbound::Back(e) => Call::Back(v1::BackRequest {
             context,
-            flow_token: e.flow_token.clone(),
-            screen: e.screen.clone(),
+            flow_token: e.flow_token,
+            screen: e.screen,
             data: Some(data_to_proto(&e.data)?),
         }),
     }))
@@ -479,7 +479,7 @@ pub fn answer(response: FlowResponse, flow_token: &str) -> Result<Answer, Gatewa
                     "NextScreen.screen is the reserved name SUCCESS; use Complete".into(),
                 ));
             }
-            let mut data = struct_to_json(&next.data.unwrap_or_default(), "data")
+            let mut data = struct_to_json(next.data.unwrap_or_default(), "data")
                 .map_err(|e| bad(format!("NextScreen: {e}")))?;
             let kind = match next.error_message {
                 Some(message) => {
@@ -494,7 +494,7 @@ pub fn answer(response: FlowResponse, flow_token: &str) -> Result<Answer, Gatewa
             ))
         }
         Some(Outcome::Complete(complete)) => {
-            let mut params = struct_to_json(&complete.params.unwrap_or_default(), "params")
+            let mut params = struct_to_json(complete.params.unwrap_or_default(), "params")
                 .map_err(|e| bad(format!("Complete: {e}")))?;
             params.insert("flow_token".into(), Value::String(flow_token.to_owned()));
             Ok(Answer::ok(

@@ -36,8 +36,10 @@ pub fn struct_from_json(object: &Map<String, Json>, root: &str) -> Result<Struct
     object_from_json(object, &mut path)
 }
 
-/// Converts a `Struct` into a JSON object. `root` names the object in error paths.
-pub fn struct_to_json(value: &Struct, root: &str) -> Result<Map<String, Json>, JsonError> {
+/// Converts a `Struct` into a JSON object, moving its keys and strings rather than
+/// copying them (every caller owns the `Struct` it converts). `root` names the object
+/// in error paths.
+pub fn struct_to_json(value: Struct, root: &str) -> Result<Map<String, Json>, JsonError> {
     let mut path = root.to_owned();
     object_to_json(value, &mut path)
 }
@@ -100,27 +102,27 @@ fn number_from_json(n: &Number, path: &str) -> Result<f64, JsonError> {
     }
 }
 
-fn object_to_json(value: &Struct, path: &mut String) -> Result<Map<String, Json>, JsonError> {
+fn object_to_json(value: Struct, path: &mut String) -> Result<Map<String, Json>, JsonError> {
     let mut object = Map::new();
-    for (key, value) in &value.fields {
+    for (key, value) in value.fields {
         let len = path.len();
-        push_key(path, key);
-        object.insert(key.clone(), value_to_json(value, path)?);
+        push_key(path, &key);
+        object.insert(key, value_to_json(value, path)?);
         path.truncate(len);
     }
     Ok(object)
 }
 
-fn value_to_json(value: &Value, path: &mut String) -> Result<Json, JsonError> {
-    Ok(match &value.kind {
+fn value_to_json(value: Value, path: &mut String) -> Result<Json, JsonError> {
+    Ok(match value.kind {
         None => return Err(JsonError::Missing { path: path.clone() }),
         Some(Kind::NullValue(_)) => Json::Null,
-        Some(Kind::BoolValue(b)) => Json::Bool(*b),
-        Some(Kind::NumberValue(x)) => Json::Number(number_to_json(*x, path)?),
-        Some(Kind::StringValue(s)) => Json::String(s.clone()),
+        Some(Kind::BoolValue(b)) => Json::Bool(b),
+        Some(Kind::NumberValue(x)) => Json::Number(number_to_json(x, path)?),
+        Some(Kind::StringValue(s)) => Json::String(s),
         Some(Kind::ListValue(list)) => {
             let mut items = Vec::with_capacity(list.values.len());
-            for (i, item) in list.values.iter().enumerate() {
+            for (i, item) in list.values.into_iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
                 items.push(value_to_json(item, path)?);
@@ -159,7 +161,7 @@ mod tests {
             panic!("test input must be an object")
         };
         let s = struct_from_json(&object, "data")?;
-        struct_to_json(&s, "data").map(Json::Object)
+        struct_to_json(s, "data").map(Json::Object)
     }
 
     #[test]
@@ -224,7 +226,7 @@ mod tests {
             ]
             .into(),
         };
-        let json = Json::Object(struct_to_json(&s, "data").unwrap());
+        let json = Json::Object(struct_to_json(s, "data").unwrap());
         assert_eq!(json.to_string(), r#"{"a":3,"b":0,"c":1e+20}"#);
     }
 
@@ -244,7 +246,7 @@ mod tests {
             let s = Struct {
                 fields: [("x".to_owned(), Value { kind })].into(),
             };
-            assert_eq!(struct_to_json(&s, "p"), Err(expected));
+            assert_eq!(struct_to_json(s, "p"), Err(expected));
         }
     }
 }

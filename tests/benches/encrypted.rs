@@ -102,7 +102,7 @@ fn main() {
             .open(&headers, Bytes::from(s.body.clone()))
             .unwrap();
         let inbound = translate::parse(&opened.payload).unwrap();
-        let call = translate::to_call(&inbound, Default::default()).unwrap();
+        let call = translate::to_call(inbound, Default::default()).unwrap();
         assert!(call.is_some());
         let response = opened.sealer.seal(StatusCode::OK, &answer);
         assert_eq!(response.status(), StatusCode::OK);

@@ -345,7 +345,7 @@ impl Call {
 
     /// Step 3: the screen data as a JSON object.
     fn read_data(&mut self, data: Option<prost_types::Struct>) -> Result<(), Early> {
-        self.request.data = struct_to_json(&data.unwrap_or_default(), "data")
+        self.request.data = struct_to_json(data.unwrap_or_default(), "data")
             .map_err(|e| Early::Failed(Status::invalid_argument(e.to_string())))?;
         Ok(())
     }
@@ -1029,11 +1029,11 @@ mod tests {
     fn screen_run(answer: &Answer) -> (String, f64) {
         match &answer.as_ref().expect("an answer").outcome {
             Some(flow_response::Outcome::NextScreen(next)) => {
-                let data = struct_to_json(next.data.as_ref().unwrap(), "data").unwrap();
+                let data = struct_to_json(next.data.clone().unwrap(), "data").unwrap();
                 (next.screen.clone(), data["run"].as_f64().unwrap())
             }
             Some(flow_response::Outcome::Complete(done)) => {
-                let params = struct_to_json(done.params.as_ref().unwrap(), "params").unwrap();
+                let params = struct_to_json(done.params.clone().unwrap(), "params").unwrap();
                 ("SUCCESS".into(), params["run"].as_f64().unwrap())
             }
             other => panic!("{other:?}"),
@@ -1205,7 +1205,7 @@ mod tests {
         let Some(flow_response::Outcome::NextScreen(next)) = recalled.outcome else {
             panic!("{recalled:?}");
         };
-        let data = struct_to_json(next.data.as_ref().unwrap(), "data").unwrap();
+        let data = struct_to_json(next.data.clone().unwrap(), "data").unwrap();
         assert_eq!(data["x"], "kept");
     }
 

@@ -294,7 +294,7 @@ impl FlowService for FlowServer {
             action: r.action,
             error_key: r.error_key,
             error_message: r.error_message,
-            data: struct_to_json(&r.data.unwrap_or_default(), "data")
+            data: struct_to_json(r.data.unwrap_or_default(), "data")
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };
         flow.on_error(notice).await.map_err(to_status)?;
