@@ -12,7 +12,9 @@
 # cost of one request, start-up and TLS handshakes cancelling out. Needs the release
 # build (`scripts/bench.sh` makes it, or `cargo build --release -p flowgate-gateway
 # -p flow-service -p flowgate-bench`), valgrind (Debian: `apt-get install valgrind`) and
-# python3. The 9 s run's profile is kept for `callgrind_annotate`.
+# python3. The 9 s run's profile is kept for `callgrind_annotate`. Also prints the
+# allocations per plain request (calls to the Rust allocator, `__rust_alloc`), which,
+# unlike the instructions, do not move from run to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,8 +91,22 @@ run = json.load(open(sys.argv[1]))["runs"][0]
 errors = run["non_2xx"] + run["wrong_answers"] + run["failed_connections"]
 if errors:
     sys.exit(f"{errors} error answers or failed connections")
-totals = next(l for l in open(sys.argv[2]) if l.startswith("totals:"))
-print(totals.split()[1], run["requests"])
+# The instructions, and the calls to the Rust allocator: callgrind names a function
+# once with its id ("fn=(12) name" or "cfn=(12) name") and by the id alone after that;
+# a "calls=" line counts the calls to the last "cfn=" named.
+names, callee, allocations, totals = {}, None, 0, None
+for line in open(sys.argv[2], errors="replace"):
+    if line.startswith(("fn=(", "cfn=(")):
+        id, _, name = line.split("=", 1)[1].strip().partition(" ")
+        if name:
+            names[id] = name
+        if line.startswith("cfn="):
+            callee = names.get(id)
+    elif line.startswith("calls=") and callee == "__rustc::__rust_alloc":
+        allocations += int(line[6:].split()[0])
+    elif line.startswith("totals:"):
+        totals = line.split()[1]
+print(totals, run["requests"], allocations)
 EOF
   if [ "$1" = 9 ]; then
     cp "$counts" "$out/$server.callgrind.out"
@@ -101,9 +117,10 @@ short="$(run 3)"
 long="$(run 9)"
 python3 - "$server" $short $long "$out/$server.callgrind.out" <<'EOF'
 import sys
-server, si, sr, li, lr, profile = sys.argv[1], *map(int, sys.argv[2:6]), sys.argv[6]
+server, (si, sr, sa, li, lr, la), profile = sys.argv[1], map(int, sys.argv[2:8]), sys.argv[8]
 if lr <= sr:
     sys.exit(f"scripts/instructions.sh: the 9 s run answered no more requests ({lr}) than the 3 s run ({sr})")
-print(f"{server}: {round((li - si) / (lr - sr)):,} instructions per plain request "
+print(f"{server}: {round((li - si) / (lr - sr)):,} instructions and "
+      f"{(la - sa) / (lr - sr):.1f} allocations per plain request "
       f"({sr:,} and {lr:,} requests; the 9 s run's profile: {profile})")
 EOF
