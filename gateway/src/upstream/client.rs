@@ -208,84 +208,66 @@ impl Service<Attempt> for Grpc {
     fn call(&mut self, attempt: Attempt) -> BoxFuture {
         let timeout = attempt.deadline.saturating_duration_since(Instant::now());
         let span = tracing::Span::current();
-        let client = self.client.clone();
-        let replica = self.addr;
-        let failed = move |status: Status| CallError::Status {
-            failure: classify(&status),
-            status,
-            replica,
+        let call = Unary {
+            client: self.client.clone(),
+            path: PathAndQuery::from_static(attempt.call.path()),
+            replica: self.addr,
         };
-        let path = PathAndQuery::from_static(attempt.call.path());
-        let answers = Answers::of(&attempt.call);
         let request = request(attempt.call, timeout, &span);
-        match answers {
-            Answers::Flow => Box::pin(async move {
-                unary(client, request, path)
-                    .await
-                    .map(Reply::Flow)
-                    .map_err(failed)
-            }),
-            Answers::Acknowledged => Box::pin(async move {
-                unary::<NotifyErrorResponse>(client, request, path)
-                    .await
-                    .map(|_| Reply::Acknowledged)
-                    .map_err(failed)
-            }),
-            Answers::Flows => Box::pin(async move {
-                unary(client, request, path)
-                    .await
-                    .map(Reply::Flows)
-                    .map_err(failed)
-            }),
-            Answers::FlowJson => Box::pin(async move {
-                unary(client, request, path)
-                    .await
-                    .map(Reply::FlowJson)
-                    .map_err(failed)
-            }),
+        // Which answer the call's RPC returns, and what it becomes.
+        match &**request.get_ref() {
+            Call::Init(_) | Call::DataExchange(_) | Call::Back(_) => {
+                call.send(request, Reply::Flow)
+            }
+            Call::NotifyError(_) => {
+                call.send(request, |_: NotifyErrorResponse| Reply::Acknowledged)
+            }
+            Call::ListFlows(_) => call.send(request, Reply::Flows),
+            Call::GetFlow(_) => call.send(request, Reply::FlowJson),
         }
     }
 }
 
-/// Which answer a call's RPC returns.
-#[derive(Debug, Clone, Copy)]
-enum Answers {
-    Flow,
-    Acknowledged,
-    Flows,
-    FlowJson,
-}
-
-impl Answers {
-    fn of(call: &Call) -> Self {
-        match call {
-            Call::Init(_) | Call::DataExchange(_) | Call::Back(_) => Answers::Flow,
-            Call::NotifyError(_) => Answers::Acknowledged,
-            Call::ListFlows(_) => Answers::Flows,
-            Call::GetFlow(_) => Answers::FlowJson,
-        }
-    }
-}
-
-/// One unary call answered by a `U`, what the generated client's methods do, but with
-/// the request message encoded from the shared [`Call`].
-async fn unary<U>(
-    mut client: Client,
-    request: tonic::Request<Arc<Call>>,
+/// One unary call on a replica.
+struct Unary {
+    client: Client,
     path: PathAndQuery,
-) -> Result<U, Status>
-where
-    U: prost::Message + Default + Send + Sync + 'static,
-{
-    client
-        .ready()
-        .await
-        .map_err(|e| Status::unknown(format!("the connection was not ready: {e}")))?;
-    let codec = SharedCall::<U>(PhantomData);
-    client
-        .unary(request, path, codec)
-        .await
-        .map(tonic::Response::into_inner)
+    replica: SocketAddr,
+}
+
+impl Unary {
+    /// The call answered by a `U`, made a [`Reply`] by `reply`: what the generated
+    /// client's methods do, but with the request message encoded from the shared
+    /// [`Call`].
+    fn send<U>(self, request: tonic::Request<Arc<Call>>, reply: fn(U) -> Reply) -> BoxFuture
+    where
+        U: prost::Message + Default + Send + Sync + 'static,
+    {
+        let Unary {
+            mut client,
+            path,
+            replica,
+        } = self;
+        Box::pin(async move {
+            let answer = async {
+                client
+                    .ready()
+                    .await
+                    .map_err(|e| Status::unknown(format!("the connection was not ready: {e}")))?;
+                client
+                    .unary(request, path, SharedCall::<U>(PhantomData))
+                    .await
+            };
+            match answer.await {
+                Ok(answer) => Ok(reply(answer.into_inner())),
+                Err(status) => Err(CallError::Status {
+                    failure: classify(&status),
+                    status,
+                    replica,
+                }),
+            }
+        })
+    }
 }
 
 /// The codec of a call whose request is a shared [`Call`] and whose answer is a `U`:
