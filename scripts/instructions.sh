@@ -13,8 +13,10 @@
 # build (`scripts/bench.sh` makes it, or `cargo build --release -p flowgate-gateway
 # -p flow-service -p flowgate-bench`), valgrind (Debian: `apt-get install valgrind`) and
 # python3. The 9 s run's profile is kept for `callgrind_annotate`. Also prints the
-# allocations per plain request (calls to the Rust allocator, `__rust_alloc`), which,
-# unlike the instructions, do not move from run to run.
+# allocations per plain request: calls to mimalloc's `mi_malloc_aligned`, where both
+# servers' Rust allocations go (`__rust_alloc` calls it, or, with LTO, its callers do);
+# zeroed allocations, reallocations and C's own `malloc`s (aws-lc's) are not counted.
+# Unlike the instructions, they have not moved between runs of one build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,7 +93,7 @@ run = json.load(open(sys.argv[1]))["runs"][0]
 errors = run["non_2xx"] + run["wrong_answers"] + run["failed_connections"]
 if errors:
     sys.exit(f"{errors} error answers or failed connections")
-# The instructions, and the calls to the Rust allocator: callgrind names a function
+# The instructions, and the calls to the allocator: callgrind names a function
 # once with its id ("fn=(12) name" or "cfn=(12) name") and by the id alone after that;
 # a "calls=" line counts the calls to the last "cfn=" named.
 names, callee, allocations, totals = {}, None, 0, None
@@ -102,10 +104,12 @@ for line in open(sys.argv[2], errors="replace"):
             names[id] = name
         if line.startswith("cfn="):
             callee = names.get(id)
-    elif line.startswith("calls=") and callee == "__rustc::__rust_alloc":
+    elif line.startswith("calls=") and callee == "mi_malloc_aligned":
         allocations += int(line[6:].split()[0])
     elif line.startswith("totals:"):
         totals = line.split()[1]
+if not allocations:
+    sys.exit("no call to mi_malloc_aligned found in callgrind's counts")
 print(totals, run["requests"], allocations)
 EOF
   if [ "$1" = 9 ]; then
