@@ -457,12 +457,8 @@ async fn call(
     deadline: Instant,
 ) -> Result<Answer, GatewayError> {
     let upstream = &route.upstream;
-    // The call takes the request's fields; a completion's answer carries the token back,
-    // and only an exchange can complete.
-    let flow_token = match &inbound {
-        Inbound::Init(e) | Inbound::DataExchange(e) | Inbound::Back(e) => e.flow_token.clone(),
-        Inbound::Ping | Inbound::ErrorNotification(_) => String::new(),
-    };
+    // The call takes the request's fields; a completion's answer carries the token back.
+    let flow_token = inbound.flow_token().unwrap_or_default().to_owned();
     let Some(call) = translate::to_call(inbound, context)? else {
         // A ping: WhatsApp asks whether the endpoint can serve, so ask the flow service.
         // Bounded by the request's deadline: at start, health may still be unknown.

@@ -252,6 +252,9 @@ pub fn data_to_proto(data: &Map<String, Value>) -> Result<prost_types::Struct, G
     struct_from_json(data, "data").map_err(GatewayError::NumberOutOfRange)
 }
 
+/// The start of every [`Call::path`].
+const SERVICE_PATH: &str = "/flowgate.v1.FlowService/";
+
 /// A call to the flow service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
@@ -265,16 +268,9 @@ pub enum Call {
 }
 
 impl Call {
-    /// The RPC's name.
+    /// The RPC's name: the last segment of its [`path`](Self::path).
     pub fn method(&self) -> &'static str {
-        match self {
-            Call::Init(_) => "Init",
-            Call::DataExchange(_) => "DataExchange",
-            Call::Back(_) => "Back",
-            Call::NotifyError(_) => "NotifyError",
-            Call::ListFlows(_) => "ListFlows",
-            Call::GetFlow(_) => "GetFlow",
-        }
+        &self.path()[SERVICE_PATH.len()..]
     }
 
     /// The RPC's path, `/flowgate.v1.FlowService/<method>`.
@@ -678,6 +674,22 @@ mod tests {
         ];
         for (body, code) in cases {
             check(body, Err(code));
+        }
+    }
+
+    #[test]
+    fn each_call_names_its_rpc_and_path() {
+        let calls = [
+            (Call::Init(Default::default()), "Init"),
+            (Call::DataExchange(Default::default()), "DataExchange"),
+            (Call::Back(Default::default()), "Back"),
+            (Call::NotifyError(Default::default()), "NotifyError"),
+            (Call::ListFlows(Default::default()), "ListFlows"),
+            (Call::GetFlow(Default::default()), "GetFlow"),
+        ];
+        for (call, method) in calls {
+            assert_eq!(call.method(), method);
+            assert_eq!(call.path(), format!("/flowgate.v1.FlowService/{method}"));
         }
     }
 

@@ -197,10 +197,7 @@ mod tests {
         }
 
         fn call(&mut self, attempt: Attempt) -> Self::Future {
-            let Call::Init(request) = &*attempt.call else {
-                unreachable!()
-            };
-            let context = request.context.clone().unwrap();
+            let context = context(&attempt.call).clone();
             self.seen.lock().unwrap().push(Seen {
                 number: attempt.number,
                 context_attempt: context.attempt,
@@ -389,11 +386,16 @@ mod tests {
         assert!((200 + 130..=200 + 140).contains(&attempts), "{attempts}");
     }
 
-    fn context_attempt(call: &Call) -> u32 {
+    /// The request context of a test's `Init` call.
+    fn context(call: &Call) -> &RequestContext {
         let Call::Init(request) = call else {
             unreachable!()
         };
-        request.context.as_ref().unwrap().attempt
+        request.context.as_ref().unwrap()
+    }
+
+    fn context_attempt(call: &Call) -> u32 {
+        context(call).attempt
     }
 
     #[tokio::test(start_paused = true)]
