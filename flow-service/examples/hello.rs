@@ -35,7 +35,10 @@ fn hello() -> Result<Router, FlowJsonError> {
         .on_exchange("THANKS", done))
 }
 
-#[tokio::main]
+// One thread runs every call, as in the `flow-service` binary by default
+// (`FLOW_SERVICE_WORKER_THREADS` in the README): a handler that blocks belongs on
+// `tokio::task::spawn_blocking`.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let flows = flowgate_server::Flows::new()
         .register("hello", hello()?)

@@ -16,6 +16,10 @@ use crate::server::ServerTls;
 use crate::store::StoreOptions;
 use crate::tokens::{Secret, TokenPolicy};
 
+/// Most worker threads FLOW_SERVICE_WORKER_THREADS takes: a bound on a typo, far above
+/// any machine's CPUs.
+const MAX_WORKER_THREADS: usize = 1024;
+
 /// The store without FLOW_SERVICE_DATABASE_URL or its `_FILE`: a SQLite file in the
 /// working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://flow-service.db";
@@ -94,6 +98,14 @@ pub struct Args {
     /// Flow calls handled at once; beyond, RESOURCE_EXHAUSTED (the gateway's 503).
     #[arg(long, env = "FLOW_SERVICE_MAX_IN_FLIGHT", default_value = "512")]
     pub max_in_flight: String,
+
+    /// Threads that run the calls: 1 runs every call on one thread (the default: a
+    /// call's own work is tens of microseconds, so one thread serves tens of thousands a
+    /// second, and a second thread costs each call more in hand-overs than it gives);
+    /// N above 1 a pool of N; 0 one for each CPU the process may use. SQLite's writer
+    /// has a thread of its own either way.
+    #[arg(long, env = "FLOW_SERVICE_WORKER_THREADS", default_value = "1")]
+    pub worker_threads: String,
 
     /// Where completions, call outcomes and sessions are kept: sqlite://PATH (created if
     /// missing), postgres://USER:PASSWORD@HOST:PORT/DB (several replicas), or memory:
@@ -186,10 +198,39 @@ pub struct Config {
     /// `None` when the admin listener is off.
     pub admin_listen: Option<SocketAddr>,
     pub log_format: flowgate_telemetry::LogFormat,
+    pub worker_threads: WorkerThreads,
     /// See [`crate::store::connect`].
     pub database_url: String,
     pub store: StoreOptions,
     pub tokens: TokenPolicy,
+}
+
+/// The threads that run the calls (`FLOW_SERVICE_WORKER_THREADS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerThreads {
+    /// Every call, and every task, on the one thread that runs the runtime: no
+    /// hand-over between threads, no thread woken to steal work.
+    One,
+    /// A pool of this many worker threads.
+    Pool(usize),
+    /// A pool with one worker for each CPU the process may use (tokio's default).
+    PerCpu,
+}
+
+impl WorkerThreads {
+    /// The runtime for this setting, with I/O and timers.
+    pub fn runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self {
+            WorkerThreads::One => tokio::runtime::Builder::new_current_thread(),
+            WorkerThreads::Pool(_) | WorkerThreads::PerCpu => {
+                tokio::runtime::Builder::new_multi_thread()
+            }
+        };
+        if let WorkerThreads::Pool(n) = self {
+            builder.worker_threads(n);
+        }
+        builder.enable_all().build()
+    }
 }
 
 /// What `flow-service issue-token` was asked for.
@@ -316,6 +357,19 @@ impl Config {
                 ));
             }
         };
+        let worker_threads = match args.worker_threads.trim().parse::<usize>() {
+            Ok(0) => WorkerThreads::PerCpu,
+            Ok(1) => WorkerThreads::One,
+            Ok(n) if n <= MAX_WORKER_THREADS => WorkerThreads::Pool(n),
+            _ => {
+                return Err(ConfigError::new(
+                    "FLOW_SERVICE_WORKER_THREADS",
+                    "worker-threads",
+                    &args.worker_threads,
+                    "expected a whole number from 0 (one per CPU) to 1024",
+                ));
+            }
+        };
         let admin_listen = match args.admin_listen.as_str() {
             "off" => None,
             value => Some(value.parse().map_err(|_| {
@@ -356,6 +410,7 @@ impl Config {
             tokens,
             admin_listen,
             log_format,
+            worker_threads,
             serve: crate::server::ServeOptions {
                 drain_delay,
                 max_in_flight,

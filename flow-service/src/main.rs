@@ -18,8 +18,7 @@ use flowgate_cli::shutdown_signal;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match flowgate_cli::parse::<Args>() {
         Ok(args) => args,
         Err(e) => return e.report("flow-service"),
@@ -35,6 +34,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let runtime = match config.worker_threads.runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("flow-service: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(command, config))
+}
+
+async fn run(command: Option<Command>, config: Config) -> ExitCode {
     if let Some(Command::Healthcheck {
         service,
         timeout,
@@ -69,8 +79,12 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    // The last batch of spans is lost unless flushed.
-    telemetry.shutdown();
+    // The last batch of spans is lost unless flushed. The flush blocks its thread
+    // until the exporter has sent them, and the exporter's connection runs on this
+    // runtime: off its thread, which may be the runtime's only one.
+    if let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("flow-service: flushing traces: {e}");
+    }
     code
 }
 
@@ -108,6 +122,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         addr = %listener.local_addr()?,
         ?flows,
+        // The runtime as it runs, not as configured.
+        threads = runtime_threads(),
         auth = if config.serve.auth.is_some() { "token" } else { "none" },
         tls = match &config.serve.tls {
             None => "off",
@@ -119,6 +135,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     flow_service::server::run_with(listener, flows, shutdown, config.serve).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The threads that run the calls: `one` on a single-threaded runtime, else the size of
+/// the worker pool.
+fn runtime_threads() -> String {
+    let runtime = tokio::runtime::Handle::current();
+    match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "one".to_owned(),
+        _ => runtime.metrics().num_workers().to_string(),
+    }
 }
 
 /// Prints a token for a flow this binary runs.
