@@ -113,56 +113,6 @@ fn serves_then_stops_on_sigterm() {
     assert!(dir.path().join("new.db").exists());
 }
 
-/// The `threads=` field of the line the service logs when it listens, started with
-/// `worker_threads` as FLOW_SERVICE_WORKER_THREADS (unset: the default).
-fn threads_when_listening(worker_threads: Option<&str>) -> String {
-    let mut command = Command::new(BIN);
-    command
-        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
-        .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
-        .env("FLOW_SERVICE_DATABASE_URL", "memory:")
-        .env("FLOW_SERVICE_DRAIN_DELAY", "0s")
-        .env("RUST_LOG", "info")
-        .env_remove("FLOW_SERVICE_WORKER_THREADS")
-        .stderr(Stdio::piped());
-    if let Some(threads) = worker_threads {
-        command.env("FLOW_SERVICE_WORKER_THREADS", threads);
-    }
-    let mut child = command.spawn().unwrap();
-    let line = BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("flow service listening"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let line = line.expect("the service did not start");
-    let field = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("threads="))
-        .unwrap_or_else(|| panic!("no threads= in {line}"));
-    field.trim_matches('"').to_owned()
-}
-
-#[test]
-fn runs_its_calls_on_the_threads_asked_for() {
-    let cpus = std::thread::available_parallelism().unwrap().to_string();
-    for (setting, threads) in [
-        (None, "one"),
-        (Some("1"), "one"),
-        (Some("3"), "3"),
-        (Some("0"), cpus.as_str()),
-    ] {
-        assert_eq!(threads_when_listening(setting), threads, "{setting:?}");
-    }
-    let output = Command::new(BIN)
-        .env("FLOW_SERVICE_WORKER_THREADS", "many")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("FLOW_SERVICE_WORKER_THREADS"), "{stderr}");
-}
-
 #[test]
 fn an_unreachable_database_stops_the_start_with_one_line() {
     let output = with_unreachable_database("postgres://flowgate:hunter2@ADDR/flowgate")

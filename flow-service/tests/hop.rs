@@ -1,6 +1,6 @@
 //! The gRPC hop of the spawned `flow-service` binary: the bearer token, TLS with
-//! client certificates, the healthcheck subcommand with both, and the start-up
-//! warning and errors.
+//! client certificates, the healthcheck subcommand with both, the start-up
+//! warning and errors, and the threads that run the calls.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -408,5 +408,43 @@ fn no_warning_on_loopback_without_credentials() {
     assert!(
         log.contains("auth=\"none\"") || log.contains("auth=none"),
         "{log}"
+    );
+}
+
+/// The `threads=` field of the "listening" line of a service started with `env`.
+fn threads_when_listening(env: &[(&str, &str)]) -> String {
+    let service = start(env);
+    let log = service.log.lock().unwrap();
+    let line = log
+        .iter()
+        .find(|line| line.contains("flow service listening"))
+        .unwrap();
+    let field = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("threads="))
+        .unwrap_or_else(|| panic!("no threads= in {line}"));
+    field.trim_matches('"').to_owned()
+}
+
+#[test]
+fn runs_its_calls_on_the_threads_asked_for() {
+    let cpus = std::thread::available_parallelism().unwrap().to_string();
+    for (setting, threads) in [
+        (&[][..], "one"),
+        (&[("FLOW_SERVICE_WORKER_THREADS", "1")][..], "one"),
+        (&[("FLOW_SERVICE_WORKER_THREADS", "3")][..], "3"),
+        (&[("FLOW_SERVICE_WORKER_THREADS", "0")][..], cpus.as_str()),
+    ] {
+        assert_eq!(threads_when_listening(setting), threads, "{setting:?}");
+    }
+    let output = Command::new(BIN)
+        .env("FLOW_SERVICE_WORKER_THREADS", "many")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid FLOW_SERVICE_WORKER_THREADS"),
+        "{stderr}"
     );
 }
