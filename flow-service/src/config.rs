@@ -100,10 +100,12 @@ pub struct Args {
     pub max_in_flight: String,
 
     /// Threads that run the calls: 1 runs every call on one thread (the default: a
-    /// call's own work is tens of microseconds, so one thread serves tens of thousands a
-    /// second, and a second thread costs each call more in hand-overs than it gives);
-    /// N above 1 a pool of N; 0 one for each CPU the process may use. SQLite's writer
-    /// has a thread of its own either way.
+    /// call's own work is tens of microseconds, and on a two-core machine a pool of two
+    /// spent more CPU a call than one thread, in hand-overs between threads); N above 1
+    /// a pool of N; 0 one for each CPU the process may use. TOKIO_WORKER_THREADS is not
+    /// read. SQLite's writer has a thread of its own either way; a read of a SQLite file
+    /// runs on the thread of its call, so while one waits for a lock (up to half of
+    /// FLOW_SERVICE_DATABASE_TIMEOUT) the thread's other calls wait too.
     #[arg(long, env = "FLOW_SERVICE_WORKER_THREADS", default_value = "1")]
     pub worker_threads: String,
 
@@ -213,7 +215,7 @@ pub enum WorkerThreads {
     One,
     /// A pool of this many worker threads.
     Pool(usize),
-    /// A pool with one worker for each CPU the process may use (tokio's default).
+    /// A pool with one worker for each CPU the process may use.
     PerCpu,
 }
 
@@ -226,8 +228,16 @@ impl WorkerThreads {
                 tokio::runtime::Builder::new_multi_thread()
             }
         };
-        if let WorkerThreads::Pool(n) = self {
-            builder.worker_threads(n);
+        match self {
+            WorkerThreads::One => {}
+            WorkerThreads::Pool(n) => {
+                builder.worker_threads(n);
+            }
+            // Counted here rather than left to tokio, which would obey
+            // TOKIO_WORKER_THREADS: one variable sets the threads, not two.
+            WorkerThreads::PerCpu => {
+                builder.worker_threads(std::thread::available_parallelism()?.get());
+            }
         }
         builder.enable_all().build()
     }

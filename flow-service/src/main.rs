@@ -34,7 +34,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match config.worker_threads.runtime() {
+    // A health probe makes one call: one thread, whatever the service runs on.
+    let threads = match command {
+        Some(Command::Healthcheck { .. }) => config::WorkerThreads::One,
+        _ => config.worker_threads,
+    };
+    let runtime = match threads.runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("flow-service: cannot start the runtime: {e}");
@@ -119,11 +124,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "the gRPC listener is reachable beyond loopback and admits any caller: set FLOW_SERVICE_AUTH_TOKEN (or _FILE) or FLOW_SERVICE_TLS_CLIENT_CA"
         );
     }
+    let runtime = runtime_threads();
     tracing::info!(
         addr = %listener.local_addr()?,
         ?flows,
         // The runtime as it runs, not as configured.
-        threads = runtime_threads(),
+        runtime = runtime.0,
+        threads = runtime.1,
         auth = if config.serve.auth.is_some() { "token" } else { "none" },
         tls = match &config.serve.tls {
             None => "off",
@@ -137,13 +144,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The threads that run the calls: `one` on a single-threaded runtime, else the size of
-/// the worker pool.
-fn runtime_threads() -> String {
+/// The kind of runtime that runs the calls and its threads: `current_thread` and 1, or
+/// `multi_thread` and the size of its pool.
+fn runtime_threads() -> (&'static str, usize) {
     let runtime = tokio::runtime::Handle::current();
     match runtime.runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::CurrentThread => "one".to_owned(),
-        _ => runtime.metrics().num_workers().to_string(),
+        tokio::runtime::RuntimeFlavor::CurrentThread => ("current_thread", 1),
+        _ => ("multi_thread", runtime.metrics().num_workers()),
     }
 }
 

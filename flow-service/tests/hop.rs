@@ -40,6 +40,8 @@ fn start(env: &[(&str, &str)]) -> Running {
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env("FLOW_SERVICE_DATABASE_URL", "memory:")
         .env("FLOW_SERVICE_DRAIN_DELAY", "0s")
+        .env_remove("FLOW_SERVICE_WORKER_THREADS")
+        .env_remove("TOKIO_WORKER_THREADS")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped());
@@ -381,6 +383,18 @@ fn hop_settings_that_cannot_work_stop_the_start_naming_the_variable() {
             ],
             "not a PEM file",
         ),
+        (
+            &[("FLOW_SERVICE_WORKER_THREADS", "many")],
+            "invalid FLOW_SERVICE_WORKER_THREADS",
+        ),
+        (
+            &[("FLOW_SERVICE_WORKER_THREADS", "-1")],
+            "invalid FLOW_SERVICE_WORKER_THREADS",
+        ),
+        (
+            &[("FLOW_SERVICE_WORKER_THREADS", "1025")],
+            "invalid FLOW_SERVICE_WORKER_THREADS",
+        ),
     ];
     for (env, expected) in cases {
         let mut command = Command::new(BIN);
@@ -411,40 +425,58 @@ fn no_warning_on_loopback_without_credentials() {
     );
 }
 
-/// The `threads=` field of the "listening" line of a service started with `env`.
-fn threads_when_listening(env: &[(&str, &str)]) -> String {
+/// The `runtime=` and `threads=` fields of the "listening" line of a service started
+/// with `env`.
+fn runtime_when_listening(env: &[(&str, &str)]) -> (String, String) {
     let service = start(env);
     let log = service.log.lock().unwrap();
     let line = log
         .iter()
         .find(|line| line.contains("flow service listening"))
         .unwrap();
-    let field = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("threads="))
-        .unwrap_or_else(|| panic!("no threads= in {line}"));
-    field.trim_matches('"').to_owned()
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .trim_matches('"')
+            .to_owned()
+    };
+    (field("runtime="), field("threads="))
 }
 
 #[test]
 fn runs_its_calls_on_the_threads_asked_for() {
-    let cpus = std::thread::available_parallelism().unwrap().to_string();
-    for (setting, threads) in [
-        (&[][..], "one"),
-        (&[("FLOW_SERVICE_WORKER_THREADS", "1")][..], "one"),
-        (&[("FLOW_SERVICE_WORKER_THREADS", "3")][..], "3"),
-        (&[("FLOW_SERVICE_WORKER_THREADS", "0")][..], cpus.as_str()),
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    // Unlike the CPUs, more than the machine has.
+    let pool = (cpus + 1).to_string();
+    let tokio = (cpus + 2).to_string();
+    let (cpus, one) = (cpus.to_string(), "1".to_owned());
+    let (current, multi) = ("current_thread", "multi_thread");
+    for (setting, runtime, threads) in [
+        (&[][..], current, &one),
+        (&[("FLOW_SERVICE_WORKER_THREADS", "1")][..], current, &one),
+        (
+            &[("FLOW_SERVICE_WORKER_THREADS", pool.as_str())][..],
+            multi,
+            &pool,
+        ),
+        (&[("FLOW_SERVICE_WORKER_THREADS", "0")][..], multi, &cpus),
+        // tokio's own variable changes nothing.
+        (
+            &[("TOKIO_WORKER_THREADS", tokio.as_str())][..],
+            current,
+            &one,
+        ),
+        (
+            &[
+                ("FLOW_SERVICE_WORKER_THREADS", "0"),
+                ("TOKIO_WORKER_THREADS", tokio.as_str()),
+            ][..],
+            multi,
+            &cpus,
+        ),
     ] {
-        assert_eq!(threads_when_listening(setting), threads, "{setting:?}");
+        let expected = (runtime.to_owned(), threads.clone());
+        assert_eq!(runtime_when_listening(setting), expected, "{setting:?}");
     }
-    let output = Command::new(BIN)
-        .env("FLOW_SERVICE_WORKER_THREADS", "many")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("invalid FLOW_SERVICE_WORKER_THREADS"),
-        "{stderr}"
-    );
 }

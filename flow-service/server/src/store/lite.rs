@@ -16,7 +16,8 @@
 //! lookup, microseconds on a file in the page cache, and WAL never makes it wait for
 //! the writer. It is bounded by the connection's busy timeout (half the store's
 //! timeout), which only a checkpoint or recovery by another process can bring into
-//! play.
+//! play; on a runtime of one thread (the `flow-service` binary's default) every call
+//! waits with it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
