@@ -105,7 +105,8 @@ pub struct Args {
     /// a pool of N; 0 one for each CPU the process may use. TOKIO_WORKER_THREADS is not
     /// read. SQLite's writer has a thread of its own either way; a read of a SQLite file
     /// runs on the thread of its call, so while one waits for a lock (up to half of
-    /// FLOW_SERVICE_DATABASE_TIMEOUT) the thread's other calls wait too.
+    /// FLOW_SERVICE_DATABASE_TIMEOUT) or for a stalled disk, the thread's other calls
+    /// wait too.
     #[arg(long, env = "FLOW_SERVICE_WORKER_THREADS", default_value = "1")]
     pub worker_threads: String,
 
@@ -220,6 +221,15 @@ pub enum WorkerThreads {
 }
 
 impl WorkerThreads {
+    /// The threads a run of `command` gets: a health probe makes one call, so one
+    /// thread, whatever the service it asks runs on; the service gets its setting.
+    pub fn for_command(command: Option<&Command>, config: &Config) -> WorkerThreads {
+        match command {
+            Some(Command::Healthcheck { .. }) => WorkerThreads::One,
+            _ => config.worker_threads,
+        }
+    }
+
     /// The runtime for this setting, with I/O and timers.
     pub fn runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
         let mut builder = match self {
@@ -235,8 +245,10 @@ impl WorkerThreads {
             }
             // Counted here rather than left to tokio, which would obey
             // TOKIO_WORKER_THREADS: one variable sets the threads, not two.
+            // Where the CPUs cannot be read, one, as tokio would.
             WorkerThreads::PerCpu => {
-                builder.worker_threads(std::thread::available_parallelism()?.get());
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                builder.worker_threads(cpus);
             }
         }
         builder.enable_all().build()
@@ -840,5 +852,22 @@ mod tests {
                 "{listen}"
             );
         }
+    }
+
+    #[test]
+    fn a_health_probe_runs_on_one_thread_whatever_the_service_runs_on() {
+        let threads = |argv: &[&str]| {
+            let args = Args::try_parse_from(argv).unwrap();
+            let command = args.command.clone();
+            let config = Config::from_args(args).unwrap();
+            WorkerThreads::for_command(command.as_ref(), &config)
+        };
+        for setting in ["0", "1", "3"] {
+            let argv = ["flow-service", "--worker-threads", setting, "healthcheck"];
+            assert_eq!(threads(&argv), WorkerThreads::One, "{setting}");
+        }
+        let serve = |setting| threads(&["flow-service", "--worker-threads", setting]);
+        assert_eq!(serve("0"), WorkerThreads::PerCpu);
+        assert_eq!(serve("3"), WorkerThreads::Pool(3));
     }
 }

@@ -34,11 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A health probe makes one call: one thread, whatever the service runs on.
-    let threads = match command {
-        Some(Command::Healthcheck { .. }) => config::WorkerThreads::One,
-        _ => config.worker_threads,
-    };
+    let threads = config::WorkerThreads::for_command(command.as_ref(), &config);
     let runtime = match threads.runtime() {
         Ok(runtime) => runtime,
         Err(e) => {

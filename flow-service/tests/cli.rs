@@ -1,14 +1,14 @@
 //! The `flow-service` binary: configuration errors and shutdown on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flow-service");
-
 #[test]
 fn invalid_listen_address_exits_with_one_line() {
-    let output = Command::new(BIN)
+    let output = common::flow_service()
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "everywhere")
         .output()
@@ -26,7 +26,7 @@ fn with_unreachable_database(url: &str) -> Command {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut command = Command::new(BIN);
+    let mut command = common::flow_service();
     command
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
@@ -70,7 +70,7 @@ fn a_parameter_sqlx_does_not_read_is_named_but_its_value_never_logged() {
 #[test]
 fn serves_then_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = common::flow_service()
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env("FLOW_SERVICE_DRAIN_DELAY", "100ms")
@@ -132,7 +132,7 @@ fn an_unreachable_database_stops_the_start_with_one_line() {
 #[test]
 fn issue_token_prints_a_token_the_service_accepts() {
     let secret = "0123456789abcdef0123456789abcdef";
-    let output = Command::new(BIN)
+    let output = common::flow_service()
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .args([
             "issue-token",
@@ -172,7 +172,7 @@ fn issue_token_prints_a_token_the_service_accepts() {
         ),
         (["--flow", "signup", "--ttl", "forever"], secret, "--ttl"),
     ] {
-        let output = Command::new(BIN)
+        let output = common::flow_service()
             .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
             .arg("issue-token")
             .args(args)
@@ -188,7 +188,7 @@ fn issue_token_prints_a_token_the_service_accepts() {
 
 /// Runs `flow-service healthcheck` against `listen`: (exit code, stdout, stderr).
 fn healthcheck(listen: &str, extra: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(BIN)
+    let output = common::flow_service()
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .arg("healthcheck")
         .args(extra)
@@ -204,7 +204,7 @@ fn healthcheck(listen: &str, extra: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn healthcheck_asks_the_running_service() {
-    let mut child = Command::new(BIN)
+    let mut child = common::flow_service()
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")

@@ -2,8 +2,10 @@
 //! client certificates, the healthcheck subcommand with both, the start-up
 //! warning and errors, and the threads that run the calls.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 
 use flowgate_proto::v1::flow_service_client::FlowServiceClient;
@@ -14,7 +16,6 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flow-service");
 const TOKEN: &str = "hop-test-token-0123456789abcdef";
 
 /// A running flow service, stopped when dropped; its log lines so far.
@@ -34,14 +35,12 @@ impl Drop for Running {
 /// Starts the binary on 127.0.0.1 port 0 with an in-memory store and `env`, and
 /// waits for its "listening" line.
 fn start(env: &[(&str, &str)]) -> Running {
-    let mut command = Command::new(BIN);
+    let mut command = common::flow_service();
     command
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
         .env("FLOW_SERVICE_DATABASE_URL", "memory:")
         .env("FLOW_SERVICE_DRAIN_DELAY", "0s")
-        .env_remove("FLOW_SERVICE_WORKER_THREADS")
-        .env_remove("TOKIO_WORKER_THREADS")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped());
@@ -124,7 +123,7 @@ async fn health(endpoint: &Endpoint) -> ServingStatus {
 
 /// Runs `flow-service healthcheck` with the service's environment: (exit code, stderr).
 fn healthcheck(port: u16, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut command = Command::new(BIN);
+    let mut command = common::flow_service();
     command
         .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
         .env("FLOW_SERVICE_DATABASE_URL", "memory:")
@@ -397,7 +396,7 @@ fn hop_settings_that_cannot_work_stop_the_start_naming_the_variable() {
         ),
     ];
     for (env, expected) in cases {
-        let mut command = Command::new(BIN);
+        let mut command = common::flow_service();
         command
             .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
             .env("FLOW_SERVICE_LISTEN", "127.0.0.1:0")
