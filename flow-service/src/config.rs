@@ -232,25 +232,21 @@ impl WorkerThreads {
 
     /// The runtime for this setting, with I/O and timers.
     pub fn runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
+        let pool = |threads| {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        };
         let mut builder = match self {
             WorkerThreads::One => tokio::runtime::Builder::new_current_thread(),
-            WorkerThreads::Pool(_) | WorkerThreads::PerCpu => {
-                tokio::runtime::Builder::new_multi_thread()
-            }
-        };
-        match self {
-            WorkerThreads::One => {}
-            WorkerThreads::Pool(n) => {
-                builder.worker_threads(n);
-            }
+            WorkerThreads::Pool(n) => pool(n),
             // Counted here rather than left to tokio, which would obey
             // TOKIO_WORKER_THREADS: one variable sets the threads, not two.
             // Where the CPUs cannot be read, one, as tokio would.
             WorkerThreads::PerCpu => {
-                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-                builder.worker_threads(cpus);
+                pool(std::thread::available_parallelism().map_or(1, |n| n.get()))
             }
-        }
+        };
         builder.enable_all().build()
     }
 }
