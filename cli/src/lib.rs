@@ -12,6 +12,7 @@
 //! - [`HealthcheckTimeout`] — the `--timeout` flag of both `healthcheck` subcommands.
 //! - [`shutdown_signal`] — completes on the first SIGTERM or SIGINT.
 //! - [`bearer_token`] — the gRPC hop's shared token, from a variable or a `_FILE`.
+//! - [`thread_count`] — a setting of threads, `0` for one per CPU ([`cpus`]).
 
 #[cfg(feature = "args")]
 mod args;
@@ -21,6 +22,8 @@ mod error;
 #[cfg(feature = "args")]
 mod secret;
 mod shutdown;
+#[cfg(feature = "args")]
+mod threads;
 
 #[cfg(feature = "args")]
 pub use args::{
@@ -32,3 +35,5 @@ pub use error::{ConfigError, Shown};
 #[cfg(feature = "args")]
 pub use secret::{MIN_TOKEN_LEN, SecretVars, bearer_token, secret};
 pub use shutdown::shutdown_signal;
+#[cfg(feature = "args")]
+pub use threads::{MAX_THREADS, cpus, thread_count};

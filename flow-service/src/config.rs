@@ -16,10 +16,6 @@ use crate::server::ServerTls;
 use crate::store::StoreOptions;
 use crate::tokens::{Secret, TokenPolicy};
 
-/// Most worker threads FLOW_SERVICE_WORKER_THREADS takes: a bound on a typo, far above
-/// any machine's CPUs.
-const MAX_WORKER_THREADS: usize = 1024;
-
 /// The store without FLOW_SERVICE_DATABASE_URL or its `_FILE`: a SQLite file in the
 /// working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://flow-service.db";
@@ -241,11 +237,8 @@ impl WorkerThreads {
             WorkerThreads::One => tokio::runtime::Builder::new_current_thread(),
             WorkerThreads::Pool(n) => pool(n),
             // Counted here rather than left to tokio, which would obey
-            // TOKIO_WORKER_THREADS: one variable sets the threads, not two.
-            // Where the CPUs cannot be read, one, as tokio would.
-            WorkerThreads::PerCpu => {
-                pool(std::thread::available_parallelism().map_or(1, |n| n.get()))
-            }
+            // TOKIO_WORKER_THREADS.
+            WorkerThreads::PerCpu => pool(flowgate_cli::cpus()),
         };
         builder.enable_all().build()
     }
@@ -375,16 +368,16 @@ impl Config {
                 ));
             }
         };
-        let worker_threads = match args.worker_threads.trim().parse::<usize>() {
+        let worker_threads = match flowgate_cli::thread_count(&args.worker_threads) {
             Ok(0) => WorkerThreads::PerCpu,
             Ok(1) => WorkerThreads::One,
-            Ok(n) if n <= MAX_WORKER_THREADS => WorkerThreads::Pool(n),
-            _ => {
+            Ok(n) => WorkerThreads::Pool(n),
+            Err(reason) => {
                 return Err(ConfigError::new(
                     "FLOW_SERVICE_WORKER_THREADS",
                     "worker-threads",
                     &args.worker_threads,
-                    "expected a whole number from 0 (one per CPU) to 1024",
+                    reason,
                 ));
             }
         };

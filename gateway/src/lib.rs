@@ -50,10 +50,14 @@ pub struct Listeners {
 /// in-flight requests finish for up to `grace`. `limits` bound what each
 /// connection may cost (see [`server`]).
 ///
-/// `tls` of `None` serves plain HTTP (behind a TLS-terminating proxy).
+/// `tls` of `None` serves plain HTTP (behind a TLS-terminating proxy). The public
+/// connections are shared between this runtime, with `state`, and each of `threads`
+/// (other runtimes, [`server::Workers`]), with the state made for it
+/// ([`AppState::for_thread`]); the admin listener is served here.
 pub async fn run(
     listeners: Listeners,
     state: AppState,
+    threads: Vec<(tokio::runtime::Handle, AppState)>,
     tls: Option<tls::Tls>,
     limits: server::ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
@@ -67,17 +71,30 @@ pub async fn run(
             name: "admin",
             listener,
             router: admin(&state),
+            shards: Vec::new(),
             tls: None,
             max_connections: limits.max_admin_connections,
             max_connections_per_address: 0,
         });
     }
+    let public_cap = limits.public_cap(1 + threads.len());
     endpoints.push(server::Endpoint {
         name: "public",
         listener: listeners.public,
         router: app(state),
+        shards: threads
+            .into_iter()
+            .map(|(runtime, state)| {
+                // Made there: whatever the router starts runs on that runtime.
+                let _entered = runtime.enter();
+                server::Shard {
+                    router: app(state),
+                    runtime: runtime.clone(),
+                }
+            })
+            .collect(),
         tls: tls.map(|tls| tls.config),
-        max_connections: limits.public_cap(),
+        max_connections: public_cap,
         max_connections_per_address: limits.max_connections_per_address,
     });
     server::serve(endpoints, &limits, shutdown, grace).await

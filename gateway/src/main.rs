@@ -13,7 +13,7 @@ use anyhow::Context;
 use flowgate_cli::shutdown_signal;
 use flowgate_gateway::config::{self, AdminListen, Args, Command, Config, TlsSource};
 use flowgate_gateway::crypto::keys;
-use flowgate_gateway::server::ConnectionLimits;
+use flowgate_gateway::server::{ConnectionLimits, Workers};
 use flowgate_gateway::tls::Tls;
 use flowgate_gateway::{AppState, Listeners, run};
 
@@ -27,8 +27,7 @@ use flowgate_gateway::{AppState, Listeners, run};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match flowgate_cli::parse::<Args>() {
         Ok(args) => args,
         Err(e) => return e.report("flowgate-gateway"),
@@ -79,6 +78,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // This thread serves a share of the connections, the admin listener and the
+    // signals; FLOWGATE_WORKER_THREADS - 1 more threads serve the other shares.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("flowgate-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run_logged(config, limits))
+}
+
+async fn run_logged(config: Config, limits: ConnectionLimits) -> ExitCode {
     let telemetry = match flowgate_telemetry::init("flowgate-gateway", config.log_format) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -94,8 +109,12 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    // The last batch of spans is lost unless flushed.
-    telemetry.shutdown();
+    // The last batch of spans is lost unless flushed. The flush blocks its thread
+    // until the exporter has sent them, and the exporter's connection runs on this
+    // runtime's one thread: off it.
+    if let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("flowgate-gateway: flushing traces: {e}");
+    }
     code
 }
 
@@ -116,6 +135,15 @@ async fn serve(config: Config, limits: ConnectionLimits) -> anyhow::Result<()> {
         TlsSource::Files { cert, key } => Some(Tls::from_pem_files(cert, key)?),
     };
     let state = AppState::from_config(&config)?;
+    let workers = Workers::start(config.worker_threads - 1, "gateway")
+        .context("cannot start the worker threads")?;
+    let threads = workers
+        .handles()
+        .map(|runtime| {
+            let _entered = runtime.enter();
+            Ok((runtime.clone(), state.for_thread(&config)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let shutdown = shutdown_signal()?;
     let public = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on FLOWGATE_LISTEN {}", config.listen))?;
@@ -140,6 +168,7 @@ async fn serve(config: Config, limits: ConnectionLimits) -> anyhow::Result<()> {
     tracing::info!(
         url = %base,
         admin = ?admin.as_ref().map(|a| a.local_addr()).transpose()?,
+        threads = config.worker_threads,
         "flowgate gateway listening",
     );
     if let (true, Some(admin)) = (config.preview, &admin) {
@@ -148,12 +177,15 @@ async fn serve(config: Config, limits: ConnectionLimits) -> anyhow::Result<()> {
     run(
         Listeners { public, admin },
         state,
+        threads,
         tls,
         limits,
         shutdown,
         config.shutdown_grace,
     )
     .await?;
+    // Every connection has ended: the threads stop, and their runtimes with them.
+    drop(workers);
     tracing::info!("stopped");
     Ok(())
 }

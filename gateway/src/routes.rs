@@ -128,26 +128,9 @@ impl AppState {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut upstreams: Vec<Upstream> = Vec::new();
+        let upstreams = Self::upstreams_of(config)?;
         let mut routes = Vec::with_capacity(config.routes.len());
-        for (route, envelope) in config.routes.iter().zip(envelopes) {
-            let upstream = match upstreams.iter().find(|u| u.url() == route.backend) {
-                Some(upstream) => upstream.clone(),
-                None => {
-                    let upstream = Upstream::with_hop(
-                        &route.backend,
-                        config.dns_refresh,
-                        crate::upstream::pool::system_resolver(),
-                        &config.hop,
-                    )
-                    .map_err(|e| StartError {
-                        origin: route.origin.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    upstreams.push(upstream.clone());
-                    upstream
-                }
-            };
+        for ((route, envelope), upstream) in config.routes.iter().zip(envelopes).zip(upstreams) {
             if let ModeConfig::Meta(meta) = &route.mode {
                 if meta.app_secrets.is_empty() {
                     tracing::warn!(
@@ -177,6 +160,54 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             preview: config.preview,
         })
+    }
+
+    /// The same routes, keys and admission for another runtime, with upstreams of its
+    /// own: their connections to the flow services, and the tasks that follow the
+    /// replicas, are made on the runtime this is called in, and run there. `config`
+    /// must be the one `self` was made from.
+    pub fn for_thread(&self, config: &Config) -> Result<Self, StartError> {
+        let mut upstreams = Self::upstreams_of(config)?.into_iter();
+        let routes = self
+            .routes
+            .iter()
+            .map(|route| Route {
+                upstream: upstreams.next().expect("a route's upstream"),
+                ..route.clone()
+            })
+            .collect();
+        Ok(Self {
+            routes,
+            ..self.clone()
+        })
+    }
+
+    /// Each configured route's upstream, in order: one per distinct flow service,
+    /// shared by the routes that call it. Must be called inside a Tokio runtime.
+    fn upstreams_of(config: &Config) -> Result<Vec<Upstream>, StartError> {
+        let mut distinct: Vec<Upstream> = Vec::new();
+        let mut upstreams = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let upstream = match distinct.iter().find(|u| u.url() == route.backend) {
+                Some(upstream) => upstream.clone(),
+                None => {
+                    let upstream = Upstream::with_hop(
+                        &route.backend,
+                        config.dns_refresh,
+                        crate::upstream::pool::system_resolver(),
+                        &config.hop,
+                    )
+                    .map_err(|e| StartError {
+                        origin: route.origin.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    distinct.push(upstream.clone());
+                    upstream
+                }
+            };
+            upstreams.push(upstream);
+        }
+        Ok(upstreams)
     }
 
     /// Every distinct flow service the routes call.

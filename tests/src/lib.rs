@@ -295,6 +295,7 @@ impl Gateway {
                 admin: Some(admin),
             },
             state,
+            Vec::new(),
             tls,
             flowgate_gateway::server::ConnectionLimits::default(),
             async {

@@ -91,6 +91,19 @@ pub struct Args {
         value_parser = checked(above_zero)
     )]
     pub max_in_flight: usize,
+    /// Threads that serve the connections; 0 is one for each CPU the process may use.
+    /// Each thread runs its own share of the connections and its own HTTP/2 connection
+    /// to each flow service replica, so a request is never handed from one thread to
+    /// another. A connection stays on the thread it was given at accept, so one busy
+    /// request (a Meta request's RSA decryption is a few hundred microseconds of CPU)
+    /// holds up the others on its thread meanwhile. TOKIO_WORKER_THREADS is not read.
+    #[arg(
+        long,
+        env = "FLOWGATE_WORKER_THREADS",
+        default_value = "0",
+        value_parser = checked(flowgate_cli::thread_count)
+    )]
+    pub worker_threads: usize,
     /// The path that reaches the flow service's default flow [default: /flow-endpoint].
     /// `/flows/{name}` reaches flow `name`.
     #[arg(long, env = "FLOWGATE_PATH", value_parser = checked(default_path))]

@@ -72,6 +72,10 @@ impl Config {
             tls,
             dns_refresh: args.dns_refresh,
             max_in_flight: args.max_in_flight,
+            worker_threads: match args.worker_threads {
+                0 => flowgate_cli::cpus(),
+                n => n,
+            },
             log_format: args.log_format,
         })
     }

@@ -47,6 +47,7 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(15));
         assert_eq!(config.dns_refresh, Duration::from_secs(5));
         assert_eq!(config.max_in_flight, 1024);
+        assert_eq!(config.worker_threads, flowgate_cli::cpus());
         assert_eq!(config.tls, TlsSource::Generated);
         let paths: Vec<_> = config
             .routes
@@ -81,6 +82,8 @@ mod tests {
             "1m",
             "--max-in-flight",
             "7",
+            "--worker-threads",
+            "3",
             "--backend",
             "http://a:1, http://b:2",
             "--path",
@@ -92,6 +95,7 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::ZERO);
         assert_eq!(config.dns_refresh, Duration::from_secs(60));
         assert_eq!(config.max_in_flight, 7);
+        assert_eq!(config.worker_threads, 3);
         assert_eq!(config.routes[0].path, "/whatsapp");
         assert_eq!(config.routes[0].backend, "http://a:1, http://b:2");
     }
@@ -150,6 +154,9 @@ mod tests {
             (&["--log-format", "xml"], "FLOWGATE_LOG_FORMAT"),
             (&["--max-in-flight", "0"], "FLOWGATE_MAX_IN_FLIGHT"),
             (&["--max-in-flight", "many"], "FLOWGATE_MAX_IN_FLIGHT"),
+            (&["--worker-threads", "many"], "FLOWGATE_WORKER_THREADS"),
+            (&["--worker-threads", "2.5"], "FLOWGATE_WORKER_THREADS"),
+            (&["--worker-threads", "1025"], "FLOWGATE_WORKER_THREADS"),
             (&["--backend", "http://a:1,ftp://b:2"], "FLOWGATE_BACKEND"),
             (&["--tls", "maybe"], "FLOWGATE_TLS"),
             (&["--tls-cert", "c.pem"], "FLOWGATE_TLS_KEY"),

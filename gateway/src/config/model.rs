@@ -194,6 +194,9 @@ pub struct Config {
     pub tls: TlsSource,
     pub dns_refresh: Duration,
     pub max_in_flight: usize,
+    /// The threads that serve connections, at least one (`FLOWGATE_WORKER_THREADS`, with
+    /// `0` counted as the CPUs).
+    pub worker_threads: usize,
     pub log_format: flowgate_telemetry::LogFormat,
     /// TLS towards `https://` backends and the bearer token of every call.
     pub hop: crate::upstream::Hop,

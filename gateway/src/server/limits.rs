@@ -10,6 +10,10 @@ use crate::config::Args;
 /// resolution, logs. The admin listener's own cap comes on top.
 pub const RESERVED_DESCRIPTORS: usize = 64;
 
+/// Descriptors kept free for each thread besides the first ([`super::Workers`]): its
+/// runtime's epoll and waker, its own gRPC connection to each flow service replica.
+pub const DESCRIPTORS_PER_THREAD: usize = 8;
+
 /// Limits on the connections of the public and admin listeners.
 ///
 /// Every timer ends a connection that holds a slot without using it, so that idle
@@ -36,7 +40,8 @@ pub struct ConnectionLimits {
     /// Requests one HTTP/2 connection may have open at once.
     pub max_concurrent_streams: u32,
     /// Open public connections at most; `None` derives it from the open-file limit
-    /// (`ulimit -n`) minus [`RESERVED_DESCRIPTORS`] and the admin cap. A value
+    /// (`ulimit -n`) minus [`RESERVED_DESCRIPTORS`], [`DESCRIPTORS_PER_THREAD`] for each
+    /// thread beyond the first, and the admin cap. A value
     /// above that is lowered to it, since a process out of descriptors can no
     /// longer accept anyone. Beyond the cap, new connections are closed at once.
     pub max_connections: Option<usize>,
@@ -81,15 +86,15 @@ impl ConnectionLimits {
         }
     }
 
-    /// The public cap in force: the configured one, kept below what the open-file
-    /// limit allows (with a warning when lowered), or derived from that limit.
-    pub fn public_cap(&self) -> usize {
+    /// The public cap in force for a gateway of `threads` threads: the configured one,
+    /// kept below what the open-file limit allows (with a warning when lowered), or
+    /// derived from that limit.
+    pub fn public_cap(&self, threads: usize) -> usize {
+        let reserved = RESERVED_DESCRIPTORS
+            + DESCRIPTORS_PER_THREAD * threads.saturating_sub(1)
+            + self.max_admin_connections;
         let allowed = open_file_limit()
-            .map(|limit| {
-                limit
-                    .saturating_sub(RESERVED_DESCRIPTORS + self.max_admin_connections)
-                    .max(1)
-            })
+            .map(|limit| limit.saturating_sub(reserved).max(1))
             .unwrap_or(usize::MAX);
         match self.max_connections {
             None => allowed.min(1 << 20),
@@ -173,19 +178,22 @@ mod tests {
 
     #[test]
     fn the_cap_stays_below_the_open_file_limit() {
-        let auto = ConnectionLimits::default().public_cap();
+        let auto = ConnectionLimits::default().public_cap(1);
         if let Some(limit) = open_file_limit() {
             assert_eq!(auto, limit.saturating_sub(128).max(1));
+            // Three threads: two more runtimes and their connections.
+            let three = ConnectionLimits::default().public_cap(3);
+            assert_eq!(three, limit.saturating_sub(128 + 16).max(1));
             let huge = ConnectionLimits {
                 max_connections: Some(limit * 2),
                 ..ConnectionLimits::default()
             };
-            assert_eq!(huge.public_cap(), auto);
+            assert_eq!(huge.public_cap(1), auto);
         }
         let small = ConnectionLimits {
             max_connections: Some(10),
             ..ConnectionLimits::default()
         };
-        assert_eq!(small.public_cap(), 10);
+        assert_eq!(small.public_cap(3), 10);
     }
 }

@@ -15,6 +15,10 @@
 //!   idle timeout, so every slot held without a request in flight comes back.
 //! - [`limits`]: the settings, [`ConnectionLimits`].
 //!
+//! Threads: each accepted connection goes to the runtime, among the caller's and the
+//! endpoint's [`Shard`]s (each on a thread of its own, [`workers`]), that serves the
+//! fewest connections, and stays there.
+//!
 //! Shutdown: the listeners close, every connection finishes what it has in flight
 //! (HTTP/2 GOAWAY, HTTP/1 closes after its request) for up to the grace period,
 //! then whatever remains is closed.
@@ -22,17 +26,21 @@
 mod connection;
 mod limits;
 mod slots;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-pub use limits::{ConnectionLimits, RESERVED_DESCRIPTORS};
+pub use limits::{ConnectionLimits, DESCRIPTORS_PER_THREAD, RESERVED_DESCRIPTORS};
 use slots::{Slot, Slots, Throttle};
+pub use workers::Workers;
 
 /// Where the server is in its life; every connection follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +58,50 @@ pub struct Endpoint {
     /// `public` or `admin`: the `listener` label of the connection metrics.
     pub name: &'static str,
     pub listener: std::net::TcpListener,
+    /// The router of the connections served on the caller's runtime.
     pub router: Router,
+    /// Other runtimes that take a share of the connections, each with its router.
+    pub shards: Vec<Shard>,
     /// `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Open connections at most.
     pub max_connections: usize,
     /// Open connections from one IP address at most; 0 is no limit.
     pub max_connections_per_address: usize,
+}
+
+/// A runtime besides the caller's that serves some of an endpoint's connections
+/// (a thread of [`Workers`]), with the router they get there: built on that runtime,
+/// so that what it starts (the HTTP/2 connections to the flow service) runs there too.
+#[derive(Debug)]
+pub struct Shard {
+    pub runtime: Handle,
+    pub router: Router,
+}
+
+/// Where a connection may be served, and how many are served there now.
+#[derive(Debug)]
+struct Target {
+    /// `None`: the caller's runtime, where the accept loop runs.
+    runtime: Option<Handle>,
+    listener: Arc<connection::Listener>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection on its target until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn on(target: &Target) -> Self {
+        target.open.fetch_add(1, Ordering::Relaxed);
+        Open(target.open.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves `endpoints` until `shutdown` completes, then lets in-flight requests
@@ -87,17 +132,30 @@ pub async fn serve(
             "connection caps"
         );
         all_slots.push(slots.clone());
-        let shared = Arc::new(connection::Listener {
-            name: endpoint.name,
-            router: endpoint.router,
-            tls: endpoint.tls.map(tokio_rustls::TlsAcceptor::from),
-            http: connection::http_builder(limits),
-            http1: connection::http1_builder(),
-            limits: limits.clone(),
-        });
+        let tls = endpoint.tls.map(tokio_rustls::TlsAcceptor::from);
+        let target = |runtime, router| Target {
+            runtime,
+            listener: Arc::new(connection::Listener {
+                name: endpoint.name,
+                router,
+                tls: tls.clone(),
+                http: connection::http_builder(limits),
+                http1: connection::http1_builder(),
+                limits: limits.clone(),
+            }),
+            open: Arc::default(),
+        };
+        let targets = std::iter::once(target(None, endpoint.router))
+            .chain(
+                endpoint
+                    .shards
+                    .into_iter()
+                    .map(|shard| target(Some(shard.runtime), shard.router)),
+            )
+            .collect();
         tokio::spawn(accept_loop(
             listener,
-            shared,
+            targets,
             slots,
             phase_rx.clone(),
             done.clone(),
@@ -123,12 +181,12 @@ pub async fn serve(
 /// when a cap is reached.
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<connection::Listener>,
+    targets: Vec<Target>,
     slots: Arc<Slots>,
     mut phase: watch::Receiver<Phase>,
     done: mpsc::Sender<()>,
 ) {
-    let name = shared.name;
+    let name = targets[0].listener.name;
     let mut refused_log = Throttle::new(Duration::from_secs(10));
     let mut failed_log = Throttle::new(Duration::from_secs(10));
     loop {
@@ -152,13 +210,22 @@ async fn accept_loop(
         };
         match slots.acquire(peer.ip()) {
             Ok(slot) => {
-                tokio::spawn(connection::serve(
-                    stream,
-                    shared.clone(),
-                    slot,
-                    phase.clone(),
-                    done.clone(),
-                ));
+                // The first of the least busy: the caller's runtime on a tie.
+                let target = targets
+                    .iter()
+                    .min_by_key(|t| t.open.load(Ordering::Relaxed))
+                    .expect("the caller's runtime is always a target");
+                let open = Open::on(target);
+                let listener = target.listener.clone();
+                let (phase, done) = (phase.clone(), done.clone());
+                let serve = move |stream| async move {
+                    let _open = open;
+                    connection::serve(stream, listener, slot, phase, done).await;
+                };
+                match &target.runtime {
+                    None => drop(tokio::spawn(serve(stream))),
+                    Some(runtime) => move_to(runtime, stream, serve),
+                }
             }
             Err(refusal) => {
                 // Closed before any TLS or HTTP work: the descriptor is back at once.
@@ -170,6 +237,29 @@ async fn accept_loop(
     // Dropping the listener now refuses new connections instead of leaving them
     // in the backlog until the process exits.
     drop(listener);
+}
+
+/// Serves `stream` on another runtime: its socket leaves this runtime's reactor and
+/// joins that one's, where the connection's every task then runs.
+fn move_to<F, S>(runtime: &Handle, stream: TcpStream, serve: S)
+where
+    S: FnOnce(TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!("cannot hand a connection to its thread: {e}");
+            return;
+        }
+    };
+    // Registered there, from a task of that runtime.
+    drop(runtime.spawn(async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve(stream).await,
+            Err(e) => tracing::debug!("cannot hand a connection to its thread: {e}"),
+        }
+    }));
 }
 
 fn telemetry_refused(

@@ -26,6 +26,8 @@ struct Gateway {
     public: SocketAddr,
     admin: SocketAddr,
     cert_pem: String,
+    /// The "listening" line; the later lines are in `log`.
+    listening: String,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -96,6 +98,7 @@ impl Gateway {
             public: between("https://", ' '),
             admin: between("admin=Some(", ')'),
             cert_pem: generated.cert.pem(),
+            listening: line.clone(),
             log,
             _dir: dir,
         };
@@ -449,6 +452,44 @@ async fn a_parked_http1_connection_answers_its_next_requests() {
     let elapsed = time_to_close(&mut stream, Duration::from_secs(6)).await;
     assert!(elapsed.is_some(), "still open after 6 s");
     assert!(started.elapsed() >= Duration::from_millis(1800));
+}
+
+/// With three threads, pings on six connections open at once are all answered: two
+/// connections on each thread, each thread asking the flow service's health over its
+/// own connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_threads_answer_on_every_connection() {
+    let gateway = Gateway::start(&[("FLOWGATE_WORKER_THREADS", "3")], None).await;
+    assert!(
+        gateway.listening.contains("threads=3"),
+        "{}",
+        gateway.listening
+    );
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.child.id()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("gateway-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["gateway-1", "gateway-2"]);
+
+    let request = format!(
+        "POST /flow-endpoint HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{PING}",
+        PING.len()
+    );
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        streams.push(gateway.tls(b"http/1.1").await);
+    }
+    for stream in &mut streams {
+        let answers = exchange(stream, format!("{request}{request}").as_bytes(), 2).await;
+        assert_eq!(answers.matches("HTTP/1.1 200").count(), 2, "{answers}");
+    }
+    let open = gateway
+        .metric(r#"flowgate_connections_open{listener="public"}"#)
+        .await;
+    assert_eq!(open, 6.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

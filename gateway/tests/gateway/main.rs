@@ -1,4 +1,4 @@
-//! The gateway's integration tests: the binary's CLI, connections, the layer stack, observability, the public vectors.
+//! The gateway's integration tests: the binary's CLI, connections, the layer stack, the server's threads, observability, the public vectors.
 //!
 //! One test binary with a module per concern: one link instead of one per file.
 
@@ -7,4 +7,5 @@ mod connections;
 mod hop;
 mod observability;
 mod stack;
+mod threads;
 mod vectors;
