@@ -52,8 +52,9 @@ pub struct Listeners {
 ///
 /// `tls` of `None` serves plain HTTP (behind a TLS-terminating proxy). The public
 /// connections are shared between this runtime, with `state`, and each of `threads`
-/// (other runtimes, [`server::Workers`]), with the state made for it
-/// ([`AppState::for_thread`]); the admin listener is served here.
+/// (other runtimes, [`server::Workers`]), with the state made for it on that runtime
+/// ([`AppState::for_thread`], called there); the admin listener is served here, its
+/// readiness from `state`'s upstreams.
 pub async fn run(
     listeners: Listeners,
     state: AppState,
@@ -84,13 +85,9 @@ pub async fn run(
         router: app(state),
         shards: threads
             .into_iter()
-            .map(|(runtime, state)| {
-                // Made there: whatever the router starts runs on that runtime.
-                let _entered = runtime.enter();
-                server::Shard {
-                    router: app(state),
-                    runtime: runtime.clone(),
-                }
+            .map(|(runtime, state)| server::Shard {
+                router: app(state),
+                runtime,
             })
             .collect(),
         tls: tls.map(|tls| tls.config),

@@ -137,13 +137,16 @@ async fn serve(config: Config, limits: ConnectionLimits) -> anyhow::Result<()> {
     let state = AppState::from_config(&config)?;
     let workers = Workers::start(config.worker_threads - 1, "gateway")
         .context("cannot start the worker threads")?;
-    let threads = workers
-        .handles()
-        .map(|runtime| {
-            let _entered = runtime.enter();
-            Ok((runtime.clone(), state.for_thread(&config)?))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut threads = Vec::new();
+    for runtime in workers.handles() {
+        // Made on that thread: the connections and tasks of its upstreams run there.
+        let (state, config) = (state.clone(), config.clone());
+        let made = runtime
+            .spawn(async move { state.for_thread(&config) })
+            .await
+            .context("a worker thread failed at start")??;
+        threads.push((runtime.clone(), made));
+    }
     let shutdown = shutdown_signal()?;
     let public = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on FLOWGATE_LISTEN {}", config.listen))?;

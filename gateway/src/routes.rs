@@ -162,20 +162,38 @@ impl AppState {
         })
     }
 
-    /// The same routes, keys and admission for another runtime, with upstreams of its
-    /// own: their connections to the flow services, and the tasks that follow the
-    /// replicas, are made on the runtime this is called in, and run there. `config`
-    /// must be the one `self` was made from.
+    /// The same routes, keys, admission and retry budgets for another thread, with
+    /// upstreams of its own ([`Upstream::for_thread`]): their connections to the flow
+    /// services, and the tasks that follow the replicas, are made on the runtime this
+    /// is called in, and run there. `config` is the configuration `self` was made from
+    /// (its name refresh and hop settings).
     pub fn for_thread(&self, config: &Config) -> Result<Self, StartError> {
-        let mut upstreams = Self::upstreams_of(config)?.into_iter();
-        let routes = self
-            .routes
-            .iter()
-            .map(|route| Route {
-                upstream: upstreams.next().expect("a route's upstream"),
+        let mut made: Vec<Upstream> = Vec::new();
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for route in &self.routes {
+            let upstream = match made.iter().find(|u| u.same_backend(&route.upstream)) {
+                Some(upstream) => upstream.clone(),
+                None => {
+                    let upstream = route
+                        .upstream
+                        .for_thread(
+                            config.dns_refresh,
+                            crate::upstream::pool::system_resolver(),
+                            &config.hop,
+                        )
+                        .map_err(|e| StartError {
+                            origin: route.path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    made.push(upstream.clone());
+                    upstream
+                }
+            };
+            routes.push(Route {
+                upstream,
                 ..route.clone()
-            })
-            .collect();
+            });
+        }
         Ok(Self {
             routes,
             ..self.clone()

@@ -15,9 +15,10 @@
 //!   idle timeout, so every slot held without a request in flight comes back.
 //! - [`limits`]: the settings, [`ConnectionLimits`].
 //!
-//! Threads: each accepted connection goes to the runtime, among the caller's and the
-//! endpoint's [`Shard`]s (each on a thread of its own, [`workers`]), that serves the
-//! fewest connections, and stays there.
+//! Threads: each accepted connection goes to the runtime, among the endpoint's
+//! [`Shard`]s (each on a thread of its own, [`workers`]) and the caller's, that serves
+//! the fewest connections (the caller's last on a tie), and stays there: all of a
+//! connection's requests, HTTP/2 streams included, run on that one thread.
 //!
 //! Shutdown: the listeners close, every connection finishes what it has in flight
 //! (HTTP/2 GOAWAY, HTTP/1 closes after its request) for up to the grace period,
@@ -71,8 +72,9 @@ pub struct Endpoint {
 }
 
 /// A runtime besides the caller's that serves some of an endpoint's connections
-/// (a thread of [`Workers`]), with the router they get there: built on that runtime,
-/// so that what it starts (the HTTP/2 connections to the flow service) runs there too.
+/// (a thread of [`Workers`]), with the router they get there: one whose state was
+/// made on that runtime, so that its HTTP/2 connections to the flow service run
+/// there too.
 #[derive(Debug)]
 pub struct Shard {
     pub runtime: Handle,
@@ -145,13 +147,14 @@ pub async fn serve(
             }),
             open: Arc::default(),
         };
-        let targets = std::iter::once(target(None, endpoint.router))
-            .chain(
-                endpoint
-                    .shards
-                    .into_iter()
-                    .map(|shard| target(Some(shard.runtime), shard.router)),
-            )
+        // The caller's runtime last: it wins only when it serves fewer connections than
+        // every other, since it also runs the accept loops and the admin listener.
+        let caller = target(None, endpoint.router);
+        let targets = endpoint
+            .shards
+            .into_iter()
+            .map(|shard| target(Some(shard.runtime), shard.router))
+            .chain(std::iter::once(caller))
             .collect();
         tokio::spawn(accept_loop(
             listener,
@@ -210,7 +213,7 @@ async fn accept_loop(
         };
         match slots.acquire(peer.ip()) {
             Ok(slot) => {
-                // The first of the least busy: the caller's runtime on a tie.
+                // The first of those serving the fewest connections.
                 let target = targets
                     .iter()
                     .min_by_key(|t| t.open.load(Ordering::Relaxed))

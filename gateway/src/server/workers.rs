@@ -4,7 +4,8 @@
 //! and no request wakes another thread on its way. A multi-thread runtime hands a
 //! request's tasks between its workers (a futex or an eventfd, a switch, a cold cache
 //! each time); on two cores shared with the flow service that cost the gateway about a
-//! third of its CPU a plain request (docs/performance.md, "The gateway's threads").
+//! sixth to a quarter of its CPU a plain request (docs/performance.md, "The gateway's
+//! threads").
 
 use std::io;
 use std::thread::JoinHandle;
@@ -28,22 +29,38 @@ struct Worker {
 
 impl Workers {
     /// Starts `count` threads named `{name}-1`, `{name}-2`, …, each running its
-    /// runtime until the `Workers` are dropped.
+    /// runtime until the `Workers` are dropped. (Linux shows a thread's name cut to 15
+    /// bytes.)
     pub fn start(count: usize, name: &str) -> io::Result<Self> {
         let mut workers = Workers::default();
         for n in 1..=count {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let (started, handle) = std::sync::mpsc::sync_channel(1);
+            // The runtime is made on its thread and dropped there: a runtime dropped
+            // on a thread that is inside another's `block_on` panics.
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-{n}"))
                 .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started.send(Ok(runtime.handle().clone()));
                     // Tasks spawned through the handle run while this thread is in
-                    // `block_on`; the runtime is dropped here, on its own thread.
+                    // `block_on`.
                     let _ = runtime.block_on(stopped);
                 })?;
+            let handle = match handle.recv() {
+                Ok(Ok(handle)) => handle,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::other("a worker thread ended at start")),
+            };
             workers.threads.push(Worker {
                 handle,
                 stop: Some(stop),

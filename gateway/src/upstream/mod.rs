@@ -135,6 +135,8 @@ pub struct Upstream {
     /// The backend list as configured, to recognise the same flow service.
     url: Arc<str>,
     pool: Pool,
+    /// The retry policy in `stack`, whose budget another thread's handle shares.
+    retry: RetryPolicy,
     /// The stack; cloned per call (an `Arc` and a pool handle).
     stack: Retry<RetryPolicy, Balance>,
 }
@@ -165,6 +167,29 @@ impl Upstream {
         resolver: pool::Resolver,
         hop: &Hop,
     ) -> Result<Self, BackendError> {
+        Self::with_retry(backend, refresh, resolver, hop, RetryPolicy::new())
+    }
+
+    /// The same flow service for another thread: its own replicas, connections and
+    /// health watches, made on the runtime this is called in and running there, under
+    /// the same retry budget as `self` (so the threads together retry no more than one
+    /// handle would). `refresh`, `resolver` and `hop` as `self` was made with.
+    pub fn for_thread(
+        &self,
+        refresh: Duration,
+        resolver: pool::Resolver,
+        hop: &Hop,
+    ) -> Result<Self, BackendError> {
+        Self::with_retry(&self.url, refresh, resolver, hop, self.retry.clone())
+    }
+
+    fn with_retry(
+        backend: &str,
+        refresh: Duration,
+        resolver: pool::Resolver,
+        hop: &Hop,
+        retry: RetryPolicy,
+    ) -> Result<Self, BackendError> {
         let parsed = parse_backend(backend)?;
         let tls = match parsed.tls {
             true => Some(hop.tls.client_config().map_err(|e| BackendError {
@@ -176,11 +201,12 @@ impl Upstream {
         let auth = hop::Auth::new(hop.token.as_ref());
         let pool = Pool::with_hop(parsed.targets, tls, refresh, resolver, auth);
         let stack = tower::ServiceBuilder::new()
-            .layer(tower::retry::RetryLayer::new(RetryPolicy::new()))
+            .layer(tower::retry::RetryLayer::new(retry.clone()))
             .service(Balance::new(pool.clone()));
         Ok(Self {
             url: backend.into(),
             pool,
+            retry,
             stack,
         })
     }
@@ -328,6 +354,27 @@ fn from_status(status: Status) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another thread's handle on a flow service: its own replicas and connections,
+    /// the first handle's retry budget.
+    #[tokio::test]
+    async fn a_handle_for_another_thread_shares_only_the_retry_budget() {
+        let first = Upstream::new("http://127.0.0.1:1", Duration::from_secs(5)).unwrap();
+        let other = first
+            .for_thread(
+                Duration::from_secs(5),
+                pool::system_resolver(),
+                &Hop::default(),
+            )
+            .unwrap();
+        assert!(other.same_backend(&first));
+        assert!(other.retry.shares_budget_with(&first.retry));
+        assert!(!other.retry.shares_budget_with(&RetryPolicy::new()));
+        let (a, b) = (first.pool.replicas(), other.pool.replicas());
+        assert_eq!(a.len(), 1);
+        assert_eq!(b.len(), 1);
+        assert!(!Arc::ptr_eq(&a[0], &b[0]), "a replica of its own");
+    }
 
     #[test]
     fn backend_lists() {

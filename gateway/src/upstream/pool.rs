@@ -111,7 +111,7 @@ impl Replica {
     pub(super) fn set_health(&self, health: Health, changed: &watch::Sender<u64>) {
         let old = self.health.swap(health as u8, Ordering::Relaxed);
         if old != health as u8 {
-            tracing::info!(replica = %self.addr, ?health, "replica health");
+            tracing::info!(replica = %self.addr, ?health, thread = thread(), "replica health");
             changed.send_modify(|n| *n += 1);
         }
     }
@@ -248,13 +248,13 @@ impl Pool {
                 if let Some(task) = watchers.remove(&addr) {
                     task.abort();
                 }
-                tracing::info!(replica = %addr, "replica removed");
+                tracing::info!(replica = %addr, thread = thread(), "replica removed");
             }
             Change::Insert(addr, _) if replicas.iter().any(|r| r.addr == addr) => return,
             Change::Insert(_, dial) => {
                 let addr = dial.addr;
                 let replica = Arc::new(Replica::new(dial, self.inner.auth.clone()));
-                tracing::info!(replica = %addr, "replica added");
+                tracing::info!(replica = %addr, thread = thread(), "replica added");
                 watchers.insert(
                     addr,
                     tokio::spawn(watch_health(replica.clone(), self.inner.changed.clone())),
@@ -295,6 +295,15 @@ impl Pool {
             }
         }
     }
+}
+
+/// The thread whose pool logs: each of the gateway's threads follows the replicas
+/// with a pool of its own, so each logs their changes.
+fn thread() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned()
 }
 
 /// Follows a replica's `grpc.health.v1` status for the whole server (`""`) until aborted.

@@ -47,6 +47,14 @@ impl RetryPolicy {
     }
 }
 
+#[cfg(test)]
+impl RetryPolicy {
+    /// Whether both draw on one budget.
+    pub(super) fn shares_budget_with(&self, other: &RetryPolicy) -> bool {
+        Arc::ptr_eq(&self.budget, &other.budget)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self::new()

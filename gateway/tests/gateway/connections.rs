@@ -9,6 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_stream::StreamExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowgate-gateway");
 const PING: &str = r#"{"action":"ping"}"#;
@@ -28,6 +30,8 @@ struct Gateway {
     cert_pem: String,
     /// The "listening" line; the later lines are in `log`.
     listening: String,
+    /// Connections the flow service has accepted from the gateway.
+    backend_connections: Arc<AtomicUsize>,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -37,7 +41,7 @@ impl Gateway {
     /// given, in front of a health server reporting SERVING, and waits until a
     /// ping is answered.
     async fn start(env: &[(&str, &str)], nofile: Option<u32>) -> Self {
-        let backend = health_server().await;
+        let (backend, backend_connections) = health_server().await;
         let dir = tempfile::tempdir().unwrap();
         let names = ["localhost", "127.0.0.1"].map(String::from).to_vec();
         let generated = rcgen::generate_simple_self_signed(names).unwrap();
@@ -99,6 +103,7 @@ impl Gateway {
             admin: between("admin=Some(", ')'),
             cert_pem: generated.cert.pem(),
             listening: line.clone(),
+            backend_connections,
             log,
             _dir: dir,
         };
@@ -205,14 +210,19 @@ impl Drop for Gateway {
 }
 
 /// A `grpc.health.v1` server reporting SERVING, standing in for the flow service.
-async fn health_server() -> String {
+async fn health_server() -> (String, Arc<AtomicUsize>) {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let incoming =
-        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = incoming.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |accepted| {
+        count.fetch_add(1, Ordering::Relaxed);
+        accepted
+    });
     tokio::spawn(async move {
         let _reporter = reporter;
         tonic::transport::Server::builder()
@@ -220,7 +230,7 @@ async fn health_server() -> String {
             .serve_with_incoming(incoming)
             .await
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), accepted)
 }
 
 /// How long until the peer closes `stream` (end of stream or reset), reading and
@@ -456,7 +466,7 @@ async fn a_parked_http1_connection_answers_its_next_requests() {
 
 /// With three threads, pings on six connections open at once are all answered: two
 /// connections on each thread, each thread asking the flow service's health over its
-/// own connection.
+/// own connection (the flow service sees three).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_threads_answer_on_every_connection() {
     let gateway = Gateway::start(&[("FLOWGATE_WORKER_THREADS", "3")], None).await;
@@ -490,6 +500,7 @@ async fn three_threads_answer_on_every_connection() {
         .metric(r#"flowgate_connections_open{listener="public"}"#)
         .await;
     assert_eq!(open, 6.0);
+    assert_eq!(gateway.backend_connections.load(Ordering::Relaxed), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,6 +554,8 @@ async fn a_connection_flood_is_capped_below_the_open_file_limit() {
     let env = [
         ("FLOWGATE_HANDSHAKE_TIMEOUT", "4s"),
         ("FLOWGATE_HEADER_TIMEOUT", "1s"),
+        // No descriptors kept for more threads.
+        ("FLOWGATE_WORKER_THREADS", "1"),
     ];
     let gateway = Gateway::start(&env, Some(256)).await;
     // 256 less the reserve (64) and the admin cap (64).

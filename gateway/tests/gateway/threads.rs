@@ -29,10 +29,12 @@ fn router(delay: Duration) -> Router {
 }
 
 /// Serves one plain-HTTP endpoint on this runtime and on each of `workers`, until
-/// the returned sender is dropped or fires; its address and the server's task.
+/// the returned sender is dropped or fires, then drains for up to `grace`; its
+/// address and the server's task.
 fn start(
     workers: &Workers,
     delay: Duration,
+    grace: Duration,
 ) -> (
     std::net::SocketAddr,
     oneshot::Sender<()>,
@@ -62,7 +64,7 @@ fn start(
         let shutdown = async {
             let _ = stopped.await;
         };
-        server::serve(vec![endpoint], &limits, shutdown, Duration::from_secs(5)).await
+        server::serve(vec![endpoint], &limits, shutdown, grace).await
     });
     (addr, stop, task)
 }
@@ -92,13 +94,23 @@ async fn thread_of(stream: &mut TcpStream) -> String {
     }
 }
 
+/// Closes a connection, and waits until the server has closed its side too.
+async fn close(mut stream: TcpStream) {
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    // The connection's task ends just after it closed the socket.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 #[tokio::test]
 async fn each_connection_goes_to_the_least_busy_thread_and_stays_there() {
     let workers = Workers::start(2, "test-worker").unwrap();
-    let (addr, stop, server) = start(&workers, Duration::ZERO);
+    let (addr, stop, server) = start(&workers, Duration::ZERO, Duration::from_secs(5));
     let here = std::thread::current().name().unwrap().to_owned();
 
-    // Opened one after another and kept open: each finds the others' counts.
+    // Opened one after another and kept open: each finds the others' counts, and
+    // on a tie the other threads come before this one, which also accepts.
     let mut connections = Vec::new();
     let mut threads = Vec::new();
     for _ in 0..6 {
@@ -106,7 +118,7 @@ async fn each_connection_goes_to_the_least_busy_thread_and_stays_there() {
         threads.push(thread_of(&mut stream).await);
         connections.push(stream);
     }
-    let expected = [here.as_str(), "test-worker-1", "test-worker-2"].repeat(2);
+    let expected = ["test-worker-1", "test-worker-2", here.as_str()].repeat(2);
     assert_eq!(threads, expected);
 
     // Every later request of a connection is answered on its thread.
@@ -116,17 +128,17 @@ async fn each_connection_goes_to_the_least_busy_thread_and_stays_there() {
         }
     }
 
-    // Two close: the next connections fill their places first.
-    drop(connections.remove(4)); // test-worker-1
-    drop(connections.remove(0)); // this thread
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One of this thread's and one of the first worker's close: the next two
+    // connections go where the fewest are served.
+    close(connections.remove(5)).await; // this thread
+    close(connections.remove(0)).await; // test-worker-1
     let mut next = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         next.push(thread_of(&mut stream).await);
         connections.push(stream);
     }
-    assert_eq!(next, [here.as_str(), "test-worker-1"]);
+    assert_eq!(next, ["test-worker-1", here.as_str()]);
 
     drop(stop);
     server.await.unwrap().unwrap();
@@ -135,20 +147,54 @@ async fn each_connection_goes_to_the_least_busy_thread_and_stays_there() {
 #[tokio::test]
 async fn a_request_on_another_thread_is_answered_before_the_server_stops() {
     let workers = Workers::start(1, "test-worker").unwrap();
-    let (addr, stop, server) = start(&workers, Duration::from_millis(500));
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    assert_ne!(thread_of(&mut first).await, "test-worker-1");
-    let mut second = TcpStream::connect(addr).await.unwrap();
-    let slow = tokio::spawn(async move { thread_of(&mut second).await });
+    let (addr, stop, server) = start(&workers, Duration::from_millis(500), Duration::from_secs(5));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let slow = tokio::spawn(async move { thread_of(&mut stream).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let started = Instant::now();
     stop.send(()).unwrap();
-    assert_eq!(slow.await.unwrap(), "test-worker-1");
     server.await.unwrap().unwrap();
-    // It waited for the answer, and no longer than the grace period.
+    // The server waited for the answer on the other thread (due about 400 ms after
+    // the stop) before it returned.
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert_eq!(slow.await.unwrap(), "test-worker-1");
+    let started = Instant::now();
     drop(workers);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_request_on_another_thread_past_the_grace_period_is_cut_and_the_threads_stop() {
+    let workers = Workers::start(1, "test-worker").unwrap();
+    let (addr, stop, server) = start(
+        &workers,
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // Closed without an answer.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let started = Instant::now();
+    drop(workers);
+    assert!(started.elapsed() < Duration::from_secs(1));
 }
