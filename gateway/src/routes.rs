@@ -128,7 +128,19 @@ impl AppState {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let upstreams = Self::upstreams_of(config)?;
+        // One upstream per distinct flow service, shared by the routes that call it.
+        let backends = config
+            .routes
+            .iter()
+            .map(|route| (route.backend.as_str(), route.origin.as_str()));
+        let upstreams = one_per_backend(backends, |i| {
+            Upstream::with_hop(
+                &config.routes[i].backend,
+                config.dns_refresh,
+                crate::upstream::pool::system_resolver(),
+                &config.hop,
+            )
+        })?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for ((route, envelope), upstream) in config.routes.iter().zip(envelopes).zip(upstreams) {
             if let ModeConfig::Meta(meta) = &route.mode {
@@ -168,64 +180,30 @@ impl AppState {
     /// is called in, and run there. `config` is the configuration `self` was made from
     /// (its name refresh and hop settings).
     pub fn for_thread(&self, config: &Config) -> Result<Self, StartError> {
-        let mut made: Vec<Upstream> = Vec::new();
-        let mut routes = Vec::with_capacity(self.routes.len());
-        for route in &self.routes {
-            let upstream = match made.iter().find(|u| u.same_backend(&route.upstream)) {
-                Some(upstream) => upstream.clone(),
-                None => {
-                    let upstream = route
-                        .upstream
-                        .for_thread(
-                            config.dns_refresh,
-                            crate::upstream::pool::system_resolver(),
-                            &config.hop,
-                        )
-                        .map_err(|e| StartError {
-                            origin: route.path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    made.push(upstream.clone());
-                    upstream
-                }
-            };
-            routes.push(Route {
+        let backends = self
+            .routes
+            .iter()
+            .map(|route| (route.upstream.url(), route.path.as_str()));
+        let upstreams = one_per_backend(backends, |i| {
+            self.routes[i].upstream.for_thread(
+                config.dns_refresh,
+                crate::upstream::pool::system_resolver(),
+                &config.hop,
+            )
+        })?;
+        let routes = self
+            .routes
+            .iter()
+            .zip(upstreams)
+            .map(|(route, upstream)| Route {
                 upstream,
                 ..route.clone()
-            });
-        }
+            })
+            .collect();
         Ok(Self {
             routes,
             ..self.clone()
         })
-    }
-
-    /// Each configured route's upstream, in order: one per distinct flow service,
-    /// shared by the routes that call it. Must be called inside a Tokio runtime.
-    fn upstreams_of(config: &Config) -> Result<Vec<Upstream>, StartError> {
-        let mut distinct: Vec<Upstream> = Vec::new();
-        let mut upstreams = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
-            let upstream = match distinct.iter().find(|u| u.url() == route.backend) {
-                Some(upstream) => upstream.clone(),
-                None => {
-                    let upstream = Upstream::with_hop(
-                        &route.backend,
-                        config.dns_refresh,
-                        crate::upstream::pool::system_resolver(),
-                        &config.hop,
-                    )
-                    .map_err(|e| StartError {
-                        origin: route.origin.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    distinct.push(upstream.clone());
-                    upstream
-                }
-            };
-            upstreams.push(upstream);
-        }
-        Ok(upstreams)
     }
 
     /// Every distinct flow service the routes call.
@@ -238,6 +216,26 @@ impl AppState {
         }
         upstreams
     }
+}
+
+/// For each `(backend, origin)` in order, the upstream made by `make(i)` for the first
+/// of them (`i` its index) with that backend, shared by the later ones.
+fn one_per_backend<'a>(
+    backends: impl Iterator<Item = (&'a str, &'a str)>,
+    mut make: impl FnMut(usize) -> Result<Upstream, crate::upstream::BackendError>,
+) -> Result<Vec<Upstream>, StartError> {
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    for (i, (backend, origin)) in backends.enumerate() {
+        let upstream = match upstreams.iter().find(|u| u.url() == backend) {
+            Some(upstream) => upstream.clone(),
+            None => make(i).map_err(|e| StartError {
+                origin: origin.to_owned(),
+                reason: e.to_string(),
+            })?,
+        };
+        upstreams.push(upstream);
+    }
+    Ok(upstreams)
 }
 
 /// A route that cannot be served, found at start.

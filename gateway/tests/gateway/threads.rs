@@ -94,6 +94,29 @@ async fn thread_of(stream: &mut TcpStream) -> String {
     }
 }
 
+/// Stops the server, which must return after `at_least` and within 5 s.
+async fn stop_after(
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    at_least: Duration,
+) {
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let waited = started.elapsed();
+    assert!(
+        (at_least..Duration::from_secs(5)).contains(&waited),
+        "returned after {waited:?}"
+    );
+}
+
+/// Stops the threads, which must end at once.
+fn stop_threads(workers: Workers) {
+    let started = Instant::now();
+    drop(workers);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
 /// Closes a connection, and waits until the server has closed its side too.
 async fn close(mut stream: TcpStream) {
     stream.shutdown().await.unwrap();
@@ -152,18 +175,11 @@ async fn a_request_on_another_thread_is_answered_before_the_server_stops() {
     let slow = tokio::spawn(async move { thread_of(&mut stream).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let started = Instant::now();
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
-    // The server waited for the answer on the other thread (due about 400 ms after
-    // the stop) before it returned.
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300), "{waited:?}");
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // The server waits for the answer on the other thread (due about 400 ms after
+    // the stop) before it returns.
+    stop_after(stop, server, Duration::from_millis(300)).await;
     assert_eq!(slow.await.unwrap(), "test-worker-1");
-    let started = Instant::now();
-    drop(workers);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    stop_threads(workers);
 }
 
 #[tokio::test]
@@ -181,20 +197,14 @@ async fn a_request_on_another_thread_past_the_grace_period_is_cut_and_the_thread
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let started = Instant::now();
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300), "{waited:?}");
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
-    // Closed without an answer.
+    // The grace period (300 ms), then the connection is closed.
+    stop_after(stop, server, Duration::from_millis(300)).await;
+    // Without an answer.
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
         .await
         .expect("closed within 5 s")
         .unwrap();
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-    let started = Instant::now();
-    drop(workers);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    stop_threads(workers);
 }
