@@ -53,8 +53,8 @@ pub struct Listeners {
 /// `tls` of `None` serves plain HTTP (behind a TLS-terminating proxy). The public
 /// connections are shared between this runtime, with `state`, and each of `threads`
 /// (other runtimes, [`server::Workers`]), with the state made for it on that runtime
-/// ([`AppState::for_thread`], called there); the admin listener is served here, its
-/// readiness from `state`'s upstreams.
+/// ([`AppState::for_thread`], called there); the admin listener is served here,
+/// ready while every thread has a serving replica of each flow service.
 pub async fn run(
     listeners: Listeners,
     state: AppState,
@@ -67,11 +67,16 @@ pub async fn run(
     // Metrics recorded before a recorder exists are lost: install it first.
     flowgate_telemetry::metrics_recorder();
     let mut endpoints = Vec::new();
+    // Ready while every thread, not only this one, has a replica of each flow service.
+    let mut readiness = state.upstreams();
+    for (_, state) in &threads {
+        readiness.extend(state.upstreams());
+    }
     if let Some(listener) = listeners.admin {
         endpoints.push(server::Endpoint {
             name: "admin",
             listener,
-            router: admin(&state),
+            router: routes::admin_ready_on(&state, readiness),
             shards: Vec::new(),
             tls: None,
             max_connections: limits.max_admin_connections,

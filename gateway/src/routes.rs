@@ -331,7 +331,14 @@ async fn resolve_flow(
 /// The admin router of a gateway: [`admin_app`], and the flow preview under
 /// `/preview/` when [`AppState::preview`] is on.
 pub fn admin(state: &AppState) -> Router {
-    let router = admin_routes(state.upstreams());
+    admin_ready_on(state, state.upstreams())
+}
+
+/// [`admin`], ready only while each of `upstreams` has a replica serving: with
+/// several threads, every thread's upstreams, so that a thread that reaches no
+/// replica (whose requests would fail) makes the gateway not ready.
+pub fn admin_ready_on(state: &AppState, upstreams: Vec<Upstream>) -> Router {
+    let router = admin_routes(upstreams);
     let router = if state.preview {
         router.merge(crate::preview::router(state))
     } else {

@@ -210,7 +210,7 @@ impl Drop for Gateway {
 }
 
 /// A `grpc.health.v1` server reporting SERVING, standing in for the flow service.
-async fn health_server() -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn health_server() -> (String, Arc<AtomicUsize>) {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)

@@ -1,6 +1,7 @@
 //! The server's threads (`FLOWGATE_WORKER_THREADS`): each accepted connection goes to
 //! the runtime serving the fewest, and every request of it is answered there; a
-//! connection on another thread is drained at shutdown like one on the caller's.
+//! connection on another thread is drained at shutdown like one on the caller's; the
+//! gateway is ready only while every thread reaches its flow service.
 //! Real listeners and real TCP connections; the handlers answer with the name of the
 //! thread they ran on.
 
@@ -8,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use flowgate_gateway::envelope::Envelope;
 use flowgate_gateway::server::{self, ConnectionLimits, Endpoint, Shard, Workers};
+use flowgate_gateway::upstream::Upstream;
+use flowgate_gateway::{AppState, Listeners};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -207,4 +211,67 @@ async fn a_request_on_another_thread_past_the_grace_period_is_cut_and_the_thread
         .unwrap();
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     stop_threads(workers);
+}
+
+/// `/readyz` with one more thread whose flow service is at `thread_backend`, the main
+/// thread's reaching a real `grpc.health.v1` server that reports SERVING, once the
+/// main thread sees that server serving.
+async fn readiness(thread_backend: Option<&str>) -> u16 {
+    let (serving, _) = crate::connections::health_server().await;
+    let upstream = |backend: String| {
+        let upstream = Upstream::new(&backend, Duration::from_secs(5)).unwrap();
+        AppState::single(
+            "/flow-endpoint",
+            Envelope::Plain,
+            upstream,
+            Duration::from_secs(10),
+        )
+    };
+    let state = upstream(serving.clone());
+    let workers = Workers::start(1, "test-worker").unwrap();
+    let runtime = workers.handles().next().unwrap().clone();
+    let backend = thread_backend.map_or(serving, str::to_owned);
+    // Made on that thread, as the gateway makes it.
+    let other = runtime
+        .spawn(async move { upstream(backend) })
+        .await
+        .unwrap();
+    assert!(
+        state.upstreams()[0].serving().await,
+        "the main thread's replica serves"
+    );
+
+    let public = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/readyz", admin.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(flowgate_gateway::run(
+        Listeners {
+            public,
+            admin: Some(admin),
+        },
+        state,
+        vec![(runtime, other)],
+        None,
+        ConnectionLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = client.get(&url).send().await.unwrap().status().as_u16();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    stop_threads(workers);
+    status
+}
+
+#[tokio::test]
+async fn readiness_asks_every_thread() {
+    assert_eq!(readiness(None).await, 200);
+    // A port nothing listens on any more: the other thread reaches no replica.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", closed.local_addr().unwrap());
+    assert_eq!(readiness(Some(&closed)).await, 503);
 }
