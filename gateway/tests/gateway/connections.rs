@@ -406,14 +406,24 @@ async fn exchange<S>(stream: &mut S, requests: &[u8], count: usize) -> String
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let done = |text: &str| text.matches(r#""status":"active""#).count() >= count;
+    exchange_until(stream, requests, done).await
+}
+
+/// Sends `requests` as they are (one write) and reads until the text read so far is
+/// `done`, each read within 5 s; that text.
+pub(crate) async fn exchange_until<S>(
+    stream: &mut S,
+    requests: &[u8],
+    done: impl Fn(&str) -> bool,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream.write_all(requests).await.unwrap();
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
-    while String::from_utf8_lossy(&answer)
-        .matches(r#""status":"active""#)
-        .count()
-        < count
-    {
+    while !done(&String::from_utf8_lossy(&answer)) {
         let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
             .await
             .expect("an answer within 5 s")

@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::connections::exchange_until;
+
 /// Answers `GET /` with `thread=<name>;`, after `delay`.
 fn router(delay: Duration) -> Router {
     Router::new().route(
@@ -75,27 +77,14 @@ fn start(
 
 /// One `GET /` on an open keep-alive connection: the thread that answered.
 async fn thread_of(stream: &mut TcpStream) -> String {
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 1024];
-    loop {
-        let text = String::from_utf8_lossy(&answer);
-        if let Some(rest) = text.split("thread=").nth(1)
-            && let Some(end) = rest.find(';')
-        {
-            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-            return rest[..end].to_owned();
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before answering: {text}");
-        answer.extend_from_slice(&buffer[..n]);
-    }
+    let thread = |text: &str| {
+        let rest = text.split("thread=").nth(1)?;
+        Some(rest[..rest.find(';')?].to_owned())
+    };
+    let request = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+    let text = exchange_until(stream, request, |text| thread(text).is_some()).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    thread(&text).unwrap()
 }
 
 /// Stops the server, which must return after `at_least` and within 5 s.
