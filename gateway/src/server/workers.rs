@@ -6,6 +6,10 @@
 //! each time); on two cores shared with the flow service that cost the gateway about a
 //! sixth to a quarter of its CPU a plain request (docs/performance.md, "The gateway's
 //! threads").
+//!
+//! Written here because tokio has no set of current-thread runtimes to hand work to
+//! (its `LocalRuntime` is unstable, and a `LocalSet` per thread still needs the threads);
+//! what it takes is a thread per runtime, its handle, and a stop signal.
 
 use std::io;
 use std::thread::JoinHandle;
