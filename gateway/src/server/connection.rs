@@ -16,6 +16,7 @@
 //! stream, hyper's connection) are boxed: a future keeps room for everything it
 //! holds at any await, for as long as the connection lives.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
+use super::activity::{Activity, Idle, OnWake};
 use super::{ConnectionLimits, Phase, Slot};
 use crate::telemetry;
 
@@ -145,7 +147,7 @@ pub(super) async fn serve(
 /// A request service that counts the requests in flight on its connection.
 fn counted(
     router: Router,
-    activity: Arc<watch::Sender<usize>>,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
@@ -156,7 +158,7 @@ fn counted(
 + Unpin
 + 'static {
     hyper::service::service_fn(move |request: Request<Incoming>| {
-        let active = Active::start(activity.clone());
+        let active = activity.begin();
         let response = router.clone().oneshot(request);
         async move {
             let response = response.await;
@@ -174,27 +176,34 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &listener.limits;
-    let (activity, mut in_flight) = watch::channel(0usize);
-    let service = counted(listener.router.clone(), Arc::new(activity));
+    let activity = Activity::new();
+    let service = counted(listener.router.clone(), activity.clone());
     // Boxed: hyper's connection is large, and lives only as long as the connection.
     let mut connection = Box::pin(listener.http.serve_connection(TokioIo::new(io), service));
 
     let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
-    let mut waiting = Some("header_timeout");
+    let draining = draining(&phase);
+    tokio::pin!(draining);
     let reason = loop {
         tokio::select! {
             _ = connection.as_mut() => return,
-            () = &mut timer, if waiting.is_some() => break waiting.unwrap_or_default(),
-            Ok(()) = in_flight.changed() => {
-                waiting = if *in_flight.borrow_and_update() == 0 {
-                    timer.as_mut().reset(Instant::now() + limits.idle_timeout);
-                    Some("idle_timeout")
-                } else {
-                    None
+            () = &mut timer => {
+                let now = Instant::now();
+                let (deadline, reason) = match activity.idle() {
+                    // Busy: whenever the requests end, the idle timeout counts from then.
+                    Idle::No => (now + limits.idle_timeout, None),
+                    Idle::BeforeFirst { since } => {
+                        (since + limits.header_timeout, Some("header_timeout"))
+                    }
+                    Idle::Since(since) => (since + limits.idle_timeout, Some("idle_timeout")),
                 };
+                match reason {
+                    Some(reason) if deadline <= now => break reason,
+                    _ => timer.as_mut().reset(deadline),
+                }
             }
-            () = until(&mut phase, |p| p != Phase::Serving) => {
+            () = &mut draining => {
                 // Draining: HTTP/2 sends GOAWAY, HTTP/1 closes after the request
                 // in flight; both finish what they have, unless the grace period
                 // ends first.
@@ -215,26 +224,6 @@ where
     let _ = tokio::time::timeout(close_bound(limits), connection).await;
 }
 
-/// What the connection timer of `drive_http1` waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// The first request's headers (`header_timeout`).
-    Header,
-    /// Idle for [`PARK_AFTER`]: park, if hyper is done writing and waits for bytes.
-    Park,
-    /// Idle until the idle timeout.
-    Idle,
-}
-
-impl Wait {
-    fn reason(self) -> &'static str {
-        match self {
-            Wait::Header => "header_timeout",
-            Wait::Park | Wait::Idle => "idle_timeout",
-        }
-    }
-}
-
 /// [`drive`] for HTTP/1.1, which also parks the connection while it is idle (see
 /// the module's documentation). The timeouts are the same.
 async fn drive_http1(
@@ -243,8 +232,8 @@ async fn drive_http1(
     mut phase: watch::Receiver<Phase>,
 ) {
     let limits = &listener.limits;
-    let (activity, mut in_flight) = watch::channel(0usize);
-    let service = counted(listener.router.clone(), Arc::new(activity));
+    let activity = Activity::new();
+    let service = counted(listener.router.clone(), activity.clone());
     let state = Arc::new(AtomicU8::new(0));
     let mut io = Tracked {
         io,
@@ -253,8 +242,8 @@ async fn drive_http1(
     };
     let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
-    let mut waiting = Some(Wait::Header);
-    let mut idle_until = Instant::now();
+    let draining = draining(&phase);
+    tokio::pin!(draining);
     loop {
         // Boxed: dropped whenever the connection parks.
         let mut connection = Box::new(
@@ -265,27 +254,19 @@ async fn drive_http1(
         let park = loop {
             tokio::select! {
                 _ = Pin::new(&mut *connection) => return,
-                () = &mut timer, if waiting.is_some() => match waiting {
-                    Some(Wait::Park) => {
-                        waiting = Some(Wait::Idle);
+                () = &mut timer => match next_http1(&activity, limits, Instant::now()) {
+                    Http1Timer::Later(deadline) => timer.as_mut().reset(deadline),
+                    Http1Timer::Park { idle_until } if parkable(&state) => {
                         timer.as_mut().reset(idle_until);
-                        if parkable(&state) {
-                            break true;
-                        }
+                        break None;
                     }
-                    _ => break false,
+                    // hyper is still writing its answer out: try again shortly.
+                    Http1Timer::Park { idle_until } => {
+                        timer.as_mut().reset((Instant::now() + PARK_AFTER).min(idle_until));
+                    }
+                    Http1Timer::Close(reason) => break Some(reason),
                 },
-                Ok(()) = in_flight.changed() => {
-                    waiting = if *in_flight.borrow_and_update() == 0 {
-                        let now = Instant::now();
-                        idle_until = now + limits.idle_timeout;
-                        timer.as_mut().reset((now + PARK_AFTER).min(idle_until));
-                        Some(Wait::Park)
-                    } else {
-                        None
-                    };
-                }
-                () = until(&mut phase, |p| p != Phase::Serving) => {
+                () = &mut draining => {
                     // Draining: close after the request in flight, unless the grace
                     // period ends first.
                     Pin::new(&mut *connection).graceful_shutdown();
@@ -297,8 +278,7 @@ async fn drive_http1(
                 }
             }
         };
-        if !park {
-            let reason = waiting.map_or("idle_timeout", Wait::reason);
+        if let Some(reason) = park {
             closing(listener, reason);
             // Nothing is in flight: HTTP/1 closes, and a connection still in its
             // first request's headers is dropped.
@@ -328,12 +308,59 @@ async fn drive_http1(
         tokio::select! {
             _ = io.readable() => continue,
             () = &mut timer => closing(listener, "idle_timeout"),
-            () = until(&mut phase, |p| p != Phase::Serving) => {}
+            () = &mut draining => {}
         }
         // Parked, so nothing is in flight: send TLS close_notify and close.
         let _ = tokio::time::timeout(close_bound(limits), io.shutdown()).await;
         return;
     }
+}
+
+/// What an HTTP/1 connection's timer found when it fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Http1Timer {
+    /// Nothing due yet: look again then.
+    Later(Instant),
+    /// Idle for [`PARK_AFTER`]: park, if hyper is done writing and waits for bytes,
+    /// until the idle timeout.
+    Park { idle_until: Instant },
+    /// Waited too long for a request: close.
+    Close(&'static str),
+}
+
+/// The timer of an HTTP/1 connection: the header timeout before the first request,
+/// then parking after [`PARK_AFTER`] and closing after the idle timeout, both counted
+/// from the end of the last request.
+fn next_http1(activity: &Activity, limits: &ConnectionLimits, now: Instant) -> Http1Timer {
+    let since = match activity.idle() {
+        // Busy: whenever the request ends, the timers count from then.
+        Idle::No => return Http1Timer::Later(now + PARK_AFTER),
+        Idle::BeforeFirst { since } => {
+            let deadline = since + limits.header_timeout;
+            return if deadline <= now {
+                Http1Timer::Close("header_timeout")
+            } else {
+                Http1Timer::Later(deadline)
+            };
+        }
+        Idle::Since(since) => since,
+    };
+    let idle_until = since + limits.idle_timeout;
+    let park_at = since + PARK_AFTER;
+    if idle_until <= now {
+        Http1Timer::Close("idle_timeout")
+    } else if park_at <= now {
+        Http1Timer::Park { idle_until }
+    } else {
+        Http1Timer::Later(park_at.min(idle_until))
+    }
+}
+
+/// Completes once the server stops serving (or is gone), polled only when the phase
+/// changes: see [`OnWake`].
+fn draining(phase: &watch::Receiver<Phase>) -> OnWake<impl Future<Output = ()> + use<>> {
+    let mut phase = phase.clone();
+    OnWake::new(async move { until(&mut phase, |p| p != Phase::Serving).await })
 }
 
 /// Counts and logs the close of a connection that waited too long.
@@ -354,22 +381,6 @@ fn close_bound(limits: &ConnectionLimits) -> Duration {
 /// Completes when the phase satisfies `done` (or the server is gone).
 async fn until(phase: &mut watch::Receiver<Phase>, done: impl Fn(Phase) -> bool) {
     let _ = phase.wait_for(|p| done(*p)).await;
-}
-
-/// Counts one request in flight on its connection for as long as it lives.
-struct Active(Arc<watch::Sender<usize>>);
-
-impl Active {
-    fn start(activity: Arc<watch::Sender<usize>>) -> Self {
-        activity.send_modify(|n| *n += 1);
-        Self(activity)
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
-    }
 }
 
 /// [`Tracked::state`]: hyper has written since it last flushed.
@@ -497,5 +508,37 @@ mod tests {
         // In a release build: 912 bytes with the boxes, 5,848 when the TLS stream
         // was kept inline (debug builds are larger still).
         assert!(size <= 2048, "the connection future takes {size} bytes");
+    }
+
+    /// An HTTP/1 connection's timer: the header timeout until the first request
+    /// starts; then, counted from the end of the last request, parking after
+    /// `PARK_AFTER` and closing at the idle timeout; while a request is in flight,
+    /// only a later look.
+    #[tokio::test(start_paused = true)]
+    async fn the_http1_timer_counts_from_the_start_then_from_the_last_answer() {
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            ..ConnectionLimits::default()
+        };
+        let activity = Activity::new();
+        let start = Instant::now();
+        let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
+        let next = |seconds: f64| next_http1(&activity, &limits, at(seconds));
+
+        assert_eq!(next(0.2), Http1Timer::Later(at(5.0)));
+        assert_eq!(next(5.0), Http1Timer::Close("header_timeout"));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let request = activity.begin();
+        assert_eq!(next(6.0), Http1Timer::Later(at(6.0) + PARK_AFTER));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(request);
+        // The last answer at 2 s: park at 2.2 s, close at 32 s.
+        assert_eq!(next(2.1), Http1Timer::Later(at(2.0) + PARK_AFTER));
+        let idle_until = at(32.0);
+        assert_eq!(next(2.2), Http1Timer::Park { idle_until });
+        assert_eq!(next(31.9), Http1Timer::Park { idle_until });
+        assert_eq!(next(32.0), Http1Timer::Close("idle_timeout"));
     }
 }

@@ -24,6 +24,7 @@
 //! (HTTP/2 GOAWAY, HTTP/1 closes after its request) for up to the grace period,
 //! then whatever remains is closed.
 
+mod activity;
 mod connection;
 mod limits;
 mod slots;
