@@ -11,7 +11,8 @@
 //! What a parked TLS connection keeps, about 8 KiB in all: rustls's record buffer
 //! (4 KiB, which rustls offers no way to release), the boxed TLS stream (1.2 KiB),
 //! the AES-GCM keys of both directions (1.2 KiB), the connection's task (under
-//! 1 KiB) and a few small allocations (socket registration, the in-flight counter).
+//! 1 KiB) and a few small allocations (socket registration, the request counter, the
+//! drain signal).
 //! Large values that move from one future into the next (the handshake, the TLS
 //! stream, hyper's connection) are boxed: a future keeps room for everything it
 //! holds at any await, for as long as the connection lives.
@@ -181,28 +182,18 @@ where
     // Boxed: hyper's connection is large, and lives only as long as the connection.
     let mut connection = Box::pin(listener.http.serve_connection(TokioIo::new(io), service));
 
-    let timer = tokio::time::sleep(limits.header_timeout);
+    // Due at once: its first look sets it.
+    let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let draining = draining(&phase);
     tokio::pin!(draining);
     let reason = loop {
         tokio::select! {
             _ = connection.as_mut() => return,
-            () = &mut timer => {
-                let now = Instant::now();
-                let (deadline, reason) = match activity.idle() {
-                    // Busy: whenever the requests end, the idle timeout counts from then.
-                    Idle::No => (now + limits.idle_timeout, None),
-                    Idle::BeforeFirst { since } => {
-                        (since + limits.header_timeout, Some("header_timeout"))
-                    }
-                    Idle::Since(since) => (since + limits.idle_timeout, Some("idle_timeout")),
-                };
-                match reason {
-                    Some(reason) if deadline <= now => break reason,
-                    _ => timer.as_mut().reset(deadline),
-                }
-            }
+            () = &mut timer => match next(&activity, limits, Instant::now()) {
+                Ok(look) => timer.as_mut().reset(look),
+                Err(reason) => break reason,
+            },
             () = &mut draining => {
                 // Draining: HTTP/2 sends GOAWAY, HTTP/1 closes after the request
                 // in flight; both finish what they have, unless the grace period
@@ -240,7 +231,8 @@ async fn drive_http1(
         replay: Bytes::new(),
         state: state.clone(),
     };
-    let timer = tokio::time::sleep(limits.header_timeout);
+    // Due at once: its first look sets it.
+    let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let draining = draining(&phase);
     tokio::pin!(draining);
@@ -302,11 +294,17 @@ async fn drive_http1(
             }
             io
         };
+        // Served again: the timer goes back to looking every `PARK_AFTER` at most.
+        let look = Instant::now() + PARK_AFTER.min(limits.idle_timeout);
         if !io.replay.is_empty() {
+            timer.as_mut().reset(look);
             continue;
         }
         tokio::select! {
-            _ = io.readable() => continue,
+            _ = io.readable() => {
+                timer.as_mut().reset(look.max(Instant::now()));
+                continue;
+            }
             () = &mut timer => closing(listener, "idle_timeout"),
             () = &mut draining => {}
         }
@@ -328,19 +326,55 @@ enum Http1Timer {
     Close(&'static str),
 }
 
+/// The timer of a connection served by [`drive`]: the header timeout until the first
+/// request starts, then the idle timeout from the end of the last request. `Ok` is
+/// when to look again, never more than the idle timeout away: a request may start and
+/// end between two looks without the timer being told, so the look after it must come
+/// no later than its idle timeout would. `Err` is why to close.
+fn next(
+    activity: &Activity,
+    limits: &ConnectionLimits,
+    now: Instant,
+) -> Result<Instant, &'static str> {
+    let look = now + limits.idle_timeout;
+    match activity.idle() {
+        // Busy: whenever the requests end, the idle timeout counts from then.
+        Idle::No => Ok(look),
+        Idle::BeforeFirst { since } => {
+            let deadline = since + limits.header_timeout;
+            if deadline <= now {
+                Err("header_timeout")
+            } else {
+                Ok(deadline.min(look))
+            }
+        }
+        Idle::Since(since) => {
+            let deadline = since + limits.idle_timeout;
+            if deadline <= now {
+                Err("idle_timeout")
+            } else {
+                Ok(deadline)
+            }
+        }
+    }
+}
+
 /// The timer of an HTTP/1 connection: the header timeout before the first request,
 /// then parking after [`PARK_AFTER`] and closing after the idle timeout, both counted
-/// from the end of the last request.
+/// from the end of the last request. Every `Later` is at most `PARK_AFTER` (or the
+/// idle timeout, if shorter) away, so that a request that starts and ends between two
+/// looks is parked after on time.
 fn next_http1(activity: &Activity, limits: &ConnectionLimits, now: Instant) -> Http1Timer {
+    let look = now + PARK_AFTER.min(limits.idle_timeout);
     let since = match activity.idle() {
         // Busy: whenever the request ends, the timers count from then.
-        Idle::No => return Http1Timer::Later(now + PARK_AFTER),
+        Idle::No => return Http1Timer::Later(look),
         Idle::BeforeFirst { since } => {
             let deadline = since + limits.header_timeout;
             return if deadline <= now {
                 Http1Timer::Close("header_timeout")
             } else {
-                Http1Timer::Later(deadline)
+                Http1Timer::Later(deadline.min(look))
             };
         }
         Idle::Since(since) => since,
@@ -526,7 +560,10 @@ mod tests {
         let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
         let next = |seconds: f64| next_http1(&activity, &limits, at(seconds));
 
-        assert_eq!(next(0.2), Http1Timer::Later(at(5.0)));
+        // Before the first request: a look every `PARK_AFTER`, so that a request
+        // that comes and goes between two looks is parked on time.
+        assert_eq!(next(0.0), Http1Timer::Later(at(0.0) + PARK_AFTER));
+        assert_eq!(next(4.9), Http1Timer::Later(at(5.0)));
         assert_eq!(next(5.0), Http1Timer::Close("header_timeout"));
 
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -540,5 +577,32 @@ mod tests {
         assert_eq!(next(2.2), Http1Timer::Park { idle_until });
         assert_eq!(next(31.9), Http1Timer::Park { idle_until });
         assert_eq!(next(32.0), Http1Timer::Close("idle_timeout"));
+    }
+
+    /// The timer of an HTTP/2 (or plain) connection: the same stages without parking,
+    /// looking at least once an idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_counts_from_the_start_then_from_the_last_answer() {
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(2),
+            ..ConnectionLimits::default()
+        };
+        let activity = Activity::new();
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let look = |seconds: u64| next(&activity, &limits, at(seconds));
+
+        assert_eq!(look(0), Ok(at(2)), "the idle timeout is the shorter");
+        assert_eq!(look(4), Ok(at(5)));
+        assert_eq!(look(5), Err("header_timeout"));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let request = activity.begin();
+        assert_eq!(look(1), Ok(at(3)));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        drop(request);
+        assert_eq!(look(5), Ok(at(6)));
+        assert_eq!(look(6), Err("idle_timeout"));
     }
 }
