@@ -189,6 +189,12 @@ pub fn connections_open(listener: &'static str, change: f64) {
     metrics::gauge!("flowgate_connections_open", "listener" => listener).increment(change);
 }
 
+/// Moves `flowgate_connections_parked{listener}`, the idle HTTP/1 connections held as
+/// their TLS stream alone (`server/connection.rs`).
+pub fn connections_parked(listener: &'static str, change: f64) {
+    metrics::gauge!("flowgate_connections_parked", "listener" => listener).increment(change);
+}
+
 /// Counts a connection closed at once because a connection cap was reached.
 pub fn connection_refused(listener: &'static str, reason: &'static str) {
     metrics::counter!("flowgate_connections_refused_total", "listener" => listener, "reason" => reason)

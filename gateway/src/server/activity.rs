@@ -67,7 +67,11 @@ impl Activity {
         Active(self.clone())
     }
 
-    /// Whether the connection is idle, and since when.
+    /// Whether the connection is idle, and since when. The three loads are not one
+    /// snapshot; that holds because a request begins only on the connection's own
+    /// task (hyper calls the service inside its connection future, for HTTP/2 too), the
+    /// task that reads this, and only ends elsewhere (an HTTP/2 stream's task), where
+    /// the end's time is stored before the count falls.
     pub fn idle(&self) -> Idle {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Idle::No;

@@ -236,6 +236,8 @@ async fn drive_http1(
     tokio::pin!(timer);
     let draining = draining(&phase);
     tokio::pin!(draining);
+    // The end of the answer the connection last parked after: it parks once per answer.
+    let mut parked_after = None;
     loop {
         // Boxed: dropped whenever the connection parks.
         let mut connection = Box::new(
@@ -246,18 +248,22 @@ async fn drive_http1(
         let park = loop {
             tokio::select! {
                 _ = Pin::new(&mut *connection) => return,
-                () = &mut timer => match next_http1(&activity, limits, Instant::now()) {
-                    Http1Timer::Later(deadline) => timer.as_mut().reset(deadline),
-                    Http1Timer::Park { idle_until } if parkable(&state) => {
-                        timer.as_mut().reset(idle_until);
-                        break None;
+                () = &mut timer => {
+                    let now = Instant::now();
+                    match next_http1(&activity, limits, now, parked_after) {
+                        Http1Timer::Later(deadline) => timer.as_mut().reset(deadline),
+                        Http1Timer::Park { after, idle_until } if parkable(&state) => {
+                            parked_after = Some(after);
+                            timer.as_mut().reset(idle_until);
+                            break None;
+                        }
+                        // hyper is still writing its answer out: try again shortly.
+                        Http1Timer::Park { idle_until, .. } => {
+                            timer.as_mut().reset(later(now, PARK_AFTER).min(idle_until));
+                        }
+                        Http1Timer::Close(reason) => break Some(reason),
                     }
-                    // hyper is still writing its answer out: try again shortly.
-                    Http1Timer::Park { idle_until } => {
-                        timer.as_mut().reset((Instant::now() + PARK_AFTER).min(idle_until));
-                    }
-                    Http1Timer::Close(reason) => break Some(reason),
-                },
+                }
                 () = &mut draining => {
                     // Draining: close after the request in flight, unless the grace
                     // period ends first.
@@ -294,15 +300,15 @@ async fn drive_http1(
             }
             io
         };
-        // Served again: the timer goes back to looking every `PARK_AFTER` at most.
-        let look = Instant::now() + PARK_AFTER.min(limits.idle_timeout);
+        let _parked = Parked::start(listener.name);
+        // Served again, the timer looks at once, and then every `PARK_AFTER` at most.
         if !io.replay.is_empty() {
-            timer.as_mut().reset(look);
+            timer.as_mut().reset(Instant::now());
             continue;
         }
         tokio::select! {
             _ = io.readable() => {
-                timer.as_mut().reset(look.max(Instant::now()));
+                timer.as_mut().reset(Instant::now());
                 continue;
             }
             () = &mut timer => closing(listener, "idle_timeout"),
@@ -319,9 +325,9 @@ async fn drive_http1(
 enum Http1Timer {
     /// Nothing due yet: look again then.
     Later(Instant),
-    /// Idle for [`PARK_AFTER`]: park, if hyper is done writing and waits for bytes,
-    /// until the idle timeout.
-    Park { idle_until: Instant },
+    /// Idle for [`PARK_AFTER`] since the answer that ended at `after`: park, if
+    /// hyper is done writing and waits for bytes, until the idle timeout.
+    Park { after: Instant, idle_until: Instant },
     /// Waited too long for a request: close.
     Close(&'static str),
 }
@@ -336,12 +342,12 @@ fn next(
     limits: &ConnectionLimits,
     now: Instant,
 ) -> Result<Instant, &'static str> {
-    let look = now + limits.idle_timeout;
+    let look = later(now, limits.idle_timeout);
     match activity.idle() {
         // Busy: whenever the requests end, the idle timeout counts from then.
         Idle::No => Ok(look),
         Idle::BeforeFirst { since } => {
-            let deadline = since + limits.header_timeout;
+            let deadline = later(since, limits.header_timeout);
             if deadline <= now {
                 Err("header_timeout")
             } else {
@@ -349,7 +355,7 @@ fn next(
             }
         }
         Idle::Since(since) => {
-            let deadline = since + limits.idle_timeout;
+            let deadline = later(since, limits.idle_timeout);
             if deadline <= now {
                 Err("idle_timeout")
             } else {
@@ -363,14 +369,21 @@ fn next(
 /// then parking after [`PARK_AFTER`] and closing after the idle timeout, both counted
 /// from the end of the last request. Every `Later` is at most `PARK_AFTER` (or the
 /// idle timeout, if shorter) away, so that a request that starts and ends between two
-/// looks is parked after on time.
-fn next_http1(activity: &Activity, limits: &ConnectionLimits, now: Instant) -> Http1Timer {
-    let look = now + PARK_AFTER.min(limits.idle_timeout);
+/// looks is parked after on time. `parked_after` is the end of the answer the
+/// connection last parked after: it parks once per answer, not again and again while
+/// the next request's head trickles in.
+fn next_http1(
+    activity: &Activity,
+    limits: &ConnectionLimits,
+    now: Instant,
+    parked_after: Option<Instant>,
+) -> Http1Timer {
+    let look = later(now, PARK_AFTER.min(limits.idle_timeout));
     let since = match activity.idle() {
         // Busy: whenever the request ends, the timers count from then.
         Idle::No => return Http1Timer::Later(look),
         Idle::BeforeFirst { since } => {
-            let deadline = since + limits.header_timeout;
+            let deadline = later(since, limits.header_timeout);
             return if deadline <= now {
                 Http1Timer::Close("header_timeout")
             } else {
@@ -379,14 +392,43 @@ fn next_http1(activity: &Activity, limits: &ConnectionLimits, now: Instant) -> H
         }
         Idle::Since(since) => since,
     };
-    let idle_until = since + limits.idle_timeout;
+    let idle_until = later(since, limits.idle_timeout);
     let park_at = since + PARK_AFTER;
     if idle_until <= now {
         Http1Timer::Close("idle_timeout")
-    } else if park_at <= now {
-        Http1Timer::Park { idle_until }
-    } else {
+    } else if park_at > now {
         Http1Timer::Later(park_at.min(idle_until))
+    } else if parked_after == Some(since) {
+        // Parked after this answer already: only the idle timeout, or a next answer.
+        Http1Timer::Later(look.min(idle_until))
+    } else {
+        Http1Timer::Park {
+            after: since,
+            idle_until,
+        }
+    }
+}
+
+/// `at + wait`, or thirty years after `at` where that would overflow (as tokio's
+/// own timers do with a far deadline): a configured timeout may be enormous.
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
+/// A parked connection, counted in `flowgate_connections_parked` while it lives.
+struct Parked(&'static str);
+
+impl Parked {
+    fn start(listener: &'static str) -> Self {
+        telemetry::connections_parked(listener, 1.0);
+        Self(listener)
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        telemetry::connections_parked(self.0, -1.0);
     }
 }
 
@@ -558,7 +600,7 @@ mod tests {
         let activity = Activity::new();
         let start = Instant::now();
         let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
-        let next = |seconds: f64| next_http1(&activity, &limits, at(seconds));
+        let next = |seconds: f64| next_http1(&activity, &limits, at(seconds), None);
 
         // Before the first request: a look every `PARK_AFTER`, so that a request
         // that comes and goes between two looks is parked on time.
@@ -573,10 +615,60 @@ mod tests {
         drop(request);
         // The last answer at 2 s: park at 2.2 s, close at 32 s.
         assert_eq!(next(2.1), Http1Timer::Later(at(2.0) + PARK_AFTER));
-        let idle_until = at(32.0);
-        assert_eq!(next(2.2), Http1Timer::Park { idle_until });
-        assert_eq!(next(31.9), Http1Timer::Park { idle_until });
+        let (after, idle_until) = (at(2.0), at(32.0));
+        assert_eq!(next(2.2), Http1Timer::Park { after, idle_until });
+        assert_eq!(next(31.9), Http1Timer::Park { after, idle_until });
         assert_eq!(next(32.0), Http1Timer::Close("idle_timeout"));
+
+        // Parked after that answer, and woken by bytes that are not yet a request:
+        // no second park, a look every `PARK_AFTER` until the idle timeout.
+        let once = |seconds: f64| next_http1(&activity, &limits, at(seconds), Some(after));
+        assert_eq!(once(3.0), Http1Timer::Later(at(3.0) + PARK_AFTER));
+        assert_eq!(once(31.9), Http1Timer::Later(idle_until));
+        assert_eq!(once(32.0), Http1Timer::Close("idle_timeout"));
+        // A next answer, at 40 s in this clock, parks again.
+        tokio::time::advance(Duration::from_secs(38)).await;
+        drop(activity.begin());
+        assert_eq!(
+            once(40.2),
+            Http1Timer::Park {
+                after: at(40.0),
+                idle_until: at(70.0)
+            }
+        );
+    }
+
+    /// With an idle timeout shorter than `PARK_AFTER`, an idle connection closes and
+    /// never parks; a timeout too large for the clock does not overflow it.
+    #[tokio::test(start_paused = true)]
+    async fn the_http1_timer_with_short_and_enormous_timeouts() {
+        let activity = Activity::new();
+        let start = Instant::now();
+        drop(activity.begin());
+        let short = ConnectionLimits {
+            idle_timeout: Duration::from_millis(100),
+            ..ConnectionLimits::default()
+        };
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        assert_eq!(
+            next_http1(&activity, &short, at(50), None),
+            Http1Timer::Later(at(100))
+        );
+        assert_eq!(
+            next_http1(&activity, &short, at(100), None),
+            Http1Timer::Close("idle_timeout")
+        );
+
+        let enormous = ConnectionLimits {
+            header_timeout: Duration::MAX,
+            idle_timeout: Duration::MAX,
+            ..ConnectionLimits::default()
+        };
+        assert!(matches!(
+            next_http1(&activity, &enormous, at(300), None),
+            Http1Timer::Park { .. }
+        ));
+        assert!(next(&Activity::new(), &enormous, at(300)).is_ok());
     }
 
     /// The timer of an HTTP/2 (or plain) connection: the same stages without parking,

@@ -474,6 +474,109 @@ async fn a_parked_http1_connection_answers_its_next_requests() {
     assert!(started.elapsed() >= Duration::from_millis(1800));
 }
 
+/// An idle HTTP/1 connection is parked soon after each answer (200 ms after it), however
+/// long the header and idle timeouts: counted in `flowgate_connections_parked` while
+/// parked, and no longer once the client has closed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_connection_is_parked_soon_after_each_answer() {
+    let gateway = Gateway::start(
+        &[
+            ("FLOWGATE_HEADER_TIMEOUT", "5s"),
+            ("FLOWGATE_IDLE_TIMEOUT", "10s"),
+        ],
+        None,
+    )
+    .await;
+    let parked = r#"flowgate_connections_parked{listener="public"}"#;
+    // Reads the gauge until it shows `value`; how long that took.
+    let until_parked = |value: f64| {
+        let gateway = &gateway;
+        async move {
+            let started = Instant::now();
+            while gateway.metric(parked).await != value {
+                assert!(
+                    started.elapsed() < Duration::from_secs(4),
+                    "{parked} did not reach {value}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            started.elapsed()
+        }
+    };
+    let mut stream = gateway.tls(b"http/1.1").await;
+    let request = format!(
+        "POST /flow-endpoint HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{PING}",
+        PING.len()
+    );
+    // The first answer, then one after the connection was parked and woken.
+    for answer in ["first", "after parking"] {
+        let reply = exchange(&mut stream, request.as_bytes(), 1).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let waited = until_parked(1.0).await;
+        assert!(
+            waited < Duration::from_secs(2),
+            "parked {waited:?} after the {answer} answer"
+        );
+    }
+    drop(stream);
+    until_parked(0.0).await;
+}
+
+/// On SIGTERM, idle HTTP/1.1 TLS connections, parked or not yet, are closed at once and
+/// the gateway exits, long before its grace period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_idle_http1_connections_parked_or_not_close_at_once() {
+    let mut gateway = Gateway::start(
+        &[
+            ("FLOWGATE_IDLE_TIMEOUT", "30s"),
+            ("FLOWGATE_SHUTDOWN_GRACE", "20s"),
+        ],
+        None,
+    )
+    .await;
+    let request = format!(
+        "POST /flow-endpoint HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{PING}",
+        PING.len()
+    );
+    let mut parked = gateway.tls(b"http/1.1").await;
+    let reply = exchange(&mut parked, request.as_bytes(), 1).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let started = Instant::now();
+    while gateway
+        .metric(r#"flowgate_connections_parked{listener="public"}"#)
+        .await
+        < 1.0
+    {
+        assert!(started.elapsed() < Duration::from_secs(4), "never parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut served = gateway.tls(b"http/1.1").await;
+    let reply = exchange(&mut served, request.as_bytes(), 1).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(gateway.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (name, stream) in [("parked", &mut parked), ("served", &mut served)] {
+        let closed = time_to_close(stream, Duration::from_secs(5)).await;
+        assert!(
+            closed.is_some(),
+            "the {name} connection is still open after 5 s"
+        );
+    }
+    let started = Instant::now();
+    while gateway.child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the gateway did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// With three threads, pings on six connections open at once are all answered: two
 /// connections on each thread, each thread asking the flow service's health over its
 /// own connection (the flow service sees three).
