@@ -334,16 +334,28 @@ enum Http1Timer {
 
 /// The timer of a connection served by [`drive`]: the header timeout until the first
 /// request starts, then the idle timeout from the end of the last request. `Ok` is
-/// when to look again, never more than the idle timeout away: a request may start and
-/// end between two looks without the timer being told, so the look after it must come
-/// no later than its idle timeout would. `Err` is why to close.
+/// when to look again, `Err` why to close.
 fn next(
     activity: &Activity,
     limits: &ConnectionLimits,
     now: Instant,
 ) -> Result<Instant, &'static str> {
-    let look = later(now, limits.idle_timeout);
-    match activity.idle() {
+    timeouts(activity.idle(), limits, now, limits.idle_timeout)
+}
+
+/// The header and idle timeouts of every connection, from `idle` at `now`. `Ok` is
+/// when to look again, never more than `every` away (and, once a request has ended,
+/// the idle timeout's deadline): a request may start and end between two looks
+/// without the timer being told, so the look after it must come no later than what
+/// is due after it. `Err` is why to close.
+fn timeouts(
+    idle: Idle,
+    limits: &ConnectionLimits,
+    now: Instant,
+    every: Duration,
+) -> Result<Instant, &'static str> {
+    let look = later(now, every);
+    match idle {
         // Busy: whenever the requests end, the idle timeout counts from then.
         Idle::No => Ok(look),
         Idle::BeforeFirst { since } => {
@@ -365,42 +377,35 @@ fn next(
     }
 }
 
-/// The timer of an HTTP/1 connection: the header timeout before the first request,
-/// then parking after [`PARK_AFTER`] and closing after the idle timeout, both counted
-/// from the end of the last request. Every `Later` is at most `PARK_AFTER` (or the
-/// idle timeout, if shorter) away, so that a request that starts and ends between two
-/// looks is parked after on time. `parked_after` is the end of the answer the
-/// connection last parked after: it parks once per answer, not again and again while
-/// the next request's head trickles in.
+/// The timer of an HTTP/1 connection: [`timeouts`], looking every [`PARK_AFTER`] (or
+/// the idle timeout, if shorter) so that a request that starts and ends between two
+/// looks is parked after on time, and parking `PARK_AFTER` after the last answer.
+/// `parked_after` is the end of the answer the connection last parked after: it parks
+/// once per answer, not again and again while the next request's head trickles in.
 fn next_http1(
     activity: &Activity,
     limits: &ConnectionLimits,
     now: Instant,
     parked_after: Option<Instant>,
 ) -> Http1Timer {
-    let look = later(now, PARK_AFTER.min(limits.idle_timeout));
-    let since = match activity.idle() {
-        // Busy: whenever the request ends, the timers count from then.
-        Idle::No => return Http1Timer::Later(look),
-        Idle::BeforeFirst { since } => {
-            let deadline = later(since, limits.header_timeout);
-            return if deadline <= now {
-                Http1Timer::Close("header_timeout")
-            } else {
-                Http1Timer::Later(deadline.min(look))
-            };
-        }
-        Idle::Since(since) => since,
+    let every = PARK_AFTER.min(limits.idle_timeout);
+    let idle = activity.idle();
+    let look = match timeouts(idle, limits, now, every) {
+        Ok(look) => look,
+        Err(reason) => return Http1Timer::Close(reason),
     };
-    let idle_until = later(since, limits.idle_timeout);
+    // Busy, or before the first request: nothing to park yet.
+    let Idle::Since(since) = idle else {
+        return Http1Timer::Later(look);
+    };
+    // After an answer, `timeouts` looks next at the idle timeout's deadline.
+    let idle_until = look;
     let park_at = since + PARK_AFTER;
-    if idle_until <= now {
-        Http1Timer::Close("idle_timeout")
-    } else if park_at > now {
+    if park_at > now {
         Http1Timer::Later(park_at.min(idle_until))
     } else if parked_after == Some(since) {
         // Parked after this answer already: only the idle timeout, or a next answer.
-        Http1Timer::Later(look.min(idle_until))
+        Http1Timer::Later(later(now, every).min(idle_until))
     } else {
         Http1Timer::Park {
             after: since,
