@@ -145,6 +145,14 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Sorted request latencies, in microseconds.
     pub latencies_us: Vec<u32>,
+    /// Open loop: how late the load generator itself sent each request whose scheduled
+    /// time was still ahead when a connection took it (sent less scheduled, µs, sorted):
+    /// its timer's millisecond ticks and its threads waiting for a core. The latencies
+    /// include it; the servers had no part in it.
+    pub late_us: Vec<u32>,
+    /// Open loop: requests whose scheduled time had already passed when a connection was
+    /// free to take them (every connection waiting for an answer): the servers behind.
+    pub behind: u64,
 }
 
 impl Outcome {
@@ -154,12 +162,24 @@ impl Outcome {
 
     /// The latency at quantile `q` (0–1), in milliseconds.
     pub fn latency_ms(&self, q: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let index = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
-        f64::from(self.latencies_us[index]) / 1000.0
+        quantile(&self.latencies_us, q).map_or(0.0, |us| f64::from(us) / 1000.0)
     }
+
+    /// How late the load generator sent requests scheduled ahead, at quantile `q` (0–1),
+    /// in milliseconds; `None` in a closed-loop run or when none was scheduled ahead.
+    pub fn late_ms(&self, q: f64) -> Option<f64> {
+        quantile(&self.late_us, q).map(|us| f64::from(us) / 1000.0)
+    }
+}
+
+/// The value at quantile `q` (0–1) of sorted `values`.
+fn quantile(values: &[u32], q: f64) -> Option<u32> {
+    let last = values.len().checked_sub(1)?;
+    Some(values[(last as f64 * q).round() as usize])
+}
+
+fn micros(elapsed: Duration) -> u32 {
+    elapsed.as_micros().min(u128::from(u32::MAX)) as u32
 }
 
 /// Opens `connections` connections, then runs the workload on them for `duration`.
@@ -201,9 +221,12 @@ pub async fn run(
         outcome.failed += part.failed;
         outcome.jobs += part.jobs;
         outcome.latencies_us.extend(part.latencies_us);
+        outcome.late_us.extend(part.late_us);
+        outcome.behind += part.behind;
     }
     outcome.elapsed = start.elapsed();
     outcome.latencies_us.sort_unstable();
+    outcome.late_us.sort_unstable();
     Ok(outcome)
 }
 
@@ -230,15 +253,18 @@ async fn connection_loop(
                     if due >= deadline {
                         break 'jobs;
                     }
-                    tokio::time::sleep_until(due.into()).await;
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                        outcome.late_us.push(micros(due.elapsed()));
+                    } else {
+                        outcome.behind += 1;
+                    }
                     due
                 }
             };
             let answer = connection.send(step).await;
             outcome.requests += 1;
-            outcome
-                .latencies_us
-                .push(due.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            outcome.latencies_us.push(micros(due.elapsed()));
             match answer {
                 Answer::Right => outcome.right += 1,
                 Answer::Wrong => outcome.wrong += 1,
@@ -306,4 +332,87 @@ pub async fn hold_idle(target: &Target, count: usize, probe: &Step) -> Vec<Conne
         }
     }
     held
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::routing::post;
+
+    use super::*;
+    use crate::baseline;
+    use crate::cert::Cert;
+    use crate::workload::Shape;
+
+    /// Serves `app` over HTTPS in this process and runs the plain step against it for
+    /// half a second on `connections` connections, paced by `pace`.
+    fn run_against(app: Router, connections: usize, pace: Pace) -> Outcome {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = Cert::generate(dir.path()).unwrap();
+        let server = baseline::runtime("test-server").unwrap();
+        let addr = baseline::serve_https(&cert, &server, app).unwrap();
+        let target = Target::new(addr, "/flow-endpoint", &cert.cert_pem).unwrap();
+        let workload = Arc::new(Workload::plain(Shape::Step, "pacing"));
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = client
+            .block_on(run(
+                &target,
+                connections,
+                workload,
+                pace,
+                Duration::from_millis(500),
+                || {},
+            ))
+            .unwrap();
+        server.shutdown_background();
+        outcome
+    }
+
+    fn answering_after(delay: Duration) -> Router {
+        Router::new().route(
+            "/flow-endpoint",
+            post(move || async move {
+                tokio::time::sleep(delay).await;
+                "{}"
+            }),
+        )
+    }
+
+    #[test]
+    fn a_paced_run_tells_its_own_lateness_from_a_backlog() {
+        // Answered at once, 100 a second on four connections: a connection is always
+        // free before the next request is due, so each is sent by the generator's timer.
+        let on_time = run_against(answering_after(Duration::ZERO), 4, Pace::Rate(100.0));
+        assert!(on_time.requests >= 40, "{} requests", on_time.requests);
+        assert_eq!(
+            on_time.late_us.len() as u64 + on_time.behind,
+            on_time.requests
+        );
+        assert!(on_time.behind <= 2, "{} behind", on_time.behind);
+        let late_p99 = on_time.late_ms(0.99).expect("requests scheduled ahead");
+        assert!(late_p99 <= on_time.latency_ms(0.99), "late {late_p99} ms");
+
+        // Answered after 50 ms, 1,000 a second asked on two connections: every request
+        // but the first few is due before a connection is free, and none is counted late.
+        let backlog = run_against(
+            answering_after(Duration::from_millis(50)),
+            2,
+            Pace::Rate(1000.0),
+        );
+        assert!(backlog.requests >= 10, "{} requests", backlog.requests);
+        assert_eq!(
+            backlog.late_us.len() as u64 + backlog.behind,
+            backlog.requests
+        );
+        assert!(backlog.late_us.len() <= 2, "{} late", backlog.late_us.len());
+
+        // Closed loop: nothing is scheduled, so there is no lateness to tell.
+        let closed = run_against(answering_after(Duration::ZERO), 2, Pace::ClosedLoop);
+        assert!(closed.requests > 0);
+        assert_eq!((closed.late_us.len(), closed.behind), (0, 0));
+        assert_eq!(closed.late_ms(0.5), None);
+    }
 }

@@ -14,7 +14,7 @@ use crate::hop;
 use crate::load::{self, Pace, Target};
 use crate::procs::{self, Watched};
 use crate::pywa;
-use crate::report::{Idle, Kind, Latency, PerRole, Run};
+use crate::report::{Idle, Kind, Latency, Pacing, PerRole, Run};
 use crate::seal::Sealer;
 use crate::servers::{Binaries, MetaKeys, Server};
 use crate::workload::{Job, Shape, Workload, probe};
@@ -429,6 +429,14 @@ impl Bench {
             latency_ms: Latency {
                 p50: outcome.latency_ms(0.50),
                 p99: outcome.latency_ms(0.99),
+            },
+            pacing: match pace {
+                Pace::Rate(_) => Some(Pacing {
+                    late_p50_ms: outcome.late_ms(0.50),
+                    late_p99_ms: outcome.late_ms(0.99),
+                    behind_share: outcome.behind as f64 / outcome.requests.max(1) as f64,
+                }),
+                Pace::ClosedLoop => None,
             },
             cpu_us_per_request: PerRole {
                 gateway,
