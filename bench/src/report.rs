@@ -305,7 +305,11 @@ impl Report {
         }
         for run in &self.runs {
             if let (Some(rate), Some(pacing)) = (run.target_rate, run.pacing) {
-                out += &format!("note: {}\n", pacing.describe(&run.name, rate));
+                let mut name = run.name.clone();
+                if self.settings.rounds > 1 {
+                    name += &format!(" #{}", run.round);
+                }
+                out += &format!("note: {}\n", pacing.describe(&name, rate));
             }
         }
         for note in &self.notes {
