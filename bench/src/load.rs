@@ -151,7 +151,8 @@ pub struct Outcome {
     /// include it; the servers had no part in it.
     pub late_us: Vec<u32>,
     /// Open loop: requests whose scheduled time had already passed when a connection was
-    /// free to take them (every connection waiting for an answer): the servers behind.
+    /// free to take them (every connection was busy: waiting for an answer, or, on a busy
+    /// machine, the generator itself slow to hand on the last one).
     pub behind: u64,
 }
 
@@ -397,12 +398,10 @@ mod tests {
             "{} behind",
             on_time.behind
         );
-        // A request's latency includes how late it was sent.
+        // The timer fires at its next tick at or after the scheduled time, so requests
+        // go out measurably late.
         let latest = on_time.late_us.last().expect("requests scheduled ahead");
-        assert!(
-            latest <= on_time.latencies_us.last().unwrap(),
-            "late {latest} µs"
-        );
+        assert!(*latest > 0, "no request sent late");
 
         // Answered after 50 ms, 1,000 a second asked on two connections: every request
         // but the first few is due before a connection is free, and none is counted late.

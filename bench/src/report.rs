@@ -94,7 +94,7 @@ pub struct Run {
     pub pool_exhausted: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
     pub p50: f64,
     pub p99: f64,
@@ -108,11 +108,10 @@ pub struct Latency {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Pacing {
     /// How late the generator sent the requests scheduled ahead of the moment a
-    /// connection took them, at p50 and p99, in ms; `None` when none was.
-    pub late_p50_ms: Option<f64>,
-    pub late_p99_ms: Option<f64>,
+    /// connection took them, at p50 and p99; `None` when none was.
+    pub late_ms: Option<Latency>,
     /// Requests already due when a connection was free to take them (every connection
-    /// waiting for an answer), as a share of all requests.
+    /// busy), as a share of all requests.
     pub behind_share: f64,
 }
 
@@ -322,11 +321,11 @@ impl Report {
 impl Pacing {
     /// One line on how the run at `rate` kept its schedule.
     fn describe(&self, name: &str, rate: f64) -> String {
-        let late = match (self.late_p50_ms, self.late_p99_ms) {
-            (Some(p50), Some(p99)) => {
+        let late = match self.late_ms {
+            Some(Latency { p50, p99 }) => {
                 format!("sent {p50:.1} ms late at p50 and {p99:.1} ms at p99 by the load generator")
             }
-            _ => "no request scheduled ahead".to_owned(),
+            None => "no request scheduled ahead".to_owned(),
         };
         format!(
             "{name} @{rate:.0}/s: {late}, which its latencies include; {:.1} % of requests \
@@ -744,8 +743,10 @@ mod tests {
     #[test]
     fn a_paced_run_says_how_it_kept_its_schedule() {
         let mut pacing = Pacing {
-            late_p50_ms: Some(0.64),
-            late_p99_ms: Some(1.26),
+            late_ms: Some(Latency {
+                p50: 0.64,
+                p99: 1.26,
+            }),
             behind_share: 0.004,
         };
         assert_eq!(
@@ -754,7 +755,7 @@ mod tests {
              the load generator, which its latencies include; 0.4 % of requests due before \
              a connection was free"
         );
-        (pacing.late_p50_ms, pacing.late_p99_ms, pacing.behind_share) = (None, None, 1.0);
+        (pacing.late_ms, pacing.behind_share) = (None, 1.0);
         assert!(
             pacing
                 .describe("run", 10.0)

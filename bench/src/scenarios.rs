@@ -432,8 +432,9 @@ impl Bench {
             },
             pacing: match pace {
                 Pace::Rate(_) => Some(Pacing {
-                    late_p50_ms: outcome.late_ms(0.50),
-                    late_p99_ms: outcome.late_ms(0.99),
+                    late_ms: (outcome.late_ms(0.50))
+                        .zip(outcome.late_ms(0.99))
+                        .map(|(p50, p99)| Latency { p50, p99 }),
                     behind_share: outcome.behind as f64 / outcome.requests.max(1) as f64,
                 }),
                 Pace::ClosedLoop => None,
