@@ -461,14 +461,16 @@ pub(crate) async fn respond(
     };
     let action = inbound.action();
     // The span is the server span of the stack; these fields are known only now.
+    // One record for the three (a field given `None` stays empty): each record is a
+    // round of every layer's bookkeeping.
     let span = tracing::Span::current();
-    span.record("action", action);
-    if let Some(screen) = inbound.screen() {
-        span.record("screen", screen);
-    }
-    if let Some(token) = inbound.flow_token() {
-        span.record("token", token_hash(token).as_str());
-    }
+    let token = inbound.flow_token().map(token_hash);
+    tracing::record_all!(
+        span,
+        action = action,
+        screen = inbound.screen(),
+        token = token.as_deref(),
+    );
     if let Inbound::ErrorNotification(notification) = &inbound {
         telemetry::error_notification(&notification.error_key);
         // The client's text, escaped and cut: raw, a newline would forge a log line.

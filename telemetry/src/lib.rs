@@ -121,7 +121,7 @@ pub fn install(
 /// [`install`]; `exporting` says whether spans leave the process. When they do not,
 /// every span still has its trace (the trace id in the logs, `traceparent` to the
 /// flow service), but what only an exported span would show is not collected: code
-/// locations, thread names, busy/idle times, log events as span events, and the
+/// locations, targets, thread names, busy/idle times, log events as span events, and the
 /// OpenTelemetry context made current on each poll. That was about a tenth of the
 /// gateway's CPU per request.
 fn install_with(
@@ -159,6 +159,7 @@ fn subscriber(
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(exporting)
+        .with_target(exporting)
         .with_threads(exporting)
         .with_tracked_inactivity(exporting)
         .with_context_activation(exporting)

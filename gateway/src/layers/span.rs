@@ -81,16 +81,14 @@ impl<B> OnResponse<B> for LogAnswer {
     fn on_response(self, response: &Response<B>, latency: Duration, span: &Span) {
         let Labels { action, outcome } = Labels::of(response);
         let status = response.status().as_u16();
-        span.record("outcome", outcome);
-        span.record("http.status", status);
-        span.in_scope(|| {
-            tracing::info!(
-                action,
-                outcome,
-                status,
-                elapsed_ms = latency.as_millis() as u64,
-                "flow request",
-            )
-        });
+        tracing::record_all!(span, outcome = outcome, http.status = status);
+        // `TraceLayer` calls this with the span entered, so the line is in it.
+        tracing::info!(
+            action,
+            outcome,
+            status,
+            elapsed_ms = latency.as_millis() as u64,
+            "flow request",
+        );
     }
 }

@@ -88,7 +88,8 @@ where
         let method = attempt.call.method();
         let span = tracing::info_span!(
             "flowgate.backend_call",
-            otel.name = %format!("flowgate.v1.FlowService/{method}"),
+            // `flowgate.v1.FlowService/<method>`: the path without its leading `/`.
+            otel.name = %&attempt.call.path()[1..],
             otel.kind = "client",
             rpc.system = "grpc",
             rpc.method = method,
