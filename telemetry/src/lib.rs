@@ -2,6 +2,8 @@
 //!
 //! - [`init`] installs the global `tracing` subscriber: logs as text or JSON on stderr
 //!   (filtered by `RUST_LOG`, default `info`), and an OpenTelemetry layer so every span
+//!   has a trace. The spans of a request's trace are made under the target [`TRACE`],
+//!   whatever `RUST_LOG` says: the log level chooses log lines, not whether a request
 //!   has a trace. Spans are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT`
 //!   (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; the exporter reads the standard
 //!   `OTEL_*` variables, the sampler `OTEL_TRACES_SAMPLER`, the resource `OTEL_SERVICE_NAME`.
@@ -22,6 +24,12 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// The target of the spans that make a request's trace (`info_span!(target: TRACE, …)`).
+/// The OpenTelemetry layer takes them at every `RUST_LOG`; the log lines show them as
+/// the context of a line when `RUST_LOG` enables `info` for this target (the default
+/// does; `RUST_LOG=warn,flowgate::trace=info` keeps them on warnings only).
+pub const TRACE: &str = "flowgate::trace";
 
 /// Latency buckets (seconds) that put edges at WhatsApp's p90 alert thresholds: 1, 5 and 7 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -129,8 +137,13 @@ fn install_with(
     format: LogFormat,
     exporting: bool,
 ) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    subscriber(tracer, format, exporting, filter)
+    let directives = std::env::var("RUST_LOG").unwrap_or_default();
+    let directives = if directives.trim().is_empty() {
+        "info"
+    } else {
+        &directives
+    };
+    subscriber(tracer, format, exporting, directives)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     opentelemetry::global::set_text_map_propagator(
@@ -139,23 +152,44 @@ fn install_with(
     Ok(())
 }
 
-/// The subscriber [`install_with`] installs: the OpenTelemetry layer (spans only unless
-/// exporting), the log lines, and `filter` (`RUST_LOG`) over both.
+/// The subscriber [`install_with`] installs: the OpenTelemetry layer and the log lines,
+/// each behind its own filter.
 ///
-/// The filter is the outermost layer. Under the OpenTelemetry layer's own per-layer
-/// filter, a level filter placed innermost cannot tell `tracing` that a callsite is
-/// off for good: the stack then reports no maximum level and every disabled `debug!`
-/// or `info_span!` of every crate (h2, hyper, tonic, ours) is asked again on each hit.
-/// Outermost, it turns a disabled callsite off once, and the macros skip it below the
-/// level at no cost.
+/// - The log lines: `directives` (`RUST_LOG`), events and spans alike.
+/// - The OpenTelemetry layer: the spans of [`TRACE`] at `info` and above, always; and
+///   what `directives` enables, spans only unless exporting (then events become span
+///   events too).
+///
+/// Every filter here decides from a callsite's metadata alone and tells its maximum
+/// level, so `tracing` learns once per callsite whether anything wants it, and turns
+/// off for good every callsite none does (h2's, hyper's and tonic's `debug!`, our own
+/// `info!` at `RUST_LOG=warn`); the macros then skip them at the cost of one load.
 fn subscriber(
     tracer: opentelemetry_sdk::trace::Tracer,
     format: LogFormat,
     exporting: bool,
-    filter: EnvFilter,
+    directives: &str,
 ) -> impl tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a> {
     use std::io::IsTerminal;
+    use tracing::Level;
+    use tracing::level_filters::LevelFilter;
     use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    // Directives that do not parse fall back to the default, as
+    // `EnvFilter::try_from_default_env` did.
+    let filter = || {
+        EnvFilter::builder()
+            .parse(directives)
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let trace_spans = filter_fn(|metadata| {
+        metadata.is_span() && metadata.target() == TRACE && *metadata.level() <= Level::INFO
+    })
+    .with_max_level_hint(LevelFilter::INFO);
+    let selected = filter().and(
+        filter_fn(move |metadata| exporting || metadata.is_span())
+            .with_max_level_hint(LevelFilter::TRACE),
+    );
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(exporting)
@@ -163,9 +197,7 @@ fn subscriber(
         .with_threads(exporting)
         .with_tracked_inactivity(exporting)
         .with_context_activation(exporting)
-        .with_filter(tracing_subscriber::filter::filter_fn(move |metadata| {
-            exporting || metadata.is_span()
-        }));
+        .with_filter(trace_spans.or(selected));
     // Colours only for a person at a terminal: in a file or a log collector they are
     // escape codes, and formatting them costs on every line.
     let ansi = std::io::stderr().is_terminal();
@@ -180,11 +212,9 @@ fn subscriber(
             .with_span_list(false)
             .with_writer(std::io::stderr)
             .boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(otel)
-        .with(lines)
-        .with(filter)
+    }
+    .with_filter(filter());
+    tracing_subscriber::registry().with(otel).with(lines)
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -225,34 +255,105 @@ mod tests {
         SdkTracerProvider::builder().build().tracer("test")
     }
 
-    /// The filter's level reaches `tracing` as the stack's maximum, in every set-up, so
-    /// that callsites below it are off without being asked on each hit; what it
-    /// enables still reaches the layers.
+    /// The metadata of a callsite of its own with this target, level and kind, as a
+    /// `tracing` macro would register it.
+    macro_rules! callsite {
+        ($target:expr, $level:ident, $kind:ident) => {{
+            use tracing::callsite::{Callsite, Identifier};
+            use tracing::field::FieldSet;
+            use tracing::metadata::Kind;
+            use tracing::subscriber::Interest;
+            struct Site;
+            static SITE: Site = Site;
+            static METADATA: tracing::Metadata<'static> = tracing::Metadata::new(
+                "callsite",
+                $target,
+                Level::$level,
+                None,
+                None,
+                None,
+                FieldSet::new(&[], Identifier(&SITE)),
+                Kind::$kind,
+            );
+            impl Callsite for Site {
+                fn set_interest(&self, _: Interest) {}
+                fn metadata(&self) -> &tracing::Metadata<'_> {
+                    &METADATA
+                }
+            }
+            &METADATA
+        }};
+    }
+
+    /// The stack tells `tracing` its maximum level, in every set-up: the log filter's, or
+    /// `info` for the trace's spans when that is higher. A callsite nothing wants is off
+    /// for good (`never`), so it is not asked again on each hit; what a filter enables
+    /// still reaches the layers.
     #[test]
-    fn the_log_filter_caps_the_level_of_every_callsite() {
+    fn every_callsite_is_decided_once_and_the_level_is_capped() {
         for format in [LogFormat::Text, LogFormat::Json] {
             for exporting in [false, true] {
                 for (directives, level) in [
-                    ("warn", LevelFilter::WARN),
+                    ("error", LevelFilter::INFO),
+                    ("warn", LevelFilter::INFO),
                     ("info", LevelFilter::INFO),
                     ("warn,flowgate_telemetry=debug", LevelFilter::DEBUG),
+                    ("not a [valid directive", LevelFilter::INFO),
                 ] {
-                    let subscriber =
-                        subscriber(tracer(), format, exporting, EnvFilter::new(directives));
+                    let subscriber = subscriber(tracer(), format, exporting, directives);
                     assert_eq!(
                         tracing::Subscriber::max_level_hint(&subscriber),
                         Some(level),
                         "{format:?} {exporting} {directives}"
                     );
                 }
-                let subscriber = subscriber(tracer(), format, exporting, EnvFilter::new("warn"));
-                tracing::subscriber::with_default(subscriber, || {
+                let dispatch =
+                    tracing::Dispatch::new(subscriber(tracer(), format, exporting, "warn"));
+                assert!(
+                    dispatch
+                        .register_callsite(callsite!("h2", INFO, SPAN))
+                        .is_never()
+                );
+                assert!(
+                    dispatch
+                        .register_callsite(callsite!("ours", INFO, EVENT))
+                        .is_never()
+                );
+                assert!(
+                    dispatch
+                        .register_callsite(callsite!(TRACE, DEBUG, SPAN))
+                        .is_never()
+                );
+                assert!(
+                    dispatch
+                        .register_callsite(callsite!(TRACE, INFO, EVENT))
+                        .is_never()
+                );
+                // Wanted by one layer and not the other: asked on each hit.
+                assert!(
+                    !dispatch
+                        .register_callsite(callsite!(TRACE, INFO, SPAN))
+                        .is_never()
+                );
+                assert!(
+                    !dispatch
+                        .register_callsite(callsite!("ours", WARN, EVENT))
+                        .is_never()
+                );
+                tracing::dispatcher::with_default(&dispatch, || {
                     assert!(tracing::enabled!(Level::WARN));
                     assert!(!tracing::enabled!(Level::INFO));
+                    assert!(!tracing::enabled!(target: TRACE, Level::INFO));
                     assert!(tracing::info_span!("off").is_disabled());
+                    assert!(tracing::debug_span!(target: TRACE, "below").is_disabled());
                     assert!(!tracing::warn_span!("on").is_disabled());
-                    // Spans reach the OpenTelemetry layer: an enabled one has a trace.
+                    // Spans reach the OpenTelemetry layer: an enabled one has a trace,
+                    // and so does a span of the trace that the log level leaves out.
                     assert!(trace_id(&tracing::warn_span!("traced")).is_some());
+                    let request = tracing::info_span!(target: TRACE, "request");
+                    let id = trace_id(&request).expect("a trace span has a trace at warn");
+                    let child = request.in_scope(|| tracing::info_span!(target: TRACE, "call"));
+                    assert_eq!(trace_id(&child).as_deref(), Some(id.as_str()));
                 });
             }
         }

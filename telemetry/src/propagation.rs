@@ -38,7 +38,8 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
 /// Makes `span` a child of the trace in `headers`, if they carry one. Call before the
 /// span is first entered.
 pub fn set_parent_from(span: &tracing::Span, headers: &http::HeaderMap) {
-    // A span the log filter turned off has no trace to continue: skip reading the headers.
+    // A disabled span has no trace to continue: skip reading the headers. (The spans of
+    // a request's trace, under `TRACE`, are never disabled.)
     if span.is_disabled() {
         return;
     }

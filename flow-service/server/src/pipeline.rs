@@ -300,13 +300,16 @@ impl Call {
             return Err(Status::invalid_argument("flow_token is required"));
         }
         let token = TokenKey::new(&incoming.flow_token);
-        let span = Span::current();
-        span.record("flow", name);
-        span.record("action", incoming.action.as_str());
-        span.record("screen", incoming.screen.as_str());
-        span.record("token_hash", token.log_hash());
-        span.record("request_id", context.request_id.as_str());
-        span.record("attempt", context.attempt);
+        // One record for all six: each record is a round of every layer's bookkeeping.
+        tracing::record_all!(
+            Span::current(),
+            flow = name,
+            action = incoming.action.as_str(),
+            screen = incoming.screen.as_str(),
+            token_hash = token.log_hash(),
+            request_id = context.request_id.as_str(),
+            attempt = context.attempt,
+        );
         let key = Some(context.idempotency_key.clone()).filter(|k| !k.is_empty());
         Ok(Call {
             flows: flows.clone(),
@@ -440,6 +443,7 @@ impl Call {
     /// server span).
     async fn handler(&mut self) -> Result<Outcome, Early> {
         let span = tracing::info_span!(
+            target: flowgate_telemetry::TRACE,
             "flow.handler",
             flow = self.name,
             action = self.action.as_str(),

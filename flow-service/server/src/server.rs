@@ -305,6 +305,7 @@ fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
 fn server_span(request: &http::Request<Body>) -> Span {
     let method = known_method(request.uri().path());
     let span = tracing::info_span!(
+        target: flowgate_telemetry::TRACE,
         "flowgate.v1.FlowService",
         otel.name = method.map_or("flowgate.v1.FlowService/other", |m| &m.path[1..]),
         otel.kind = "server",

@@ -51,6 +51,7 @@ impl<B> MakeSpan<B> for ServerSpan {
             .get::<Flow>()
             .map_or("", |flow| flow.0.as_str());
         let span = tracing::info_span!(
+            target: flowgate_telemetry::TRACE,
             "flowgate.request",
             otel.name = "POST flow endpoint",
             otel.kind = "server",

@@ -87,6 +87,7 @@ where
     fn call(&mut self, attempt: Attempt) -> BoxFuture {
         let method = attempt.call.method();
         let span = tracing::info_span!(
+            target: flowgate_telemetry::TRACE,
             "flowgate.backend_call",
             // `flowgate.v1.FlowService/<method>`: the path without its leading `/`.
             otel.name = %&attempt.call.path()[1..],

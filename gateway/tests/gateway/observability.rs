@@ -99,97 +99,213 @@ fn service_name(resource_spans: &ResourceSpans) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traces_metrics_and_logs_across_both_binaries() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+/// Both binaries, exporting spans over OTLP to a receiver of their own and logging JSON
+/// lines at a given `RUST_LOG`.
+struct Pair {
+    receiver: Receiver,
+    http: reqwest::Client,
+    gateway_port: u16,
+    gateway_admin: u16,
+    service_admin: u16,
+    gateway: Child,
+    service: Child,
+    gateway_log: Arc<Mutex<Vec<String>>>,
+    service_log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let (service_port, service_admin, gateway_port, gateway_admin) =
-        (free_port(), free_port(), free_port(), free_port());
-    let gateway_bin = PathBuf::from(env!("CARGO_BIN_EXE_flowgate-gateway"));
-    let service_bin = gateway_bin.with_file_name("flow-service");
-    assert!(
-        service_bin.exists(),
-        "build the flow-service binary first: {}",
-        service_bin.display()
-    );
-    let otel = |command: &mut Command| {
-        command
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("RUST_LOG", "info");
-    };
-    let mut service_command = Command::new(&service_bin);
-    service_command
-        .env("FLOW_SERVICE_LISTEN", format!("127.0.0.1:{service_port}"))
-        .env(
-            "FLOW_SERVICE_ADMIN_LISTEN",
-            format!("127.0.0.1:{service_admin}"),
-        )
-        .env(
-            "FLOW_SERVICE_DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("flows.db").display()),
-        )
-        .env("FLOW_SERVICE_DRAIN_DELAY", "0s")
-        .env("FLOW_SERVICE_LOG_FORMAT", "json");
-    otel(&mut service_command);
-    let (mut service, service_log) = spawn(&mut service_command);
-    let mut gateway_command = Command::new(&gateway_bin);
-    gateway_command
-        .env("FLOWGATE_LISTEN", format!("127.0.0.1:{gateway_port}"))
-        .env(
-            "FLOWGATE_ADMIN_LISTEN",
-            format!("127.0.0.1:{gateway_admin}"),
-        )
-        .env(
-            "FLOWGATE_BACKEND",
-            format!("http://127.0.0.1:{service_port}"),
-        )
-        .env("FLOWGATE_TLS", "off")
-        .env("FLOWGATE_SHUTDOWN_GRACE", "1s")
-        .env("FLOWGATE_LOG_FORMAT", "json");
-    otel(&mut gateway_command);
-    let (mut gateway, gateway_log) = spawn(&mut gateway_command);
-
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = http
-            .get(format!("http://127.0.0.1:{gateway_admin}/readyz"))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready: {:?} {:?}",
-            gateway_log.lock().unwrap(),
-            service_log.lock().unwrap()
+impl Pair {
+    async fn start(log_level: &str) -> Pair {
+        let receiver = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let otlp = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(receiver.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (service_port, service_admin, gateway_port, gateway_admin) =
+            (free_port(), free_port(), free_port(), free_port());
+        let gateway_bin = PathBuf::from(env!("CARGO_BIN_EXE_flowgate-gateway"));
+        let service_bin = gateway_bin.with_file_name("flow-service");
+        assert!(
+            service_bin.exists(),
+            "build the flow-service binary first: {}",
+            service_bin.display()
+        );
+        let otel = |command: &mut Command| {
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+                .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+                .env("RUST_LOG", log_level);
+        };
+        let mut service_command = Command::new(&service_bin);
+        service_command
+            .env("FLOW_SERVICE_LISTEN", format!("127.0.0.1:{service_port}"))
+            .env(
+                "FLOW_SERVICE_ADMIN_LISTEN",
+                format!("127.0.0.1:{service_admin}"),
+            )
+            .env(
+                "FLOW_SERVICE_DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("flows.db").display()),
+            )
+            .env("FLOW_SERVICE_DRAIN_DELAY", "0s")
+            .env("FLOW_SERVICE_LOG_FORMAT", "json");
+        otel(&mut service_command);
+        let (service, service_log) = spawn(&mut service_command);
+        let mut gateway_command = Command::new(&gateway_bin);
+        gateway_command
+            .env("FLOWGATE_LISTEN", format!("127.0.0.1:{gateway_port}"))
+            .env(
+                "FLOWGATE_ADMIN_LISTEN",
+                format!("127.0.0.1:{gateway_admin}"),
+            )
+            .env(
+                "FLOWGATE_BACKEND",
+                format!("http://127.0.0.1:{service_port}"),
+            )
+            .env("FLOWGATE_TLS", "off")
+            .env("FLOWGATE_SHUTDOWN_GRACE", "1s")
+            .env("FLOWGATE_LOG_FORMAT", "json");
+        otel(&mut gateway_command);
+        let (gateway, gateway_log) = spawn(&mut gateway_command);
+
+        let pair = Pair {
+            receiver,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            gateway_port,
+            gateway_admin,
+            service_admin,
+            gateway,
+            service,
+            gateway_log,
+            service_log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = pair
+                .http
+                .get(format!("http://127.0.0.1:{gateway_admin}/readyz"))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready: {:?} {:?}",
+                pair.gateway_log.lock().unwrap(),
+                pair.service_log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pair
     }
 
-    let body = json!({"version": "3.0", "action": "data_exchange", "flow_token": TOKEN,
-                      "screen": "WELCOME_SCREEN", "data": {"email": SCREEN_VALUE}});
-    let response = http
-        .post(format!("http://127.0.0.1:{gateway_port}/flow-endpoint"))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    /// The sign-up step, continuing the caller's trace.
+    async fn traced_step(&self) {
+        let body = json!({"version": "3.0", "action": "data_exchange", "flow_token": TOKEN,
+                          "screen": "WELCOME_SCREEN", "data": {"email": SCREEN_VALUE}});
+        let response = self
+            .http
+            .post(format!(
+                "http://127.0.0.1:{}/flow-endpoint",
+                self.gateway_port
+            ))
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    /// Stops both binaries, which flushes their last spans, and checks the trace of
+    /// [`Pair::traced_step`]: the request span continues the caller's, both services'
+    /// spans are in it, and nothing private is in any of them.
+    async fn stop_and_check_the_trace(&mut self) {
+        stop(&mut self.gateway);
+        stop(&mut self.service);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let spans = loop {
+            let spans = self.receiver.0.lock().unwrap().clone();
+            let services: Vec<String> = spans.iter().map(service_name).collect();
+            if services.iter().any(|s| s == "flowgate-gateway")
+                && services.iter().any(|s| s == "flow-service")
+            {
+                break spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spans from both services expected, got {services:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let trace_id = hex(TRACE_ID);
+        let mut names = Vec::new();
+        for resource in &spans {
+            let service = service_name(resource);
+            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                if span.trace_id != trace_id {
+                    continue;
+                }
+                names.push((service.clone(), span.name.clone()));
+                if span.name == "POST flow endpoint" {
+                    assert_eq!(
+                        span.parent_span_id,
+                        hex(PARENT_ID),
+                        "the request span continues the caller's trace"
+                    );
+                }
+                let attributes = format!("{:?}", span.attributes);
+                assert!(
+                    !attributes.contains(TOKEN) && !attributes.contains(SCREEN_VALUE),
+                    "{attributes}"
+                );
+            }
+        }
+        for (service, name) in [
+            ("flowgate-gateway", "POST flow endpoint"),
+            ("flowgate-gateway", "flowgate.v1.FlowService/DataExchange"),
+            ("flow-service", "flowgate.v1.FlowService/DataExchange"),
+            ("flow-service", "flow.handler"),
+        ] {
+            assert!(
+                names.iter().any(|(s, n)| s == service && n == name),
+                "no {name} from {service} in the trace: {names:?}"
+            );
+        }
+    }
+
+    /// The gateway's log lines, parsed; none holds anything private.
+    fn gateway_lines(&self) -> Vec<Value> {
+        self.gateway_log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| {
+                assert!(!line.contains(TOKEN), "the raw token logged: {line}");
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_metrics_and_logs_across_both_binaries() {
+    let mut pair = Pair::start("info").await;
+    pair.traced_step().await;
+    let http = &pair.http;
     // A request the gateway refuses, for the error counters.
     let refused = http
-        .post(format!("http://127.0.0.1:{gateway_port}/flow-endpoint"))
+        .post(format!(
+            "http://127.0.0.1:{}/flow-endpoint",
+            pair.gateway_port
+        ))
         .body("{")
         .send()
         .await
@@ -209,7 +325,7 @@ async fn traces_metrics_and_logs_across_both_binaries() {
                 .unwrap()
         }
     };
-    let metrics = scrape(gateway_admin).await;
+    let metrics = scrape(pair.gateway_admin).await;
     for expected in [
         r#"flowgate_requests_total{route="/flow-endpoint",action="data_exchange",outcome="screen",status="200"} 1"#,
         r#"flowgate_requests_total{route="/flow-endpoint",action="unknown",outcome="invalid_json",status="400"} 1"#,
@@ -224,7 +340,7 @@ async fn traces_metrics_and_logs_across_both_binaries() {
             "gateway /metrics lacks {expected}:\n{metrics}"
         );
     }
-    let metrics = scrape(service_admin).await;
+    let metrics = scrape(pair.service_admin).await;
     for expected in [
         r#"flow_service_calls_total{method="DataExchange",code="Ok"} 1"#,
         "flow_service_call_duration_seconds_bucket",
@@ -236,62 +352,14 @@ async fn traces_metrics_and_logs_across_both_binaries() {
         );
     }
 
-    // Stopping flushes the last spans.
-    stop(&mut gateway);
-    stop(&mut service);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let spans = loop {
-        let spans = receiver.0.lock().unwrap().clone();
-        let services: Vec<String> = spans.iter().map(service_name).collect();
-        if services.iter().any(|s| s == "flowgate-gateway")
-            && services.iter().any(|s| s == "flow-service")
-        {
-            break spans;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spans from both services expected, got {services:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let trace_id = hex(TRACE_ID);
-    let mut names = Vec::new();
-    for resource in &spans {
-        let service = service_name(resource);
-        for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
-            if span.trace_id != trace_id {
-                continue;
-            }
-            names.push((service.clone(), span.name.clone()));
-            if span.name == "POST flow endpoint" {
-                assert_eq!(
-                    span.parent_span_id,
-                    hex(PARENT_ID),
-                    "the request span continues the caller's trace"
-                );
-            }
-            let attributes = format!("{:?}", span.attributes);
-            assert!(
-                !attributes.contains(TOKEN) && !attributes.contains(SCREEN_VALUE),
-                "{attributes}"
-            );
-        }
-    }
-    for (service, name) in [
-        ("flowgate-gateway", "POST flow endpoint"),
-        ("flowgate-gateway", "flowgate.v1.FlowService/DataExchange"),
-        ("flow-service", "flowgate.v1.FlowService/DataExchange"),
-        ("flow-service", "flow.handler"),
-    ] {
-        assert!(
-            names.iter().any(|(s, n)| s == service && n == name),
-            "no {name} from {service} in the trace: {names:?}"
-        );
-    }
+    pair.stop_and_check_the_trace().await;
 
     // JSON logs: one object a line, request id and trace id on the request line, and
     // nothing private anywhere.
-    for (binary, log) in [("gateway", &gateway_log), ("flow-service", &service_log)] {
+    for (binary, log) in [
+        ("gateway", &pair.gateway_log),
+        ("flow-service", &pair.service_log),
+    ] {
         let lines = log.lock().unwrap().clone();
         assert!(!lines.is_empty());
         for line in &lines {
@@ -308,10 +376,9 @@ async fn traces_metrics_and_logs_across_both_binaries() {
             assert!(parsed["level"].is_string(), "{line}");
         }
     }
-    let lines = gateway_log.lock().unwrap().clone();
-    let request_line = lines
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let request_line = pair
+        .gateway_lines()
+        .into_iter()
         .find(|v| {
             v["fields"]["message"] == "flow request" && v["span"]["action"] == "data_exchange"
         })
@@ -327,6 +394,23 @@ async fn traces_metrics_and_logs_across_both_binaries() {
         request_line["span"]["token"],
         flowgate_proto::token_hash(TOKEN),
         "{request_line}"
+    );
+}
+
+/// `RUST_LOG` chooses log lines, not traces: with warnings only, there is no line per
+/// request, and the request still has its one trace across both services, continuing
+/// the caller's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_has_its_trace_when_only_warnings_are_logged() {
+    let mut pair = Pair::start("warn").await;
+    pair.traced_step().await;
+    pair.stop_and_check_the_trace().await;
+    let lines = pair.gateway_lines();
+    assert!(
+        lines
+            .iter()
+            .all(|v| v["fields"]["message"] != "flow request"),
+        "{lines:?}"
     );
 }
 
