@@ -171,6 +171,14 @@ impl Outcome {
     pub fn late_ms(&self, q: f64) -> Option<f64> {
         quantile(&self.late_us, q).map(|us| f64::from(us) / 1000.0)
     }
+
+    /// [`Outcome::late_ms`] at p50 and p99, as the report gives it.
+    pub fn late_latency(&self) -> Option<crate::report::Latency> {
+        Some(crate::report::Latency {
+            p50: self.late_ms(0.50)?,
+            p99: self.late_ms(0.99)?,
+        })
+    }
 }
 
 /// The value at quantile `q` (0–1) of sorted `values`.

@@ -149,8 +149,9 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         "CPU from /proc utime+stime over each timed window; the baseline's is its own \
          threads' in this process"
             .to_owned(),
-        "servers log at warn (RUST_LOG overrides); uvicorn's access log is off; pywa does \
-         not check X-Hub-Signature-256 on flow requests"
+        "servers log at warn (RUST_LOG overrides): no log line per request, each request \
+         still traced (nothing exported); uvicorn's access log is off; pywa does not check \
+         X-Hub-Signature-256 on flow requests"
             .to_owned(),
     ];
 

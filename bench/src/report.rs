@@ -197,6 +197,14 @@ impl Report {
         Ok(())
     }
 
+    /// `name`, and after it the run's round (` #2`) when there are several.
+    fn in_round(&self, mut name: String, run: &Run) -> String {
+        if self.settings.rounds > 1 {
+            name += &format!(" #{}", run.round);
+        }
+        name
+    }
+
     /// The table: one line per run, CPU in µs per request and as a multiple of the floor.
     pub fn table(&self) -> String {
         let mut out = format!(
@@ -229,16 +237,14 @@ impl Report {
             "wrong"
         );
         for run in &self.runs {
-            let mut name = match (run.target_rate, run.rate_of) {
+            let name = match (run.target_rate, run.rate_of) {
                 (Some(rate), Some(RateOf::MetaStep)) => {
                     format!("{} @{rate:.0}/s (Meta's)", run.name)
                 }
                 (Some(rate), _) => format!("{} @{rate:.0}/s", run.name),
                 (None, _) => format!("{} ({})", run.name, run.workload.label()),
             };
-            if self.settings.rounds > 1 {
-                name += &format!(" #{}", run.round);
-            }
+            let name = self.in_round(name, run);
             let cpu = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.0}"));
             let mib =
                 |v: Option<u64>| v.map_or("—".into(), |v| format!("{:.0}", v as f64 / 1024.0));
@@ -304,10 +310,7 @@ impl Report {
         }
         for run in &self.runs {
             if let (Some(rate), Some(pacing)) = (run.target_rate, run.pacing) {
-                let mut name = run.name.clone();
-                if self.settings.rounds > 1 {
-                    name += &format!(" #{}", run.round);
-                }
+                let name = self.in_round(run.name.clone(), run);
                 out += &format!("note: {}\n", pacing.describe(&name, rate));
             }
         }

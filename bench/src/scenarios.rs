@@ -432,9 +432,7 @@ impl Bench {
             },
             pacing: match pace {
                 Pace::Rate(_) => Some(Pacing {
-                    late_ms: (outcome.late_ms(0.50))
-                        .zip(outcome.late_ms(0.99))
-                        .map(|(p50, p99)| Latency { p50, p99 }),
+                    late_ms: outcome.late_latency(),
                     behind_share: outcome.behind as f64 / outcome.requests.max(1) as f64,
                 }),
                 Pace::ClosedLoop => None,

@@ -203,6 +203,7 @@ pub struct MetaKeys {
 
 /// The servers' log filter: `RUST_LOG` when set, else warnings only, so per-request log
 /// lines cost nothing in either flowgate or pywa (uvicorn's access log is off too).
+/// flowgate's requests are traced at every level, so their spans are still made.
 pub fn log_filter() -> String {
     std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())
 }
