@@ -150,8 +150,8 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
          threads' in this process"
             .to_owned(),
         "servers log at warn (RUST_LOG overrides): no log line per request, each request \
-         still traced (nothing exported); uvicorn's access log is off; pywa does not check \
-         X-Hub-Signature-256 on flow requests"
+         still traced (exported only if OTEL_* variables say so); uvicorn's access log is \
+         off; pywa does not check X-Hub-Signature-256 on flow requests"
             .to_owned(),
     ];
 

@@ -137,19 +137,22 @@ fn install_with(
     format: LogFormat,
     exporting: bool,
 ) -> Result<(), TelemetryError> {
-    let directives = std::env::var("RUST_LOG").unwrap_or_default();
-    let directives = if directives.trim().is_empty() {
-        "info"
-    } else {
-        &directives
-    };
-    subscriber(tracer, format, exporting, directives)
+    let directives = log_directives(std::env::var("RUST_LOG").ok());
+    subscriber(tracer, format, exporting, &directives)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     Ok(())
+}
+
+/// The log filter's directives: `RUST_LOG`, or `info` when it is unset, not Unicode, or
+/// empty (an empty `RUST_LOG` would otherwise turn every line off).
+fn log_directives(rust_log: Option<String>) -> String {
+    rust_log
+        .filter(|directives| !directives.trim().is_empty())
+        .unwrap_or_else(|| "info".into())
 }
 
 /// The subscriber [`install_with`] installs: the OpenTelemetry layer and the log lines,
@@ -160,10 +163,13 @@ fn install_with(
 ///   what `directives` enables, spans only unless exporting (then events become span
 ///   events too).
 ///
-/// Every filter here decides from a callsite's metadata alone and tells its maximum
-/// level, so `tracing` learns once per callsite whether anything wants it, and turns
-/// off for good every callsite none does (h2's, hyper's and tonic's `debug!`, our own
-/// `info!` at `RUST_LOG=warn`); the macros then skip them at the cost of one load.
+/// `RUST_LOG` cannot take the trace's spans away; a span it enables joins the trace too.
+///
+/// Every filter here decides from a callsite's metadata alone (unless `RUST_LOG` has
+/// span or field directives, as before) and tells its maximum level, so `tracing` learns
+/// once per callsite whether anything wants it, and turns off for good every callsite
+/// none does (h2's, hyper's and tonic's `debug!`, our own `info!` at `RUST_LOG=warn`);
+/// the macros then skip them at the cost of one load.
 fn subscriber(
     tracer: opentelemetry_sdk::trace::Tracer,
     format: LogFormat,
@@ -285,6 +291,14 @@ mod tests {
         }};
     }
 
+    #[test]
+    fn an_unset_or_empty_rust_log_means_info() {
+        assert_eq!(log_directives(None), "info");
+        assert_eq!(log_directives(Some(String::new())), "info");
+        assert_eq!(log_directives(Some(" \t".into())), "info");
+        assert_eq!(log_directives(Some("warn".into())), "warn");
+    }
+
     /// The stack tells `tracing` its maximum level, in every set-up: the log filter's, or
     /// `info` for the trace's spans when that is higher. A callsite nothing wants is off
     /// for good (`never`), so it is not asked again on each hit; what a filter enables
@@ -305,6 +319,26 @@ mod tests {
                         tracing::Subscriber::max_level_hint(&subscriber),
                         Some(level),
                         "{format:?} {exporting} {directives}"
+                    );
+                }
+                // Directives that do not parse mean `info`, events included. (In a block:
+                // a callsite's interest is shared by every live dispatcher.)
+                {
+                    let dispatch = tracing::Dispatch::new(subscriber(
+                        tracer(),
+                        format,
+                        exporting,
+                        "not a [valid directive",
+                    ));
+                    assert!(
+                        !dispatch
+                            .register_callsite(callsite!("ours", INFO, EVENT))
+                            .is_never()
+                    );
+                    assert!(
+                        dispatch
+                            .register_callsite(callsite!("ours", DEBUG, EVENT))
+                            .is_never()
                     );
                 }
                 let dispatch =

@@ -412,6 +412,7 @@ async fn exchange(
     let request_id = uuid::Uuid::new_v4().to_string();
     // The fields `respond` records, as on the endpoint's server span.
     let span = tracing::info_span!(
+        target: flowgate_telemetry::TRACE,
         "flowgate.preview",
         request_id = %request_id,
         route = %route.path,

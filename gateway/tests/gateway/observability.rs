@@ -405,6 +405,21 @@ async fn a_request_has_its_trace_when_only_warnings_are_logged() {
     let mut pair = Pair::start("warn").await;
     pair.traced_step().await;
     pair.stop_and_check_the_trace().await;
+    // Not a line below `warn` in either binary, so no line per request either.
+    for (binary, log) in [
+        ("gateway", &pair.gateway_log),
+        ("flow-service", &pair.service_log),
+    ] {
+        for line in log.lock().unwrap().iter() {
+            assert!(!line.contains(SCREEN_VALUE), "{binary}: {line}");
+            let parsed: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{binary}: not JSON ({e}): {line}"));
+            assert!(
+                parsed["level"] == "WARN" || parsed["level"] == "ERROR",
+                "{binary} logged below warn: {line}"
+            );
+        }
+    }
     let lines = pair.gateway_lines();
     assert!(
         lines
