@@ -2,23 +2,16 @@
 //! `flowgate-gateway gen-token`), mutual TLS, and what the endpoint answers when
 //! the gateway's credentials are refused.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowgate-gateway");
+use crate::support::{free_port, service_bin, stderr_lines, wait_ready};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_flowgate-gateway");
 
 /// A spawned binary, killed when dropped, with its stderr lines so far.
 struct Proc {
@@ -35,14 +28,7 @@ impl Proc {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let log = stderr_lines(&mut child);
         Self { child, log }
     }
 
@@ -56,16 +42,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn service_bin() -> PathBuf {
-    let bin = PathBuf::from(BIN).with_file_name("flow-service");
-    assert!(
-        bin.exists(),
-        "build the flow-service binary first: {}",
-        bin.display()
-    );
-    bin
 }
 
 /// A flow service on 127.0.0.1 with `env`; its port.
@@ -103,24 +79,10 @@ async fn gateway(backend: &str, env: &[(&str, &str)], service: &Proc) -> (Proc, 
         command.env(name, value);
     }
     let gateway = Proc::spawn(&mut command);
-    let http = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = http
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready:\n{}\n{}",
-            gateway.log(),
-            service.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&client(), admin, || {
+        format!("{}\n{}", gateway.log(), service.log())
+    })
+    .await;
     (gateway, port, admin)
 }
 

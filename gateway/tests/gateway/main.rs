@@ -7,5 +7,6 @@ mod connections;
 mod hop;
 mod observability;
 mod stack;
+mod support;
 mod threads;
 mod vectors;

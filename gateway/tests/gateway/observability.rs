@@ -4,8 +4,6 @@
 //! admin listeners; JSON logs with request id and trace id, and no raw token or screen
 //! value anywhere in them.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +17,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde_json::{Value, json};
+
+use crate::support::{free_port, service_bin, stderr_lines, wait_ready};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -43,14 +43,6 @@ impl TraceService for Receiver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Spawns a binary with its stderr collected into a shared buffer.
 fn spawn(command: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
     let mut child = command
@@ -58,14 +50,7 @@ fn spawn(command: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let lines = stderr_lines(&mut child);
     (child, lines)
 }
 
@@ -99,8 +84,8 @@ fn service_name(resource_spans: &ResourceSpans) -> String {
         .unwrap_or_default()
 }
 
-/// Both binaries, exporting spans over OTLP to a receiver of their own and logging JSON
-/// lines at a given `RUST_LOG`.
+/// Both binaries, logging JSON lines at a given `RUST_LOG` and, when asked, exporting
+/// spans over OTLP to a receiver of their own.
 struct Pair {
     receiver: Receiver,
     http: reqwest::Client,
@@ -115,7 +100,7 @@ struct Pair {
 }
 
 impl Pair {
-    async fn start(log_level: &str) -> Pair {
+    async fn start(log_level: &str, exporting: bool) -> Pair {
         let receiver = Receiver::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let otlp = format!("http://{}", listener.local_addr().unwrap());
@@ -128,20 +113,19 @@ impl Pair {
         let dir = tempfile::tempdir().unwrap();
         let (service_port, service_admin, gateway_port, gateway_admin) =
             (free_port(), free_port(), free_port(), free_port());
-        let gateway_bin = PathBuf::from(env!("CARGO_BIN_EXE_flowgate-gateway"));
-        let service_bin = gateway_bin.with_file_name("flow-service");
-        assert!(
-            service_bin.exists(),
-            "build the flow-service binary first: {}",
-            service_bin.display()
-        );
+        let gateway_bin = env!("CARGO_BIN_EXE_flowgate-gateway");
         let otel = |command: &mut Command| {
             command
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
-                .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 .env("RUST_LOG", log_level);
+            if exporting {
+                command
+                    .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+                    .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+            }
         };
-        let mut service_command = Command::new(&service_bin);
+        let mut service_command = Command::new(service_bin());
         service_command
             .env("FLOW_SERVICE_LISTEN", format!("127.0.0.1:{service_port}"))
             .env(
@@ -156,7 +140,7 @@ impl Pair {
             .env("FLOW_SERVICE_LOG_FORMAT", "json");
         otel(&mut service_command);
         let (service, service_log) = spawn(&mut service_command);
-        let mut gateway_command = Command::new(&gateway_bin);
+        let mut gateway_command = Command::new(gateway_bin);
         gateway_command
             .env("FLOWGATE_LISTEN", format!("127.0.0.1:{gateway_port}"))
             .env(
@@ -185,24 +169,14 @@ impl Pair {
             service_log,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = pair
-                .http
-                .get(format!("http://127.0.0.1:{gateway_admin}/readyz"))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready: {:?} {:?}",
+        wait_ready(&pair.http, gateway_admin, || {
+            format!(
+                "{:?}\n{:?}",
                 pair.gateway_log.lock().unwrap(),
                 pair.service_log.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            )
+        })
+        .await;
         pair
     }
 
@@ -228,8 +202,7 @@ impl Pair {
     /// [`Pair::traced_step`]: the request span continues the caller's, both services'
     /// spans are in it, and nothing private is in any of them.
     async fn stop_and_check_the_trace(&mut self) {
-        stop(&mut self.gateway);
-        stop(&mut self.service);
+        self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         let spans = loop {
             let spans = self.receiver.0.lock().unwrap().clone();
@@ -281,23 +254,42 @@ impl Pair {
         }
     }
 
-    /// The gateway's log lines, parsed; none holds anything private.
-    fn gateway_lines(&self) -> Vec<Value> {
-        self.gateway_log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|line| {
-                assert!(!line.contains(TOKEN), "the raw token logged: {line}");
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-            })
-            .collect()
+    /// Stops both binaries (with SIGTERM: they flush their last spans).
+    fn stop(&mut self) {
+        stop(&mut self.gateway);
+        stop(&mut self.service);
+    }
+
+    /// Both binaries' log lines so far, each parsed and named by its binary; every one
+    /// is a JSON object with a level, and none holds the raw token or screen data.
+    fn lines(&self) -> Vec<(&'static str, Value)> {
+        let mut parsed = Vec::new();
+        for (binary, log) in [
+            ("gateway", &self.gateway_log),
+            ("flow-service", &self.service_log),
+        ] {
+            for line in log.lock().unwrap().iter() {
+                assert!(
+                    !line.contains(TOKEN),
+                    "{binary} logged the raw token: {line}"
+                );
+                assert!(
+                    !line.contains(SCREEN_VALUE),
+                    "{binary} logged screen data: {line}"
+                );
+                let value: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{binary}: not JSON ({e}): {line}"));
+                assert!(value["level"].is_string(), "{binary}: {line}");
+                parsed.push((binary, value));
+            }
+        }
+        parsed
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_metrics_and_logs_across_both_binaries() {
-    let mut pair = Pair::start("info").await;
+    let mut pair = Pair::start("info", true).await;
     pair.traced_step().await;
     let http = &pair.http;
     // A request the gateway refuses, for the error counters.
@@ -356,33 +348,14 @@ async fn traces_metrics_and_logs_across_both_binaries() {
 
     // JSON logs: one object a line, request id and trace id on the request line, and
     // nothing private anywhere.
-    for (binary, log) in [
-        ("gateway", &pair.gateway_log),
-        ("flow-service", &pair.service_log),
-    ] {
-        let lines = log.lock().unwrap().clone();
-        assert!(!lines.is_empty());
-        for line in &lines {
-            assert!(
-                !line.contains(TOKEN),
-                "{binary} logged the raw token: {line}"
-            );
-            assert!(
-                !line.contains(SCREEN_VALUE),
-                "{binary} logged screen data: {line}"
-            );
-            let parsed: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{binary}: not JSON ({e}): {line}"));
-            assert!(parsed["level"].is_string(), "{line}");
-        }
+    let lines = pair.lines();
+    for binary in ["gateway", "flow-service"] {
+        assert!(
+            lines.iter().any(|(b, _)| *b == binary),
+            "{binary} logged nothing"
+        );
     }
-    let request_line = pair
-        .gateway_lines()
-        .into_iter()
-        .find(|v| {
-            v["fields"]["message"] == "flow request" && v["span"]["action"] == "data_exchange"
-        })
-        .expect("a flow request line");
+    let request_line = request_line(lines);
     assert_eq!(request_line["span"]["trace_id"], TRACE_ID, "{request_line}");
     assert!(
         request_line["span"]["request_id"]
@@ -402,31 +375,47 @@ async fn traces_metrics_and_logs_across_both_binaries() {
 /// the caller's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_has_its_trace_when_only_warnings_are_logged() {
-    let mut pair = Pair::start("warn").await;
+    let mut pair = Pair::start("warn", true).await;
     pair.traced_step().await;
     pair.stop_and_check_the_trace().await;
     // Not a line below `warn` in either binary, so no line per request either.
-    for (binary, log) in [
-        ("gateway", &pair.gateway_log),
-        ("flow-service", &pair.service_log),
-    ] {
-        for line in log.lock().unwrap().iter() {
-            assert!(!line.contains(SCREEN_VALUE), "{binary}: {line}");
-            let parsed: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{binary}: not JSON ({e}): {line}"));
-            assert!(
-                parsed["level"] == "WARN" || parsed["level"] == "ERROR",
-                "{binary} logged below warn: {line}"
-            );
-        }
+    for (binary, line) in pair.lines() {
+        assert!(
+            line["level"] == "WARN" || line["level"] == "ERROR",
+            "{binary} logged below warn: {line}"
+        );
     }
-    let lines = pair.gateway_lines();
-    assert!(
-        lines
-            .iter()
-            .all(|v| v["fields"]["message"] != "flow request"),
-        "{lines:?}"
+}
+
+/// Without an exporter (the default), a request still continues the caller's trace: the
+/// line per request carries the caller's trace id, read through the OpenTelemetry layer
+/// that is given no span values then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_exporter_a_request_still_continues_the_callers_trace() {
+    let mut pair = Pair::start("info", false).await;
+    pair.traced_step().await;
+    pair.stop();
+    let request_line = request_line(pair.lines());
+    assert_eq!(request_line["span"]["trace_id"], TRACE_ID, "{request_line}");
+    assert_eq!(
+        request_line["span"]["token"],
+        flowgate_proto::token_hash(TOKEN),
+        "{request_line}"
     );
+    assert!(pair.receiver.0.lock().unwrap().is_empty());
+}
+
+/// The gateway's line for [`Pair::traced_step`].
+fn request_line(lines: Vec<(&'static str, Value)>) -> Value {
+    lines
+        .into_iter()
+        .find(|(binary, v)| {
+            *binary == "gateway"
+                && v["fields"]["message"] == "flow request"
+                && v["span"]["action"] == "data_exchange"
+        })
+        .map(|(_, line)| line)
+        .expect("a flow request line")
 }
 
 fn hex(text: &str) -> Vec<u8> {
