@@ -21,10 +21,17 @@ struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
 
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(value.as_str()),
-        ) {
+        use tonic::metadata::{MetadataKey, MetadataValue};
+        // The W3C propagator's two names are known: not parsed and copied on each call.
+        let key = match key {
+            "traceparent" => MetadataKey::from_static("traceparent"),
+            "tracestate" => MetadataKey::from_static("tracestate"),
+            other => match MetadataKey::from_bytes(other.as_bytes()) {
+                Ok(key) => key,
+                Err(_) => return,
+            },
+        };
+        if let Ok(value) = MetadataValue::try_from(value) {
             self.0.insert(key, value);
         }
     }
