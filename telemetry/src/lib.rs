@@ -434,58 +434,45 @@ mod tests {
                         "{format:?} {exporting} {directives}"
                     );
                 }
-                // Directives that do not parse mean `info`, events included. (In a block:
-                // a callsite's interest is shared by every live dispatcher.)
-                {
-                    let dispatch = tracing::Dispatch::new(subscriber(
-                        tracer(),
-                        format,
-                        exporting,
-                        "not a [valid directive",
-                    ));
-                    assert!(
-                        !dispatch
-                            .register_callsite(callsite!("ours", INFO, EVENT))
-                            .is_never()
-                    );
-                    assert!(
+                // A dispatcher for `directives`, once each callsite is checked to be off
+                // for good (`never`) or not.
+                let decided =
+                    |directives: &str, sites: &[(&'static tracing::Metadata<'static>, bool)]| {
+                        let dispatch = tracing::Dispatch::new(subscriber(
+                            tracer(),
+                            format,
+                            exporting,
+                            directives,
+                        ));
+                        for &(site, never) in sites {
+                            assert_eq!(
+                                dispatch.register_callsite(site).is_never(),
+                                never,
+                                "{directives}: {site:?}"
+                            );
+                        }
                         dispatch
-                            .register_callsite(callsite!("ours", DEBUG, EVENT))
-                            .is_never()
-                    );
-                }
-                let dispatch =
-                    tracing::Dispatch::new(subscriber(tracer(), format, exporting, "warn"));
-                assert!(
-                    dispatch
-                        .register_callsite(callsite!("h2", INFO, SPAN))
-                        .is_never()
-                );
-                assert!(
-                    dispatch
-                        .register_callsite(callsite!("ours", INFO, EVENT))
-                        .is_never()
-                );
-                assert!(
-                    dispatch
-                        .register_callsite(callsite!(TRACE, DEBUG, SPAN))
-                        .is_never()
-                );
-                assert!(
-                    dispatch
-                        .register_callsite(callsite!(TRACE, INFO, EVENT))
-                        .is_never()
-                );
-                // Wanted by one layer and not the other: asked on each hit.
-                assert!(
-                    !dispatch
-                        .register_callsite(callsite!(TRACE, INFO, SPAN))
-                        .is_never()
-                );
-                assert!(
-                    !dispatch
-                        .register_callsite(callsite!("ours", WARN, EVENT))
-                        .is_never()
+                    };
+                // Directives that do not parse mean `info`, events included. (Dropped at
+                // once: a callsite's interest is shared by every live dispatcher.)
+                drop(decided(
+                    "not a [valid directive",
+                    &[
+                        (callsite!("ours", INFO, EVENT), false),
+                        (callsite!("ours", DEBUG, EVENT), true),
+                    ],
+                ));
+                let dispatch = decided(
+                    "warn",
+                    &[
+                        (callsite!("h2", INFO, SPAN), true),
+                        (callsite!("ours", INFO, EVENT), true),
+                        (callsite!(TRACE, DEBUG, SPAN), true),
+                        (callsite!(TRACE, INFO, EVENT), true),
+                        // Wanted by one layer and not the other: asked on each hit.
+                        (callsite!(TRACE, INFO, SPAN), false),
+                        (callsite!("ours", WARN, EVENT), false),
+                    ],
                 );
                 tracing::dispatcher::with_default(&dispatch, || {
                     assert!(tracing::enabled!(Level::WARN));
