@@ -3,15 +3,23 @@
 //! sent on, but the layer is not given what only an exported span would show.
 //!
 //! tracing-opentelemetry copies each field value of a span into an owned attribute when
-//! the span is made and on each `record`, and takes a lock and the time on each exit;
-//! with no exporter, all of that is thrown away when the span closes. [`IdsOnly`] hands
-//! it each new span with its metadata and parent but none of its values, and nothing of
-//! its records, enters and exits. Everything else reaches the layer as it is, including
-//! `downcast_raw`, through which `OpenTelemetrySpanExt` finds the layer's span context
-//! (a hidden `Layer` method that `tracing-subscriber`'s own `Filtered` forwards the same
-//! way). Skipping enters and exits suits the set-up it is used in, with the layer's
-//! context activation and busy/idle times off; either way, both are skipped alike.
-//! This is an adapter of the kept crate, not a tracer of our own.
+//! the span is made and on each `record`, takes a lock and the time on each exit, and
+//! on close starts the span it has been building and ends it; with no exporter, all of
+//! that is thrown away. [`IdsOnly`] hands it each new span with its metadata and parent
+//! but none of its values, and nothing of its records, enters, exits and closes.
+//! Everything else reaches the layer as it is, including `downcast_raw`, through which
+//! `OpenTelemetrySpanExt` finds the layer's span context (a hidden `Layer` method that
+//! `tracing-subscriber`'s own `Filtered` forwards the same way).
+//!
+//! It wraps the layer together with its per-layer filter, so that the filter's lookup
+//! of the span in the registry on each enter, exit, record and close is skipped too.
+//! So that filter must keep no state of its own per span (a metadata-only filter such as
+//! `filter_fn`, not an `EnvFilter`, whose span directives track entered spans). A span
+//! the layer has started (its context was asked for: a trace id read, a `traceparent`
+//! written, a child made) ends when the registry drops it at close, with nothing to
+//! export it to. Skipping enters and exits suits the set-up it is used in, with the
+//! layer's context activation and busy/idle times off. This is an adapter of the kept
+//! crate, not a tracer of our own.
 
 use std::any::TypeId;
 
@@ -74,9 +82,7 @@ impl<S: Subscriber, L: Layer<S>> Layer<S> for IdsOnly<L> {
 
     fn on_exit(&self, _: &Id, _: Context<'_, S>) {}
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        self.0.on_close(id, ctx);
-    }
+    fn on_close(&self, _: Id, _: Context<'_, S>) {}
 
     fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
         self.0.on_id_change(old, new, ctx);

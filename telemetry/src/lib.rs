@@ -129,9 +129,10 @@ pub fn install(
 /// flow service), but what only an exported span would show is not collected: code
 /// locations, targets, thread names, busy/idle times, log events as span events, and the
 /// OpenTelemetry context made current on each poll. That was about a tenth of the
-/// gateway's CPU per request. Nor are the spans' field values ([`ids_only`]): about 8 %
-/// of the gateway's instructions and 7 % of the flow service's for a plain request at
-/// `RUST_LOG=warn` (5–6 % of the gateway's at `info`).
+/// gateway's CPU per request. Nor are the spans' field values, enters, exits and closes
+/// ([`ids_only`]): about 8 % of the gateway's instructions and 7 % of the flow service's
+/// for a plain request at `RUST_LOG=warn` (5–6 % of the gateway's at `info`), and with
+/// the layer's filter inside the wrapper another 4–5 % of each.
 fn install_with(
     tracer: opentelemetry_sdk::trace::Tracer,
     format: LogFormat,
@@ -159,11 +160,14 @@ fn log_directives(rust_log: Option<String>) -> String {
 /// each behind its own filter.
 ///
 /// - The log lines: `directives` (`RUST_LOG`), events and spans alike.
-/// - The OpenTelemetry layer: the spans of [`TRACE`] at `info` and above, always; and
-///   what `directives` enables, spans only unless exporting (then events become span
-///   events too).
+/// - The OpenTelemetry layer: the spans of [`TRACE`] at `info` and above, always. When
+///   exporting, also what `directives` enables (events become span events). When not,
+///   nothing else: another span's ids would be shown nowhere (the log lines show the
+///   trace id the gateway records on its request span), and the layer and its filter sit
+///   inside [`ids_only`], which skips both on each enter, exit, record and close.
 ///
-/// `RUST_LOG` cannot take the trace's spans away; a span it enables joins the trace too.
+/// `RUST_LOG` cannot take the trace's spans away; when exporting, a span it enables joins
+/// the trace too.
 ///
 /// Every filter here decides from a callsite's metadata alone (unless `RUST_LOG` has
 /// span or field directives, as before) and tells its maximum level, so `tracing` learns
@@ -192,10 +196,6 @@ fn subscriber(
         metadata.is_span() && metadata.target() == TRACE && *metadata.level() <= Level::INFO
     })
     .with_max_level_hint(LevelFilter::INFO);
-    let selected = filter().and(
-        filter_fn(move |metadata| exporting || metadata.is_span())
-            .with_max_level_hint(LevelFilter::TRACE),
-    );
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(exporting)
@@ -204,11 +204,10 @@ fn subscriber(
         .with_tracked_inactivity(exporting)
         .with_context_activation(exporting);
     let otel = if exporting {
-        otel.boxed()
+        otel.with_filter(trace_spans.or(filter())).boxed()
     } else {
-        ids_only::IdsOnly(otel).boxed()
-    }
-    .with_filter(trace_spans.or(selected));
+        ids_only::IdsOnly(otel.with_filter(trace_spans)).boxed()
+    };
     // Colours only for a person at a terminal: in a file or a log collector they are
     // escape codes, and formatting them costs on every line.
     let ansi = std::io::stderr().is_terminal();
@@ -312,6 +311,13 @@ mod tests {
                 exporting,
                 "warn",
             ));
+            // Without an exporter, a span is built only once its context is asked for
+            // (as the gateway does for the trace id and the `traceparent`), and ends when
+            // it is dropped; so each span here is asked for its trace id once.
+            let started = |span: tracing::Span| {
+                assert!(trace_id(&span).is_some());
+                span
+            };
             tracing::dispatcher::with_default(&dispatch, || {
                 let request = tracing::info_span!(
                     target: TRACE,
@@ -322,12 +328,18 @@ mod tests {
                 request.record("outcome", "screen");
                 request.in_scope(|| {
                     let call = tracing::info_span!(target: TRACE, "call", attempt = 1);
-                    call.in_scope(|| {});
+                    started(call).in_scope(|| {});
                     // An explicit root inside the request, and an explicit child of it
                     // outside: the parent is the one named, not the current span.
-                    tracing::info_span!(target: TRACE, parent: None, "root").in_scope(|| {});
+                    started(tracing::info_span!(target: TRACE, parent: None, "root"))
+                        .in_scope(|| {});
                 });
-                tracing::info_span!(target: TRACE, parent: &request, "child").in_scope(|| {});
+                started(tracing::info_span!(target: TRACE, parent: &request, "child"))
+                    .in_scope(|| {});
+                // A span of the trace that nothing asks about: exported, it is built
+                // when it closes; not exported, never.
+                tracing::info_span!(target: TRACE, "unasked").in_scope(|| {});
+                started(request).in_scope(|| {});
             });
             let spans = exporter.get_finished_spans().unwrap();
             let span = |name: &str| {
@@ -344,6 +356,11 @@ mod tests {
                 );
                 assert_eq!(child.parent_span_id, request.span_context.span_id());
             }
+            assert_eq!(
+                spans.iter().any(|span| span.name == "unasked"),
+                exporting,
+                "{spans:?}"
+            );
             let root = span("root");
             assert_eq!(root.parent_span_id, opentelemetry::trace::SpanId::INVALID);
             assert_ne!(
@@ -369,39 +386,53 @@ mod tests {
     }
 
     /// With no exporter, a request's span still continues the caller's `traceparent`
-    /// and sends its own on.
+    /// and sends its own on, with the caller's `tracestate` when there is one; an empty
+    /// one is not sent.
     #[test]
     fn a_remote_parent_is_continued_and_sent_on_without_an_exporter() {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
         let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            format!("00-{trace}-{parent}-01").parse().unwrap(),
-        );
-        let dispatch = tracing::Dispatch::new(subscriber(tracer(), LogFormat::Json, false, "warn"));
-        tracing::dispatcher::with_default(&dispatch, || {
-            let request = tracing::info_span!(target: TRACE, "request");
-            propagation::set_parent_from(&request, &headers);
-            assert_eq!(
-                trace_id(&request).map(|id| id.to_string()).as_deref(),
-                Some(trace)
+        for state in [None, Some("vendor=opaque")] {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                format!("00-{trace}-{parent}-01").parse().unwrap(),
             );
-            let call = request.in_scope(|| tracing::info_span!(target: TRACE, "call"));
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            propagation::inject(&call, &mut metadata);
-            let sent = metadata.get("traceparent").unwrap().to_str().unwrap();
-            let parts: Vec<&str> = sent.split('-').collect();
-            assert_eq!(parts.len(), 4, "{sent}");
-            assert_eq!(
-                (parts[0], parts[1], parts[3]),
-                ("00", trace, "01"),
-                "{sent}"
-            );
-            assert_ne!(parts[2], parent, "the call's own span id: {sent}");
-        });
+            if let Some(state) = state {
+                headers.insert("tracestate", state.parse().unwrap());
+            }
+            let dispatch =
+                tracing::Dispatch::new(subscriber(tracer(), LogFormat::Json, false, "warn"));
+            tracing::dispatcher::with_default(&dispatch, || {
+                let request = tracing::info_span!(target: TRACE, "request");
+                propagation::set_parent_from(&request, &headers);
+                assert_eq!(
+                    trace_id(&request).map(|id| id.to_string()).as_deref(),
+                    Some(trace)
+                );
+                let call = request.in_scope(|| tracing::info_span!(target: TRACE, "call"));
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                propagation::inject(&call, &mut metadata);
+                let sent = metadata.get("traceparent").unwrap().to_str().unwrap();
+                let parts: Vec<&str> = sent.split('-').collect();
+                assert_eq!(parts.len(), 4, "{sent}");
+                assert_eq!(
+                    (parts[0], parts[1], parts[3]),
+                    ("00", trace, "01"),
+                    "{sent}"
+                );
+                assert_ne!(parts[2], parent, "the call's own span id: {sent}");
+                assert_eq!(
+                    metadata
+                        .get("tracestate")
+                        .map(|value| value.to_str().unwrap()),
+                    state,
+                    "{metadata:?}"
+                );
+            });
+        }
     }
 
     #[test]
@@ -481,9 +512,13 @@ mod tests {
                     assert!(tracing::info_span!("off").is_disabled());
                     assert!(tracing::debug_span!(target: TRACE, "below").is_disabled());
                     assert!(!tracing::warn_span!("on").is_disabled());
-                    // Spans reach the OpenTelemetry layer: an enabled one has a trace,
-                    // and so does a span of the trace that the log level leaves out.
-                    assert!(trace_id(&tracing::warn_span!("traced")).is_some());
+                    // A span of the trace has one even when the log level leaves it
+                    // out; another span the log level enables joins it only when
+                    // exporting (not, its ids would be shown nowhere).
+                    assert_eq!(
+                        trace_id(&tracing::warn_span!("traced")).is_some(),
+                        exporting
+                    );
                     let request = tracing::info_span!(target: TRACE, "request");
                     let id = trace_id(&request).expect("a trace span has a trace at warn");
                     let child = request.in_scope(|| tracing::info_span!(target: TRACE, "call"));

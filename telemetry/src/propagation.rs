@@ -22,6 +22,12 @@ struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         use tonic::metadata::{MetadataKey, MetadataValue};
+        // The propagator writes a `tracestate` on every call, empty unless the trace
+        // has one; the header is optional, and an empty one would only be encoded here
+        // and decoded by the flow service on every call.
+        if value.is_empty() {
+            return;
+        }
         // The W3C propagator's two names are known: not parsed and copied on each call.
         let key = match key {
             "traceparent" => MetadataKey::from_static("traceparent"),
