@@ -300,7 +300,8 @@ fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
 }
 
 /// The span of a flow call: named for the gRPC method like the caller's client span,
-/// made a child of the trace in the request's metadata before it is first entered.
+/// made a child of the trace in the request's metadata before it is first entered, and
+/// carrying that trace's id for the log lines (as the gateway's request span does).
 /// The call's own fields start empty; the pipeline records them once it knows them.
 fn server_span(request: &http::Request<Body>) -> Span {
     let method = known_method(request.uri().path());
@@ -312,6 +313,7 @@ fn server_span(request: &http::Request<Body>) -> Span {
         rpc.system = "grpc",
         rpc.method = method.map_or("other", |m| m.label),
         rpc.grpc.status_code = Empty,
+        trace_id = Empty,
         flow = Empty,
         action = Empty,
         screen = Empty,
@@ -321,6 +323,9 @@ fn server_span(request: &http::Request<Body>) -> Span {
         outcome = Empty,
     );
     flowgate_telemetry::propagation::set_parent_from(&span, request.headers());
+    if let Some(trace_id) = flowgate_telemetry::trace_id(&span) {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
     span
 }
 

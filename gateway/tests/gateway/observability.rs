@@ -389,13 +389,25 @@ async fn a_request_has_its_trace_when_only_warnings_are_logged() {
 
 /// Without an exporter (the default), a request still continues the caller's trace: the
 /// line per request carries the caller's trace id, read through the OpenTelemetry layer
-/// that is given no span values then.
+/// that is given no span values then, in the gateway and, through the `traceparent` the
+/// gateway sends on, in the flow service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_exporter_a_request_still_continues_the_callers_trace() {
     let mut pair = Pair::start("info", false).await;
     pair.traced_step().await;
     pair.stop();
-    let request_line = request_line(pair.lines());
+    let lines = pair.lines();
+    let call_line = lines
+        .iter()
+        .find(|(binary, v)| {
+            *binary == "flow-service"
+                && v["fields"]["message"] == "flow call"
+                && v["span"]["action"] == "data_exchange"
+        })
+        .map(|(_, line)| line.clone())
+        .expect("the flow service's line for the call");
+    assert_eq!(call_line["span"]["trace_id"], TRACE_ID, "{call_line}");
+    let request_line = request_line(lines);
     assert_eq!(request_line["span"]["trace_id"], TRACE_ID, "{request_line}");
     assert_eq!(
         request_line["span"]["token"],
