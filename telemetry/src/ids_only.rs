@@ -13,24 +13,43 @@
 //!
 //! It wraps the layer together with its per-layer filter, so that the filter's lookup
 //! of the span in the registry on each enter, exit, record and close is skipped too.
-//! So that filter must keep no state of its own per span (a metadata-only filter such as
-//! `filter_fn`, not an `EnvFilter`, whose span directives track entered spans). A span
-//! the layer has started (its context was asked for: a trace id read, a `traceparent`
-//! written, a child made) ends when the registry drops it at close, with nothing to
-//! export it to. Skipping enters and exits suits the set-up it is used in, with the
+//! So that filter must keep no state of its own per span: [`filtered`], the only way to
+//! make one, takes a function of a callsite's metadata (an `EnvFilter`, whose span
+//! directives track spans until they close, would keep every span it saw). A span the
+//! layer has started (its context was asked for: a trace id read, a `traceparent`
+//! written, a child made) ends, with nothing to export it to, when the last copy of its
+//! context goes: the registry's at close, or a child's that holds it as its parent. Skipping enters and exits suits the set-up it is used in, with the
 //! layer's context activation and busy/idle times off. This is an adapter of the kept
 //! crate, not a tracer of our own.
 
 use std::any::TypeId;
 
+use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Metadata, Subscriber};
+use tracing_subscriber::filter::{FilterFn, Filtered, filter_fn};
 use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
-/// A layer given each span's ids and parent only (see the module's doc).
+/// A layer given each span's ids and parent only (see the module's doc); made by
+/// [`filtered`].
 #[derive(Debug)]
-pub(crate) struct IdsOnly<L>(pub(crate) L);
+pub(crate) struct IdsOnly<L>(L);
+
+/// `inner`, for the spans and events `wanted` says from their metadata alone (at `max`
+/// at most), given their ids and parents only.
+pub(crate) fn filtered<S, L>(
+    inner: L,
+    wanted: fn(&Metadata<'_>) -> bool,
+    max: LevelFilter,
+) -> IdsOnly<Filtered<L, FilterFn, S>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    IdsOnly(inner.with_filter(filter_fn(wanted).with_max_level_hint(max)))
+}
 
 impl<S: Subscriber, L: Layer<S>> Layer<S> for IdsOnly<L> {
     fn on_register_dispatch(&self, subscriber: &Dispatch) {

@@ -163,8 +163,9 @@ fn log_directives(rust_log: Option<String>) -> String {
 /// - The OpenTelemetry layer: the spans of [`TRACE`] at `info` and above, always. When
 ///   exporting, also what `directives` enables (events become span events). When not,
 ///   nothing else: another span's ids would be shown nowhere (the log lines show the
-///   trace id the gateway records on its request span), and the layer and its filter sit
-///   inside [`ids_only`], which skips both on each enter, exit, record and close.
+///   trace id that the gateway and the flow service record on the trace's spans), and
+///   the layer and its filter sit inside [`ids_only`], which skips both on each enter,
+///   exit, record and close.
 ///
 /// `RUST_LOG` cannot take the trace's spans away; when exporting, a span it enables joins
 /// the trace too.
@@ -192,10 +193,9 @@ fn subscriber(
             .parse(directives)
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
-    let trace_spans = filter_fn(|metadata| {
+    fn trace_span(metadata: &tracing::Metadata<'_>) -> bool {
         metadata.is_span() && metadata.target() == TRACE && *metadata.level() <= Level::INFO
-    })
-    .with_max_level_hint(LevelFilter::INFO);
+    }
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(exporting)
@@ -204,9 +204,10 @@ fn subscriber(
         .with_tracked_inactivity(exporting)
         .with_context_activation(exporting);
     let otel = if exporting {
+        let trace_spans = filter_fn(trace_span).with_max_level_hint(LevelFilter::INFO);
         otel.with_filter(trace_spans.or(filter())).boxed()
     } else {
-        ids_only::IdsOnly(otel.with_filter(trace_spans)).boxed()
+        ids_only::filtered(otel, trace_span, LevelFilter::INFO).boxed()
     };
     // Colours only for a person at a terminal: in a file or a log collector they are
     // escape codes, and formatting them costs on every line.

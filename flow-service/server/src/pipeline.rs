@@ -440,7 +440,8 @@ impl Call {
     }
 
     /// Step 6: the flow's handler for the action, in its own span (a child of the
-    /// server span).
+    /// server span). A log line shows only its innermost span's fields, so the lines a
+    /// flow logs carry the request id and trace id from this span.
     async fn handler(&mut self) -> Result<Outcome, Early> {
         let span = tracing::info_span!(
             target: flowgate_telemetry::TRACE,
@@ -448,7 +449,13 @@ impl Call {
             flow = self.name,
             action = self.action.as_str(),
             screen = %self.request.screen,
+            request_id = self.request.context.request_id.as_str(),
+            trace_id = tracing::field::Empty,
         );
+        // The server span's: asking this span for its own would build it for nothing.
+        if let Some(trace_id) = flowgate_telemetry::trace_id(&Span::current()) {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
         // The data goes to the handler rather than a copy of it: no later step reads it.
         let data = std::mem::take(&mut self.request.data);
         let request = Request {

@@ -165,8 +165,9 @@ where
     }
 }
 
-/// The headers of a call whose values are new on every call (the trace context's, on
-/// every trace).
+/// The headers of a call whose values change from call to call: the time left, the
+/// call's own span id, and a caller's `tracestate` (sent only when there is one), the
+/// same within one trace only.
 const UNIQUE_PER_CALL: [&str; 3] = ["grpc-timeout", "traceparent", "tracestate"];
 
 /// A call's request: the deadline travels as `grpc-timeout`, the trace as

@@ -227,6 +227,35 @@ impl Pair {
                     continue;
                 }
                 names.push((service.clone(), span.name.clone()));
+                // The spans whose fields a log line shows as its context carry the
+                // trace id (the gateway's request span; in the flow service, the call's
+                // and its handler's, where a flow's own lines are logged).
+                let value = |key: &str| {
+                    span.attributes
+                        .iter()
+                        .find(|kv| kv.key == key)
+                        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                        .map(|value| format!("{value:?}"))
+                };
+                if matches!(
+                    (service.as_str(), span.name.as_str()),
+                    ("flowgate-gateway", "POST flow endpoint")
+                        | ("flow-service", "flowgate.v1.FlowService/DataExchange")
+                        | ("flow-service", "flow.handler")
+                ) {
+                    assert!(
+                        value("trace_id").is_some_and(|id| id.contains(TRACE_ID)),
+                        "{service} {}: {:?}",
+                        span.name,
+                        span.attributes
+                    );
+                    assert!(
+                        value("request_id").is_some_and(|id| id.len() > 20),
+                        "{service} {}: {:?}",
+                        span.name,
+                        span.attributes
+                    );
+                }
                 if span.name == "POST flow endpoint" {
                     assert_eq!(
                         span.parent_span_id,
