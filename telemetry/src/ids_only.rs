@@ -18,9 +18,10 @@
 //! directives track spans until they close, would keep every span it saw). A span the
 //! layer has started (its context was asked for: a trace id read, a `traceparent`
 //! written, a child made) ends, with nothing to export it to, when the last copy of its
-//! context goes: the registry's at close, or a child's that holds it as its parent. Skipping enters and exits suits the set-up it is used in, with the
-//! layer's context activation and busy/idle times off. This is an adapter of the kept
-//! crate, not a tracer of our own.
+//! context goes: the registry's at close, or a child's that holds it as its parent.
+//! Skipping enters and exits suits the set-up it is used in, with the layer's context
+//! activation and busy/idle times off. This is an adapter of the kept crate, not a
+//! tracer of our own.
 
 use std::any::TypeId;
 

@@ -436,6 +436,32 @@ mod tests {
         }
     }
 
+    /// Without an exporter, the OpenTelemetry layer's filter sits inside [`ids_only`]'s
+    /// wrapper, which spares it the registry lookup on every enter, exit, record and
+    /// close; with one, the layer is not wrapped.
+    #[test]
+    fn only_without_an_exporter_is_the_filter_inside_the_wrapper() {
+        type Wrapped = ids_only::IdsOnly<
+            tracing_subscriber::filter::Filtered<
+                tracing_opentelemetry::OpenTelemetryLayer<
+                    tracing_subscriber::Registry,
+                    opentelemetry_sdk::trace::Tracer,
+                >,
+                tracing_subscriber::filter::FilterFn,
+                tracing_subscriber::Registry,
+            >,
+        >;
+        for exporting in [false, true] {
+            let dispatch =
+                tracing::Dispatch::new(subscriber(tracer(), LogFormat::Text, exporting, "warn"));
+            assert_eq!(
+                dispatch.downcast_ref::<Wrapped>().is_some(),
+                !exporting,
+                "exporting: {exporting}"
+            );
+        }
+    }
+
     #[test]
     fn an_unset_or_empty_rust_log_means_info() {
         assert_eq!(log_directives(None), "info");
@@ -515,7 +541,7 @@ mod tests {
                     assert!(!tracing::warn_span!("on").is_disabled());
                     // A span of the trace has one even when the log level leaves it
                     // out; another span the log level enables joins it only when
-                    // exporting (not, its ids would be shown nowhere).
+                    // exporting (without an exporter, its ids would be shown nowhere).
                     assert_eq!(
                         trace_id(&tracing::warn_span!("traced")).is_some(),
                         exporting
