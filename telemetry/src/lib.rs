@@ -245,8 +245,19 @@ pub fn metrics_recorder() -> PrometheusHandle {
         .clone()
 }
 
+/// Records the trace id of `of` (when it has one) as the `trace_id` field of `span`,
+/// which declares it (`trace_id = tracing::field::Empty`). Recorded as a display value:
+/// only a log line that shows the field formats it. `of` is `span` itself, or a span of
+/// the same trace whose context is built already (asking a span for its context builds
+/// it).
+pub fn record_trace_id(span: &tracing::Span, of: &tracing::Span) {
+    if let Some(trace_id) = trace_id(of) {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+}
+
 /// The trace id of a span, when it has one; it displays as 32 hex digits. Record it as
-/// `tracing::field::display(id)`: only a log line that shows the field formats it.
+/// `tracing::field::display(id)` ([`record_trace_id`]).
 pub fn trace_id(span: &tracing::Span) -> Option<opentelemetry::trace::TraceId> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;

@@ -453,9 +453,7 @@ impl Call {
             trace_id = tracing::field::Empty,
         );
         // The server span's: asking this span for its own would build it for nothing.
-        if let Some(trace_id) = flowgate_telemetry::trace_id(&Span::current()) {
-            span.record("trace_id", tracing::field::display(trace_id));
-        }
+        flowgate_telemetry::record_trace_id(&span, &Span::current());
         // The data goes to the handler rather than a copy of it: no later step reads it.
         let data = std::mem::take(&mut self.request.data);
         let request = Request {

@@ -323,9 +323,7 @@ fn server_span(request: &http::Request<Body>) -> Span {
         outcome = Empty,
     );
     flowgate_telemetry::propagation::set_parent_from(&span, request.headers());
-    if let Some(trace_id) = flowgate_telemetry::trace_id(&span) {
-        span.record("trace_id", tracing::field::display(trace_id));
-    }
+    flowgate_telemetry::record_trace_id(&span, &span);
     span
 }
 

@@ -67,9 +67,7 @@ impl<B> MakeSpan<B> for ServerSpan {
         );
         // A remote parent must be set before the span is first entered.
         flowgate_telemetry::propagation::set_parent_from(&span, request.headers());
-        if let Some(trace_id) = flowgate_telemetry::trace_id(&span) {
-            span.record("trace_id", tracing::field::display(trace_id));
-        }
+        flowgate_telemetry::record_trace_id(&span, &span);
         span
     }
 }

@@ -426,15 +426,7 @@ async fn without_an_exporter_a_request_still_continues_the_callers_trace() {
     pair.traced_step().await;
     pair.stop();
     let lines = pair.lines();
-    let call_line = lines
-        .iter()
-        .find(|(binary, v)| {
-            *binary == "flow-service"
-                && v["fields"]["message"] == "flow call"
-                && v["span"]["action"] == "data_exchange"
-        })
-        .map(|(_, line)| line.clone())
-        .expect("the flow service's line for the call");
+    let call_line = traced_step_line(&lines, "flow-service", "flow call");
     assert_eq!(call_line["span"]["trace_id"], TRACE_ID, "{call_line}");
     let request_line = request_line(lines);
     assert_eq!(request_line["span"]["trace_id"], TRACE_ID, "{request_line}");
@@ -448,15 +440,20 @@ async fn without_an_exporter_a_request_still_continues_the_callers_trace() {
 
 /// The gateway's line for [`Pair::traced_step`].
 fn request_line(lines: Vec<(&'static str, Value)>) -> Value {
+    traced_step_line(&lines, "gateway", "flow request")
+}
+
+/// `binary`'s line with `message` for [`Pair::traced_step`].
+fn traced_step_line(lines: &[(&'static str, Value)], binary: &str, message: &str) -> Value {
     lines
-        .into_iter()
-        .find(|(binary, v)| {
-            *binary == "gateway"
-                && v["fields"]["message"] == "flow request"
+        .iter()
+        .find(|(b, v)| {
+            *b == binary
+                && v["fields"]["message"] == message
                 && v["span"]["action"] == "data_exchange"
         })
-        .map(|(_, line)| line)
-        .expect("a flow request line")
+        .map(|(_, line)| line.clone())
+        .unwrap_or_else(|| panic!("no {message:?} line from {binary}"))
 }
 
 fn hex(text: &str) -> Vec<u8> {
