@@ -209,10 +209,23 @@ where
     };
     closing(listener, reason);
     // Nothing is in flight: HTTP/2 sends GOAWAY, HTTP/1 closes, and a connection
-    // still in its first request's headers is dropped. The bound is for a peer that
-    // will not read the GOAWAY.
+    // still in its first request's headers is dropped. An HTTP/2 peer may have sent
+    // a request before it saw the GOAWAY, and the GOAWAY accepts it (RFC 9113, 6.8):
+    // it is answered, within its own budget. The bound is for a peer that will not
+    // read the GOAWAY, counted again while a request is in flight.
     connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(close_bound(limits), connection).await;
+    let mut bound = Instant::now() + close_bound(limits);
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = tokio::time::sleep_until(bound) => match activity.idle() {
+                Idle::No => bound = Instant::now() + close_bound(limits),
+                _ => return,
+            },
+            // The grace period of a drain that began meanwhile is over.
+            () = until(&mut phase, |p| p == Phase::Closed) => return,
+        }
+    }
 }
 
 /// [`drive`] for HTTP/1.1, which also parks the connection while it is idle (see

@@ -1,7 +1,8 @@
 //! Hostile connections against the real `flowgate-gateway` binary, each with a real
 //! request served while the attack goes on: a TLS connection that sends nothing,
-//! headers trickled line by line, idle HTTP/1 keep-alive and HTTP/2 connections, a
-//! flood of connections under a low open-file limit, and one address over its cap.
+//! headers trickled line by line, idle HTTP/1 keep-alive and HTTP/2 connections (and a
+//! request sent just as an idle HTTP/2 connection closes), a flood of connections under
+//! a low open-file limit, and one address over its cap.
 //!
 //! The timeouts are set to about a second so the tests run in seconds; the
 //! flow service is a real `grpc.health.v1` server, which is all a ping needs.
@@ -653,6 +654,113 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
         "idle HTTP/2 connection",
     );
     drop(client);
+}
+
+/// One HTTP/2 frame, written by hand: `h2`'s client would not send on a connection
+/// whose GOAWAY it has read, and this test must send just after the GOAWAY arrives.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// A ping request's HEADERS block: HPACK literals without indexing or Huffman.
+fn ping_headers(authority: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/flow-endpoint"),
+        (":authority", authority),
+        ("content-type", "application/json"),
+    ] {
+        block.push(0);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend(value.as_bytes());
+    }
+    block
+}
+
+/// Reads the next frame: its type, flags, stream and payload.
+async fn read_frame<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await?;
+    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0; length];
+    stream.read_exact(&mut payload).await?;
+    Ok((head[3], head[4], id, payload))
+}
+
+const HEADERS: u8 = 1;
+const DATA: u8 = 0;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+const END_STREAM: u8 = 1;
+const END_HEADERS: u8 = 4;
+
+/// A request the client sent before it read the GOAWAY of an idle close is accepted
+/// by that GOAWAY (it names the highest stream id), so it is answered, even when it
+/// takes longer than the close's own bound (1 s here): its body comes 1.5 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_as_an_idle_http2_connection_closes_is_answered() {
+    let gateway = Gateway::start(&SHORT, None).await;
+    let mut stream = gateway.tls(b"h2").await;
+    let authority = format!("localhost:{}", gateway.public.port());
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    hello.extend(frame(HEADERS, END_HEADERS, 1, &ping_headers(&authority)));
+    hello.extend(frame(DATA, END_STREAM, 1, PING.as_bytes()));
+    stream.write_all(&hello).await.unwrap();
+
+    // The first answer, then nothing until the idle timeout's GOAWAY. The PING that
+    // comes with it is never acknowledged, so the GOAWAY stays the graceful one.
+    let mut answered = false;
+    let goaway = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            let (kind, flags, id, _) = read_frame(&mut stream).await.unwrap();
+            match (kind, id) {
+                (SETTINGS, 0) if flags & 1 == 0 => {
+                    stream.write_all(&frame(SETTINGS, 1, 0, &[])).await.unwrap();
+                }
+                (HEADERS, 1) => answered = true,
+                (GOAWAY, 0) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(answered, "the first request was answered");
+    assert!(goaway.is_ok(), "no GOAWAY within 6 s of idling");
+
+    let headers = frame(HEADERS, END_HEADERS, 3, &ping_headers(&authority));
+    stream.write_all(&headers).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let body = frame(DATA, END_STREAM, 3, PING.as_bytes());
+    // The old connection may be gone by now: a failed write shows as no answer below.
+    let _ = stream.write_all(&body).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match read_frame(&mut stream).await {
+                // `:status: 200` is HPACK's static entry 8.
+                Ok((HEADERS, _, 3, block)) => return Some(block.first() == Some(&0x88)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        answer,
+        Ok(Some(true)),
+        "the request sent as the connection closed got no 200"
+    );
 }
 
 /// The attack that locked everyone out: more idle connections than the process has
