@@ -58,7 +58,8 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("no such endpoint")]
     NotFound,
-    #[error("the flow service has no flow `{0}`")]
+    /// The flow service has no flow of this name; an empty name is the default flow.
+    #[error("{}", unknown_flow(.0))]
     UnknownFlow(String),
     /// The flow service refused the request as invalid; its message is meant for the caller.
     #[error("the flow service rejected the request: {0}")]
@@ -87,6 +88,16 @@ pub enum GatewayError {
     /// `detail` is logged, not sent.
     #[error("the flow service gave an invalid answer")]
     BadUpstreamResponse { detail: String },
+}
+
+/// The message of [`GatewayError::UnknownFlow`]: an endpoint that reaches the default
+/// flow names no flow.
+fn unknown_flow(name: &str) -> String {
+    if name.is_empty() {
+        "the flow service has no default flow".to_owned()
+    } else {
+        format!("the flow service has no flow `{name}`")
+    }
 }
 
 impl GatewayError {
@@ -208,5 +219,17 @@ impl IntoResponse for GatewayError {
                 .insert(header::RETRY_AFTER, retry_after);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_default_flow_is_called_so() {
+        let message = |name: &str| GatewayError::UnknownFlow(name.into()).to_string();
+        assert_eq!(message(""), "the flow service has no default flow");
+        assert_eq!(message("signup"), "the flow service has no flow `signup`");
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -250,7 +251,6 @@ pub struct StartError {
 #[derive(Debug)]
 struct RouteState {
     route: Route,
-    request_timeout: Duration,
 }
 
 /// The flow a request is for, resolved from its route before the span is made.
@@ -262,10 +262,7 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for route in state.routes {
         let path = route.path.clone();
-        let shared = Arc::new(RouteState {
-            route,
-            request_timeout: state.request_timeout,
-        });
+        let shared = Arc::new(RouteState { route });
         let body_limits = BodyLimits {
             max_bytes: MAX_BODY_BYTES,
             budget: state.request_timeout,
@@ -315,11 +312,12 @@ pub fn app(state: AppState) -> Router {
 /// Names the flow of a request, for the span and the handler.
 async fn resolve_flow(
     State(route): State<Arc<RouteState>>,
-    path: Option<Path<String>>,
+    // Any rejection (no parameter, a name that is not UTF-8) is a malformed name.
+    path: Result<Path<String>, PathRejection>,
     mut request: Request,
 ) -> Result<Request, GatewayError> {
     let flow = match (&route.route.flow, path) {
-        (FlowSource::FromPath, Some(Path(flow))) if valid_flow_name(&flow) => flow,
+        (FlowSource::FromPath, Ok(Path(flow))) if valid_flow_name(&flow) => flow,
         (FlowSource::FromPath, _) => return Err(GatewayError::NotFound),
         (FlowSource::Named(name), _) => name.clone(),
         (FlowSource::Default, _) => String::new(),
@@ -417,7 +415,6 @@ async fn exchange(
         Err(e) => return (labels("", e.code()), e.into_response()),
     };
     let sealer = opened.sealer;
-    let deadline = call_deadline(deadline, state.request_timeout);
     let (action, result) = respond(
         &state.route,
         flow,
@@ -434,13 +431,6 @@ async fn exchange(
         ),
         Err(e) => (labels(action, e.code()), sealer.seal_error(e)),
     }
-}
-
-/// When the flow service's answer is due, for a request whose budget of
-/// `request_timeout` ends at `deadline`: time is kept back to write the answer, a
-/// tenth of the budget, at most 500 ms.
-pub(crate) fn call_deadline(deadline: Instant, request_timeout: Duration) -> Instant {
-    deadline - (request_timeout / 10).min(Duration::from_millis(500))
 }
 
 /// What the endpoint answers to an opened request: parse → call the flow service by

@@ -80,7 +80,7 @@ pub struct Args {
         long,
         env = "FLOWGATE_DNS_REFRESH",
         default_value = "5s",
-        value_parser = checked(at_least_100ms)
+        value_parser = checked(from_100ms_to_1d)
     )]
     pub dns_refresh: Duration,
     /// Requests handled at once; beyond, 503 with Retry-After at once.
@@ -143,7 +143,7 @@ pub struct Args {
         long,
         env = "FLOWGATE_REQUEST_TIMEOUT",
         default_value = "10s",
-        value_parser = checked(at_least_100ms)
+        value_parser = checked(from_100ms_to_1d)
     )]
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
@@ -344,10 +344,13 @@ fn address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "expected an address like 0.0.0.0:8443".to_owned())
 }
 
-/// A budget or period below 100 ms cannot be met (or would spin).
-fn at_least_100ms(text: &str) -> Result<Duration, String> {
+/// A budget or period below 100 ms cannot be met (or would spin); one beyond a day
+/// means nothing for a request or a lookup, and one far enough beyond would not fit
+/// the clock when added to the time of a request's arrival.
+fn from_100ms_to_1d(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d < Duration::from_millis(100) => Err("must be at least 100ms".to_owned()),
+        d if d > Duration::from_secs(86_400) => Err("must be at most 1d".to_owned()),
         d => Ok(d),
     }
 }

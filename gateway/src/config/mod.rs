@@ -140,6 +140,7 @@ mod tests {
             (&["--path", "flow"], "FLOWGATE_PATH"),
             (&["--path", "/flows/x"], "FLOWGATE_PATH"),
             (&["--path", "/"], "FLOWGATE_PATH"),
+            (&["--path", "/wa/:flow"], "FLOWGATE_PATH"),
             (&["--mode", "json"], "FLOWGATE_MODE"),
             (&["--mode", "meta"], "FLOWGATE_PRIVATE_KEY"),
             (
@@ -149,6 +150,11 @@ mod tests {
             (&["--app-secret", "s"], "FLOWGATE_APP_SECRET"),
             (&["--request-timeout", "10"], "FLOWGATE_REQUEST_TIMEOUT"),
             (&["--request-timeout", "5ms"], "FLOWGATE_REQUEST_TIMEOUT"),
+            (&["--request-timeout", "2d"], "FLOWGATE_REQUEST_TIMEOUT"),
+            (
+                &["--request-timeout", "106751991167300d"],
+                "FLOWGATE_REQUEST_TIMEOUT",
+            ),
             (&["--shutdown-grace", "soon"], "FLOWGATE_SHUTDOWN_GRACE"),
             (&["--dns-refresh", "1ms"], "FLOWGATE_DNS_REFRESH"),
             (&["--log-format", "xml"], "FLOWGATE_LOG_FORMAT"),

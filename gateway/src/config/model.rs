@@ -211,11 +211,19 @@ pub fn valid_flow_name(name: &str) -> bool {
 }
 
 /// Checks an endpoint path: absolute, and no pattern syntax except a final `/{flow}`.
+/// A segment may not start with `:`, the router's old capture syntax (`/wa/:flow`),
+/// which the router refuses rather than match literally.
 pub(crate) fn check_path(path: &str) -> Result<(), String> {
     let body = path.strip_suffix("/{flow}").unwrap_or(path);
     if !path.starts_with('/') || path.len() < 2 || body.contains(['{', '}', '*', '?', '#', ' ']) {
         return Err(
             "expected a path like /flow-endpoint or /flows/{flow} (no other {, }, *, ?, # or spaces)"
+                .to_owned(),
+        );
+    }
+    if body.split('/').any(|segment| segment.starts_with(':')) {
+        return Err(
+            "a segment starts with `:`; a flow name taken from the path is written /{flow}, last"
                 .to_owned(),
         );
     }
@@ -225,6 +233,40 @@ pub(crate) fn check_path(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_path_accepted_is_one_the_router_takes() {
+        // The router panics on a path it refuses: each one accepted here must be taken.
+        let candidates = [
+            "/flow-endpoint",
+            "/flows/{flow}",
+            "/wa/:flow",
+            "/:x",
+            "/a/b:c",
+            "/a//b",
+            "/a/",
+            "/é",
+            "/%3Aflow",
+            "/a/{flow}/b",
+            "/a/*rest",
+            "/a/{*rest}",
+            "/a:b/{flow}",
+            "/:a/{flow}",
+        ];
+        let mut accepted = 0;
+        for path in candidates {
+            if check_path(path).is_err() {
+                continue;
+            }
+            accepted += 1;
+            let route = std::panic::catch_unwind(|| {
+                axum::Router::<()>::new().route(path, axum::routing::post(|| async {}))
+            });
+            assert!(route.is_ok(), "{path} accepted but refused by the router");
+        }
+        assert_eq!(accepted, 8, "the candidates still test both sides");
+        assert!(check_path("/wa/:flow").unwrap_err().contains("`:`"));
+    }
 
     #[test]
     fn modes_read_and_print() {

@@ -4,8 +4,10 @@
 //! - A declared `Content-Length` over the size limit is refused at once (413
 //!   `payload_too_large`), without reading a byte.
 //! - A body that grows past the limit while read is refused the same way.
-//! - A body not complete within its time budget, or by the request's [`Deadline`],
-//!   whichever comes first, is refused with 408 `body_timeout`.
+//! - A body not complete within its time budget, or by the request's [`Deadline`]
+//!   (the end of its budget less the margin kept to answer), whichever comes first, is
+//!   refused with 408 `body_timeout`: a late body is the client's, not the flow
+//!   service's, and the flow service is not called without time to answer.
 //!
 //! Why a layer of our own: tower-http's `RequestBodyLimitLayer` answers in its own
 //! plain-text shape, not our JSON error, and leaves the reading to whoever comes

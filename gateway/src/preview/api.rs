@@ -39,7 +39,8 @@ use tracing::Instrument;
 use crate::config::{FlowSource, valid_flow_name};
 use crate::envelope::Envelope;
 use crate::error::GatewayError;
-use crate::routes::{AppState, Route, call_deadline, respond};
+use crate::layers::deadline::Deadline;
+use crate::routes::{AppState, Route, respond};
 use crate::translate::{Answer, AnswerKind, Call};
 use crate::upstream::Reply;
 
@@ -157,7 +158,7 @@ impl Preview {
     /// When a preview call's answer from the flow service is due: as for a request
     /// arriving now at the endpoint.
     fn deadline(&self) -> Instant {
-        call_deadline(Instant::now() + self.request_timeout, self.request_timeout)
+        Deadline::of(Instant::now(), self.request_timeout).0
     }
 
     /// The Flow JSON of `flow` on `route` to check answers against: fetched within the

@@ -130,6 +130,29 @@ async fn a_stalled_body_holds_no_in_flight_slot() {
 }
 
 #[tokio::test]
+async fn a_body_still_arriving_when_the_answer_margin_starts_is_late() {
+    // A budget of 1 s keeps its last 100 ms to answer: a body that is whole only at
+    // 950 ms is the client's lateness (408), not the flow service's (504), and the
+    // flow service is not called without time to answer.
+    let backend = health_only().await;
+    let app = gateway(&backend, Envelope::Plain, Duration::from_secs(1), 1);
+    let late = Body::from_stream(futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        Ok::<_, std::io::Error>(Bytes::from_static(
+            br#"{"version":"3.0","action":"INIT","flow_token":"t"}"#,
+        ))
+    }));
+    let started = std::time::Instant::now();
+    let (status, body, _) = send(&app, post("/flow-endpoint", late)).await;
+    assert_eq!((status, code(&body)), (408, "body_timeout"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(950),
+        "refused when the margin started, not when the body came: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn admission_comes_after_the_body_and_the_signature() {
     // No slot at all: whatever reaches admission is refused there.
     let app = gateway("http://127.0.0.1:1", meta(), Duration::from_secs(60), 0);
@@ -211,7 +234,8 @@ async fn malformed_flow_names_and_other_paths_are_not_found() {
         Duration::from_secs(60),
         1,
     );
-    for path in ["/flows/a.b", "/flows/a%20b", "/elsewhere"] {
+    // `%FF` decodes to a byte that is not UTF-8: axum's own rejection is plain text.
+    for path in ["/flows/a.b", "/flows/a%20b", "/flows/%FF", "/elsewhere"] {
         let (status, body, _) = send(&app, post(path, "{}")).await;
         assert_eq!((status, code(&body)), (404, "not_found"), "{path}");
     }
