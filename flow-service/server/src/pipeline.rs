@@ -95,12 +95,7 @@ pub(crate) async fn run(
             Detached::new(async move {
                 // The work outlives a caller that goes away, but not the call's
                 // deadline: past it, the gateway has answered already.
-                let (answer, outcome) = match deadline {
-                    Some(at) => tokio::time::timeout_at(at.into(), call.execute())
-                        .await
-                        .unwrap_or_else(|_| (Err(past_deadline()), None)),
-                    None => call.execute().await,
-                };
+                let (answer, outcome) = call.execute_by(deadline).await;
                 lead.finish(answer, outcome)
             })
             .await
@@ -365,8 +360,17 @@ impl Call {
 
     /// Steps 5 to 8, and the answer; with the outcome to keep for a resend, when the
     /// call has one.
-    async fn execute(mut self) -> (Answer, Option<Outcome>) {
-        let ended = async {
+    async fn execute(self) -> (Answer, Option<Outcome>) {
+        self.execute_by(None).await
+    }
+
+    /// [`Call::execute`], its work stopped at `deadline`. A call stopped so is a failed
+    /// call: its answer says so, and its claim is released like any failed call's, so
+    /// that a resend runs at once rather than finding the key still claimed until the
+    /// lease ends. (A completion whose commit had reached the store still holds: the
+    /// release frees only a claim with no outcome, and the token's completion stays.)
+    async fn execute_by(mut self, deadline: Option<Instant>) -> (Answer, Option<Outcome>) {
+        let work = async {
             self.open().await?;
             let outcome = self.handler().await?;
             self.check_flow_json(&outcome)?;
@@ -374,8 +378,13 @@ impl Call {
             let response = outcome_ref_to_proto(&outcome).map_err(Early::Failed)?;
             self.commit(&outcome).await?;
             Ok((outcome, response))
-        }
-        .await;
+        };
+        let ended = match deadline {
+            Some(at) => tokio::time::timeout_at(at.into(), work)
+                .await
+                .unwrap_or_else(|_| Err(Early::Failed(past_deadline()))),
+            None => work.await,
+        };
         self.answer(ended).await
     }
 
@@ -1144,6 +1153,35 @@ mod tests {
                 assert_eq!(screen_run(&resent).1, 2.0, "{}", store.backend());
                 assert_eq!(gate.runs(), 2, "{}", store.backend());
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_stopped_at_its_deadline_runs_again_when_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(&dir).await {
+            let gate = Gate::new();
+            let server = server(&gate, store.clone());
+            // The handler waits for the gate, which opens only after the deadline.
+            let mut late = step("tok", "WAIT", "k", json!({}));
+            late.metadata_mut()
+                .insert("grpc-timeout", "50m".parse().unwrap());
+            let status = server.data_exchange(late).await.unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::DeadlineExceeded,
+                "{}",
+                store.backend()
+            );
+            // The resend runs at once: its key is not left claimed until the lease ends.
+            gate.open.add_permits(1);
+            let resent = call(&server, "WAIT", "k", json!({})).await;
+            assert_eq!(
+                screen_run(&resent),
+                ("NEXT".into(), 2.0),
+                "{}",
+                store.backend()
+            );
         }
     }
 
