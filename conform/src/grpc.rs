@@ -204,7 +204,9 @@ impl Grpc {
     }
 
     /// Sends the run's last completing call (else its first INIT) again with the same
-    /// idempotency key: the answer must be the first one, unchanged.
+    /// idempotency key and its data [`varied`]: the answer must be the first one,
+    /// unchanged. Resending the same data could not tell a handler that ran again from
+    /// the first run, when the flow answers the same data the same way.
     pub async fn idempotency(&mut self, report: &mut Report) {
         let name = "a repeated idempotency key gets the first outcome";
         let Some((call, first)) = self.last_completion.clone().or(self.first_init.clone()) else {
@@ -215,19 +217,25 @@ impl Grpc {
             return;
         };
         let (what, again) = match call {
-            Repeatable::Init(message) => ("INIT", self.flows.init(self.request(message)).await),
-            Repeatable::Exchange(message) => (
-                "the completing data_exchange",
-                self.flows.data_exchange(self.request(message)).await,
-            ),
+            Repeatable::Init(mut message) => {
+                message.data = Some(varied(message.data.take()));
+                ("INIT", self.flows.init(self.request(message)).await)
+            }
+            Repeatable::Exchange(mut message) => {
+                message.data = Some(varied(message.data.take()));
+                (
+                    "the completing data_exchange",
+                    self.flows.data_exchange(self.request(message)).await,
+                )
+            }
         };
         report.record(
             name,
             match again {
                 Ok(answer) if answer.get_ref() == &first => Ok(()),
                 Ok(answer) => Err(format!(
-                    "{what} repeated with its idempotency key answered {}, the first time {} \
-                     (the handler ran again)",
+                    "{what} repeated with its idempotency key (and other data) answered {}, \
+                     the first time {} (the handler ran again)",
                     summary(answer.get_ref()),
                     summary(&first)
                 )),
@@ -235,6 +243,29 @@ impl Grpc {
             },
         );
     }
+}
+
+/// `data` changed so that a handler running on it again would answer otherwise: every
+/// string gets a prefix (`again.`; an email stays an email, and a name, a date or a
+/// choice becomes another, or invalid), and a field is added (`flowgate_conform`), for
+/// data with no string. A service that answers the repeated key with its first outcome
+/// does not read it. (Data a flow answers whatever it holds, like an empty `INIT`,
+/// still cannot show a rerun.)
+fn varied(data: Option<prost_types::Struct>) -> prost_types::Struct {
+    use prost_types::value::Kind;
+    let mut data = data.unwrap_or_default();
+    for value in data.fields.values_mut() {
+        if let Some(Kind::StringValue(text)) = &mut value.kind {
+            text.insert_str(0, "again.");
+        }
+    }
+    data.fields.insert(
+        "flowgate_conform".into(),
+        prost_types::Value {
+            kind: Some(Kind::StringValue("repeated key".into())),
+        },
+    );
+    data
 }
 
 impl Transport for Grpc {

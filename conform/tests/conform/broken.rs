@@ -1,7 +1,8 @@
 //! Deliberately broken implementations, each named correctly in the report: a
 //! screen outside the routing model, a missing declared field, a wrong type, a slow
 //! answer (behind the real gateway, served without strict mode so the answers
-//! leave), and a plain JSON answer on an encrypted route (a tiny HTTPS endpoint).
+//! leave), a plain JSON answer on an encrypted route (a tiny HTTPS endpoint), and a
+//! flow service that runs a repeated idempotency key again (straight on the proto).
 
 use std::time::Duration;
 
@@ -9,6 +10,10 @@ use crate::common::*;
 use flow_service::sdk::{Flow, FlowError, Outcome, Request};
 use flow_service::service::Flows;
 use flowgate_e2e::{Gateway, GatewayOptions, Service};
+use flowgate_proto::json::{struct_from_json, struct_to_json};
+use flowgate_proto::v1::flow_response::Outcome as Wire;
+use flowgate_proto::v1::flow_service_server::{FlowService, FlowServiceServer};
+use flowgate_proto::v1::{self, FlowResponse};
 use serde_json::json;
 
 const WELCOME: &str = "Welcome!";
@@ -170,4 +175,88 @@ async fn a_plain_json_answer_on_an_encrypted_route_is_named() {
         "{reason}"
     );
     assert!(report.failure("undecryptable body answers 421").is_some());
+}
+
+/// `signup` straight on the proto, answering each call by its data alone: it ignores
+/// idempotency keys and never refuses a completed token, so every call runs again.
+struct Forgetful;
+
+fn next_screen(screen: &str, data: serde_json::Value, error: Option<&str>) -> FlowResponse {
+    FlowResponse {
+        outcome: Some(Wire::NextScreen(v1::NextScreen {
+            screen: screen.into(),
+            data: Some(struct_from_json(data.as_object().unwrap(), "data").unwrap()),
+            error_message: error.map(str::to_owned),
+        })),
+    }
+}
+
+fn welcome(error: Option<&str>) -> FlowResponse {
+    next_screen("WELCOME_SCREEN", json!({"welcome_message": WELCOME}), error)
+}
+
+#[tonic::async_trait]
+impl FlowService for Forgetful {
+    async fn init(
+        &self,
+        _: tonic::Request<v1::InitRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        Ok(tonic::Response::new(welcome(None)))
+    }
+
+    async fn data_exchange(
+        &self,
+        request: tonic::Request<v1::DataExchangeRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let data = struct_to_json(request.data.unwrap_or_default(), "data").unwrap();
+        let email = data["email"].as_str().unwrap_or("");
+        Ok(tonic::Response::new(match request.screen.as_str() {
+            "CONFIRMATION_SCREEN" => FlowResponse {
+                outcome: Some(Wire::Complete(v1::Complete {
+                    params: Some(
+                        struct_from_json(json!({"email": email}).as_object().unwrap(), "params")
+                            .unwrap(),
+                    ),
+                })),
+            },
+            _ if !email.contains('@') => welcome(Some("Please enter a valid email address.")),
+            _ => next_screen("CONFIRMATION_SCREEN", json!({"user_email": email}), None),
+        }))
+    }
+
+    async fn back(
+        &self,
+        _: tonic::Request<v1::BackRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        Ok(tonic::Response::new(welcome(None)))
+    }
+
+    async fn notify_error(
+        &self,
+        _: tonic::Request<v1::NotifyErrorRequest>,
+    ) -> Result<tonic::Response<v1::NotifyErrorResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::NotifyErrorResponse {}))
+    }
+}
+
+#[tokio::test]
+async fn a_service_that_runs_a_repeated_key_again_is_named() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(FlowServiceServer::new(Forgetful))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let report = grpc(url, "signup").await;
+    // Every answer of the walk is right: only the repeated key tells this service apart.
+    assert!(report.failure("walk 1").is_none(), "{}", report.text());
+    let reason = report
+        .failure("a repeated idempotency key gets the first outcome")
+        .unwrap_or_else(|| panic!("a rerun passed:\n{}", report.text()));
+    assert!(reason.contains("the handler ran again"), "{reason}");
+    assert!(reason.contains("again."), "{reason}");
 }
