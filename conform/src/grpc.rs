@@ -206,7 +206,10 @@ impl Grpc {
     /// Sends the run's last completing call (else its first INIT) again with the same
     /// idempotency key and its data [`varied`]: the answer must be the first one,
     /// unchanged. Resending the same data could not tell a handler that ran again from
-    /// the first run, when the flow answers the same data the same way.
+    /// the first run, when the flow answers the same data the same way. A service may
+    /// also refuse a key reused with other data (`INVALID_ARGUMENT`,
+    /// `FAILED_PRECONDITION` or `ALREADY_EXISTS`, as HTTP APIs answer 422): then the
+    /// call is sent again as it was, and that must get the first answer.
     pub async fn idempotency(&mut self, report: &mut Report) {
         let name = "a repeated idempotency key gets the first outcome";
         let Some((call, first)) = self.last_completion.clone().or(self.first_init.clone()) else {
@@ -216,32 +219,64 @@ impl Grpc {
             );
             return;
         };
-        let (what, again) = match call {
+        let what = match call {
+            Repeatable::Init(_) => "INIT",
+            Repeatable::Exchange(_) => "the completing data_exchange",
+        };
+        let result = match self.repeat(call.clone(), true).await {
+            Ok(answer) if answer == first => Ok(()),
+            Ok(answer) => Err(format!(
+                "{what} repeated with its idempotency key (and other data) answered {}, \
+                 the first time {} (the handler ran again)",
+                summary(&answer),
+                summary(&first)
+            )),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::AlreadyExists
+                ) =>
+            {
+                // The key reused with other data was refused: the same call, as it was.
+                match self.repeat(call, false).await {
+                    Ok(answer) if answer == first => Ok(()),
+                    Ok(answer) => Err(format!(
+                        "{what} repeated as it was answered {}, the first time {} \
+                         (the handler ran again)",
+                        summary(&answer),
+                        summary(&first)
+                    )),
+                    Err(status) => Err(format!("{what} repeated: {}", describe(&status))),
+                }
+            }
+            Err(status) => Err(format!(
+                "{what} repeated with other data: {}",
+                describe(&status)
+            )),
+        };
+        report.record(name, result);
+    }
+
+    /// Sends `call` again with its idempotency key, its data [`varied`] when `vary`.
+    async fn repeat(
+        &mut self,
+        call: Repeatable,
+        vary: bool,
+    ) -> Result<FlowResponse, tonic::Status> {
+        let data = |data: Option<prost_types::Struct>| if vary { Some(varied(data)) } else { data };
+        let answer = match call {
             Repeatable::Init(mut message) => {
-                message.data = Some(varied(message.data.take()));
-                ("INIT", self.flows.init(self.request(message)).await)
+                message.data = data(message.data.take());
+                self.flows.init(self.request(message)).await
             }
             Repeatable::Exchange(mut message) => {
-                message.data = Some(varied(message.data.take()));
-                (
-                    "the completing data_exchange",
-                    self.flows.data_exchange(self.request(message)).await,
-                )
+                message.data = data(message.data.take());
+                self.flows.data_exchange(self.request(message)).await
             }
         };
-        report.record(
-            name,
-            match again {
-                Ok(answer) if answer.get_ref() == &first => Ok(()),
-                Ok(answer) => Err(format!(
-                    "{what} repeated with its idempotency key (and other data) answered {}, \
-                     the first time {} (the handler ran again)",
-                    summary(answer.get_ref()),
-                    summary(&first)
-                )),
-                Err(status) => Err(format!("{what} repeated: {}", describe(&status))),
-            },
-        );
+        answer.map(tonic::Response::into_inner)
     }
 }
 

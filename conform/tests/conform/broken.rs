@@ -4,6 +4,7 @@
 //! leave), a plain JSON answer on an encrypted route (a tiny HTTPS endpoint), and a
 //! flow service that runs a repeated idempotency key again (straight on the proto).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::*;
@@ -195,6 +196,24 @@ fn welcome(error: Option<&str>) -> FlowResponse {
     next_screen("WELCOME_SCREEN", json!({"welcome_message": WELCOME}), error)
 }
 
+/// The answer [`Forgetful`] gives a `data_exchange`.
+fn exchange(request: &v1::DataExchangeRequest) -> FlowResponse {
+    let data = struct_to_json(request.data.clone().unwrap_or_default(), "data").unwrap();
+    let email = data["email"].as_str().unwrap_or("");
+    match request.screen.as_str() {
+        "CONFIRMATION_SCREEN" => FlowResponse {
+            outcome: Some(Wire::Complete(v1::Complete {
+                params: Some(
+                    struct_from_json(json!({"email": email}).as_object().unwrap(), "params")
+                        .unwrap(),
+                ),
+            })),
+        },
+        _ if !email.contains('@') => welcome(Some("Please enter a valid email address.")),
+        _ => next_screen("CONFIRMATION_SCREEN", json!({"user_email": email}), None),
+    }
+}
+
 #[tonic::async_trait]
 impl FlowService for Forgetful {
     async fn init(
@@ -208,21 +227,7 @@ impl FlowService for Forgetful {
         &self,
         request: tonic::Request<v1::DataExchangeRequest>,
     ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        let request = request.into_inner();
-        let data = struct_to_json(request.data.unwrap_or_default(), "data").unwrap();
-        let email = data["email"].as_str().unwrap_or("");
-        Ok(tonic::Response::new(match request.screen.as_str() {
-            "CONFIRMATION_SCREEN" => FlowResponse {
-                outcome: Some(Wire::Complete(v1::Complete {
-                    params: Some(
-                        struct_from_json(json!({"email": email}).as_object().unwrap(), "params")
-                            .unwrap(),
-                    ),
-                })),
-            },
-            _ if !email.contains('@') => welcome(Some("Please enter a valid email address.")),
-            _ => next_screen("CONFIRMATION_SCREEN", json!({"user_email": email}), None),
-        }))
+        Ok(tonic::Response::new(exchange(request.get_ref())))
     }
 
     async fn back(
@@ -240,18 +245,90 @@ impl FlowService for Forgetful {
     }
 }
 
-#[tokio::test]
-async fn a_service_that_runs_a_repeated_key_again_is_named() {
+/// [`Forgetful`]'s answers, kept by idempotency key: a repeated key with the same data
+/// gets the first answer, and with other data `FAILED_PRECONDITION`, as HTTP APIs that
+/// refuse a reused key with another payload do. A correct service.
+#[derive(Default)]
+struct Strict {
+    answers: std::sync::Mutex<HashMap<String, (Option<prost_types::Struct>, FlowResponse)>>,
+}
+
+#[tonic::async_trait]
+impl FlowService for Strict {
+    async fn init(
+        &self,
+        request: tonic::Request<v1::InitRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        Forgetful.init(request).await
+    }
+
+    async fn data_exchange(
+        &self,
+        request: tonic::Request<v1::DataExchangeRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let key = request.context.clone().unwrap_or_default().idempotency_key;
+        let mut answers = self.answers.lock().unwrap();
+        let (data, answer) = answers
+            .entry(key)
+            .or_insert_with(|| (request.data.clone(), exchange(&request)));
+        if *data != request.data {
+            return Err(tonic::Status::failed_precondition(
+                "the idempotency key was used with other data",
+            ));
+        }
+        Ok(tonic::Response::new(answer.clone()))
+    }
+
+    async fn back(
+        &self,
+        request: tonic::Request<v1::BackRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        Forgetful.back(request).await
+    }
+
+    async fn notify_error(
+        &self,
+        request: tonic::Request<v1::NotifyErrorRequest>,
+    ) -> Result<tonic::Response<v1::NotifyErrorResponse>, tonic::Status> {
+        Forgetful.notify_error(request).await
+    }
+}
+
+/// Serves `service` (with `grpc.health.v1`) on 127.0.0.1:0 and runs the gRPC checks
+/// of `signup` against it.
+async fn grpc_report(service: impl FlowService) -> flowgate_conform::report::Report {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health)
-            .add_service(FlowServiceServer::new(Forgetful))
+            .add_service(FlowServiceServer::new(service))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let report = grpc(url, "signup").await;
+    grpc(url, "signup").await
+}
+
+#[tokio::test]
+async fn a_service_that_refuses_a_key_reused_with_other_data_passes() {
+    let report = grpc_report(Strict::default()).await;
+    assert!(
+        report.failure("a repeated idempotency key").is_none(),
+        "{}",
+        report.text()
+    );
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.name == "a repeated idempotency key gets the first outcome")
+    );
+}
+
+#[tokio::test]
+async fn a_service_that_runs_a_repeated_key_again_is_named() {
+    let report = grpc_report(Forgetful).await;
     // Every answer of the walk is right: only the repeated key tells this service apart.
     assert!(report.failure("walk 1").is_none(), "{}", report.text());
     let reason = report

@@ -368,7 +368,10 @@ impl Call {
     /// call: its answer says so, and its claim is released like any failed call's, so
     /// that a resend runs at once rather than finding the key still claimed until the
     /// lease ends. (A completion whose commit had reached the store still holds: the
-    /// release frees only a claim with no outcome, and the token's completion stays.)
+    /// release frees only a claim with no outcome, and the token's completion stays.
+    /// A claim whose statement was stopped before its reply came is not known to be
+    /// this call's, so it is left to its lease: releasing it could free another
+    /// replica's claim.)
     async fn execute_by(mut self, deadline: Option<Instant>) -> (Answer, Option<Outcome>) {
         let work = async {
             self.open().await?;
