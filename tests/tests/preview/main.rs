@@ -195,6 +195,30 @@ async fn signup_journey_with_errors_back_and_completion() {
         0,
         "the reference flow answers within its Flow JSON"
     );
+
+    // A Flow JSON file run next starts on a fresh token: the last one is completed.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signup.json");
+    std::fs::write(&file, flow_service::flows::signup::FLOW_JSON).unwrap();
+    browser
+        .find("[data-testid=flow-file]")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the INIT of the loaded file",
+            "return [...document.querySelectorAll('[data-testid=log-entry][data-kind=INIT]')].length === 2;",
+        )
+        .await;
+    browser.screen("WELCOME_SCREEN").await;
+    let status = browser
+        .js("return [...document.querySelectorAll('[data-testid=log-status]')].pop().textContent;")
+        .await;
+    assert_eq!(status, "200");
+    let fresh = last_request(&browser).await;
+    assert_ne!(fresh["flow_token"], token.as_str(), "a fresh token");
     browser.close().await;
 }
 

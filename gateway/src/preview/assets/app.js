@@ -40,6 +40,8 @@
     selected: null,
     /** The running flow, or null. */
     session: null,
+    /** Whether the token field holds what the user typed (else one the page picked). */
+    tokenTyped: false,
   };
 
   // ---------------------------------------------------------------- API
@@ -1138,6 +1140,7 @@
       return;
     }
     token.value = randomToken();
+    state.tokenTyped = false;
     hint.textContent = 'A fresh random token; edit it and press Restart to reuse one.';
     await start({ route: route.route, flow: flow.name, flowJson: json.flow_json, uploaded: false, hasEndpoint, token: token.value });
   }
@@ -1183,8 +1186,12 @@
     }
     const target = { route, flow: $('file-flow').value.trim() };
     const hasEndpoint = ok && json.flow && typeof json.flow.has_endpoint === 'boolean' ? json.flow.has_endpoint : Boolean(flowJson.data_api_version);
-    const token = $('token').value.trim() || randomToken();
+    // A fresh token for each run, unless the user typed one (a signed token, say): the
+    // one the page picked for the last run may be completed already.
+    const typed = state.tokenTyped ? $('token').value.trim() : '';
+    const token = typed || randomToken();
     $('token').value = token;
+    state.tokenTyped = Boolean(typed);
     await start({ route: target.route, flow: target.flow, flowJson, uploaded: true, hasEndpoint, token });
   }
 
@@ -1196,6 +1203,7 @@
       render();
     });
     $('restart').addEventListener('click', restart);
+    $('token').addEventListener('input', () => { state.tokenTyped = true; });
     $('clear-log').addEventListener('click', () => $('log').replaceChildren());
     $('file').addEventListener('change', (event) => {
       const file = event.target.files && event.target.files[0];
