@@ -6,10 +6,15 @@
 //! such as `w` or `M`, long names) is refused, so that a value means the same everywhere
 //! it was ever accepted and `1M` (a month to humantime) is not taken for a minute. A
 //! bare number has no unit and is refused: `10` could mean seconds or milliseconds.
+//! Nothing longer than [`LONGEST`] is accepted: far beyond it, a duration added to the
+//! clock's time, or sent as a gRPC timeout, would not fit.
 
 use std::time::Duration;
 
 const EXPECTED: &str = "expected a duration like 10s, 1500ms, 15m, 24h or 7d";
+
+/// The longest duration read: 36500d, about a hundred years.
+pub const LONGEST: Duration = Duration::from_secs(36_500 * 86_400);
 
 /// Reads a duration; the error is one line fit for [`crate::ConfigError::reason`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -22,7 +27,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     {
         return Err(EXPECTED.to_owned());
     }
-    humantime::parse_duration(text).map_err(|error| match error {
+    let duration = humantime::parse_duration(text).map_err(|error| match error {
         humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
             format!("{value} has no unit; {EXPECTED}")
         }
@@ -31,7 +36,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             format!("unknown unit `{unit}`; {EXPECTED}")
         }
         _ => EXPECTED.to_owned(),
-    })
+    })?;
+    if duration > LONGEST {
+        return Err("duration too long; at most 36500d".to_owned());
+    }
+    Ok(duration)
 }
 
 /// A duration above zero, for waits that must be able to succeed.
@@ -65,6 +74,9 @@ mod tests {
             ("soon", Err("expected a duration")),
             ("10x", Err("expected a duration")),
             ("99999999999999999999h", Err("too long")),
+            ("36500d", Ok(LONGEST)),
+            ("36501d", Err("too long; at most 36500d")),
+            ("5000000d", Err("too long; at most 36500d")),
             ("10 s", Err("expected a duration")),
             ("1.5s", Err("expected a duration")),
             ("10w", Err("expected a duration")),

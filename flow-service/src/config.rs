@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 pub use flowgate_cli::ConfigError;
 use flowgate_cli::{
-    HealthcheckTimeout, SecretVars, bearer_token, parse_duration, positive_duration,
+    HealthcheckTimeout, SecretVars, bearer_token, checked, parse_duration, positive_duration,
     secret as value_or_file,
 };
 
@@ -180,9 +180,23 @@ pub enum Command {
         #[command(flatten)]
         timeout: HealthcheckTimeout,
         /// The same wait in milliseconds; `--timeout` is the spelling both binaries share.
-        #[arg(long, value_name = "MS", hide = true, conflicts_with = "timeout")]
+        #[arg(
+            long,
+            value_name = "MS",
+            hide = true,
+            conflicts_with = "timeout",
+            value_parser = checked(healthcheck_ms)
+        )]
         timeout_ms: Option<u64>,
     },
+}
+
+/// `--timeout-ms`: whole milliseconds, up to a day.
+fn healthcheck_ms(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(ms) if (1..=86_400_000).contains(&ms) => Ok(ms),
+        _ => Err("expected whole milliseconds from 1 to 86400000".to_owned()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +295,7 @@ impl Config {
         };
         let store = StoreOptions {
             timeout: duration(
-                parse_duration,
+                positive_duration,
                 "FLOW_SERVICE_DATABASE_TIMEOUT",
                 "database-timeout",
                 &args.database_timeout,
@@ -688,6 +702,10 @@ mod tests {
             (
                 vec!["--idempotency-ttl", "1 day"],
                 "invalid FLOW_SERVICE_IDEMPOTENCY_TTL",
+            ),
+            (
+                vec!["--database-timeout", "0s"],
+                "invalid FLOW_SERVICE_DATABASE_TIMEOUT (--database-timeout) \"0s\": must be more than 0",
             ),
             (
                 vec!["--database-connect-timeout", "0s"],

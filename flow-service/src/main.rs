@@ -29,6 +29,11 @@ fn main() -> ExitCode {
     let command = args.command.clone();
     let config = match Config::from_args(args) {
         Ok(config) => config,
+        // A healthcheck exits with 1 for every failure (see `run`).
+        Err(e) if matches!(command, Some(Command::Healthcheck { .. })) => {
+            eprintln!("flow-service healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("flow-service: {e}");
             return ExitCode::from(2);

@@ -286,10 +286,39 @@ fn healthcheck_timeout_is_a_duration() {
             "0s",
             r#"flow-service healthcheck: invalid --timeout "0s": must be more than 0"#,
         ),
+        (
+            "5000000d",
+            r#"flow-service healthcheck: invalid --timeout "5000000d": duration too long"#,
+        ),
     ] {
         let (code, _, stderr) = healthcheck(&listen, &["--timeout", timeout]);
         assert_eq!(code, Some(1), "{timeout}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{timeout}: {stderr}");
         assert!(stderr.starts_with(expected), "{timeout}: {stderr}");
+    }
+}
+
+#[test]
+fn healthcheck_fails_with_one_whatever_is_wrong() {
+    let listen = "127.0.0.1:1";
+    // A setting the service would refuse: still 1, never Docker's reserved 2.
+    let output = common::flow_service()
+        .env("FLOW_SERVICE_ADMIN_LISTEN", "off")
+        .env("FLOW_SERVICE_LISTEN", listen)
+        .env("FLOW_SERVICE_DRAIN_DELAY", "soon")
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("flow-service healthcheck: invalid FLOW_SERVICE_DRAIN_DELAY"),
+        "{stderr}"
+    );
+    // A wait in milliseconds out of range: refused, not a panic.
+    for ms in ["0", "18446744073709551615"] {
+        let (code, _, stderr) = healthcheck(listen, &["--timeout-ms", ms]);
+        assert_eq!(code, Some(1), "{ms}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{ms}: {stderr}");
     }
 }
