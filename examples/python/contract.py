@@ -90,9 +90,14 @@ def struct_to_dict(value: struct_pb2.Struct | None) -> dict:
     return json_format.MessageToDict(value)
 
 
+# The largest integer a double (every Struct number) holds exactly.
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
 def dict_to_struct(value: dict) -> struct_pb2.Struct:
     """A dict as a Struct. Raises ValueError for NaN or infinities, which JSON cannot
-    carry (the gateway would answer 502 `bad_upstream_response`)."""
+    carry (the gateway would answer 502 `bad_upstream_response`), and for integers
+    beyond ±(2^53 − 1), which a double would round to another number."""
     _check_finite(value)
     struct = struct_pb2.Struct()
     struct.update(value)
@@ -102,6 +107,10 @@ def dict_to_struct(value: dict) -> struct_pb2.Struct:
 def _check_finite(value) -> None:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         raise ValueError("answer data holds a number JSON cannot carry (NaN or infinity)")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_SAFE_INTEGER:
+        raise ValueError(
+            f"answer data holds the integer {value}, beyond ±(2^53 − 1): a double would change it"
+        )
     if isinstance(value, dict):
         for item in value.values():
             _check_finite(item)

@@ -39,8 +39,10 @@ class Request:
     time_remaining: float | None
 
     def text(self, key: str) -> str | None:
+        """A string field of `data`, trimmed; None when absent, empty or not a
+        string (as the Rust SDK's `Request::text`)."""
         value = self.data.get(key)
-        return value if isinstance(value, str) else None
+        return (value.strip() or None) if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ The rules, from proto/proto/flowgate/v1/flow.proto:
 * error notifications are acknowledged by answering OK.
 
 On top of those, as the Rust reference service does: a completed flow token is
-answered `TokenInvalid` on every later call except a resend of its completion.
+answered `TokenInvalid` on every later call except a resend of its completion
+(here, while this process remembers the token: see `Calls`).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class Calls:
 
     Enough for one replica and for the example: a restart forgets them, and
     replicas do not share them. A production service keeps both in a database
-    shared by its replicas, as the Rust service does (`flow-service/src/store.rs`).
-    Entries lapse after `ttl` seconds and the oldest go first beyond `limit`.
+    shared by its replicas, as the Rust service does (`flow-service/server/src/store`).
+    Outcomes lapse after `ttl` seconds; completed tokens never lapse, but beyond
+    `limit` of either the oldest are forgotten, to bound the memory they take.
     """
 
     def __init__(self, ttl: float = 24 * 3600, limit: int = 100_000):
@@ -95,9 +97,11 @@ class Calls:
         self._completed: OrderedDict[str, float] = OrderedDict()
 
     def _prune(self, now: float) -> None:
-        for table in (self._outcomes, self._completed):
-            while table and (len(table) > self._limit or _expiry(next(iter(table.values()))) < now):
-                table.popitem(last=False)
+        outcomes = self._outcomes
+        while outcomes and (len(outcomes) > self._limit or next(iter(outcomes.values()))[0] < now):
+            outcomes.popitem(last=False)
+        while len(self._completed) > self._limit:
+            self._completed.popitem(last=False)
 
     def claim(self, token: str, key: str):
         """`None` when this call is new (and now claimed), `_IN_PROGRESS` while the
@@ -127,14 +131,10 @@ class Calls:
             if completes:
                 if token in self._completed:
                     return False
-                self._completed[token] = now + self._ttl
+                self._completed[token] = now
             if key:
                 self._outcomes[(token, key)] = (now + self._ttl, response)
             return True
-
-
-def _expiry(entry) -> float:
-    return entry[0] if isinstance(entry, tuple) else entry
 
 
 def _context(message) -> Context:
@@ -282,6 +282,10 @@ class FlowService(pb_grpc.FlowServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, "the flow failed; see the flow service's log")
         response = self._to_proto(outcome, flow, fields, context)
         if not self.calls.finish(token, key, response, completes=isinstance(outcome, Complete)):
+            # Nothing was recorded for this call: free its key, so that its resend is
+            # refused again at once instead of finding the key still in progress.
+            if key:
+                self.calls.release(token, key)
             _log("flow token refused: another call completed it first", fields)
             return _token_invalid()
         _log("flow call", fields, outcome=response.WhichOneof("outcome"))

@@ -83,6 +83,23 @@ async fn rust_flow_service_passes_over_grpc() {
     }
 }
 
+/// The example's own unit tests (`examples/python/test_service.py`): what the walk
+/// cannot stage, such as a race for one token's completion.
+#[test]
+fn python_example_unit_tests_pass() {
+    if !python_ready() {
+        return;
+    }
+    let output = std::process::Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s"])
+        .arg(repo("examples/python"))
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("\nOK"), "{stderr}");
+}
+
 #[tokio::test]
 async fn python_flow_service_passes_over_grpc() {
     let Some(python) = Python::start() else {

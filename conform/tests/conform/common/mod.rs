@@ -80,21 +80,29 @@ pub struct Python {
     child: Child,
 }
 
+/// Whether `python3` has the example's requirements; without them, a notice (and
+/// `false`), except under `CI`, where that is a failure.
+pub fn python_ready() -> bool {
+    let ready = Command::new("python3")
+        .args(["-c", "import grpc, grpc_health.v1, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: python3 with examples/python/requirements.txt is required"
+        );
+        eprintln!(
+            "SKIPPED: python3 with examples/python/requirements.txt is not available \
+             (pip install -r examples/python/requirements.txt)"
+        );
+    }
+    ready
+}
+
 impl Python {
     pub fn start() -> Option<Self> {
-        let ready = Command::new("python3")
-            .args(["-c", "import grpc, grpc_health.v1, grpc_tools"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ready {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI: python3 with examples/python/requirements.txt is required"
-            );
-            eprintln!(
-                "SKIPPED: python3 with examples/python/requirements.txt is not available \
-                 (pip install -r examples/python/requirements.txt)"
-            );
+        if !python_ready() {
             return None;
         }
         let mut child = Command::new("python3")
