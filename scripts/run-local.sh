@@ -2,7 +2,8 @@
 # Runs the whole stack on this machine: the flow service and the gateway, with
 # embedded defaults and a self-signed certificate generated at start.
 # Stops both on Ctrl-C. Ports: FLOWGATE_PORT (8443), FLOW_SERVICE_PORT (50051),
-# FLOWGATE_ADMIN_PORT (9464). PROFILE=release builds optimised binaries.
+# FLOWGATE_ADMIN_PORT (9464), FLOW_SERVICE_ADMIN_PORT (9465, the flow service's
+# metrics). PROFILE=release builds optimised binaries.
 # The flow preview is on (FLOWGATE_PREVIEW=on), on the admin listener on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 gateway_port=${FLOWGATE_PORT:-8443}
 service_port=${FLOW_SERVICE_PORT:-50051}
 admin_port=${FLOWGATE_ADMIN_PORT:-9464}
+service_admin_port=${FLOW_SERVICE_ADMIN_PORT:-9465}
 profile=${PROFILE:-dev}
 bin_dir="${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
@@ -24,7 +26,9 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-FLOW_SERVICE_LISTEN="127.0.0.1:$service_port" "$bin_dir/flow-service" &
+FLOW_SERVICE_LISTEN="127.0.0.1:$service_port" \
+FLOW_SERVICE_ADMIN_LISTEN="127.0.0.1:$service_admin_port" \
+  "$bin_dir/flow-service" &
 pids+=($!)
 FLOWGATE_LISTEN="0.0.0.0:$gateway_port" \
 FLOWGATE_ADMIN_LISTEN="127.0.0.1:$admin_port" \

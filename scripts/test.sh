@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "scripts/test.sh: cargo-nextest is not installed (cargo install --locked cargo-nextest)" >&2
+  exit 1
+fi
+
 if [ -z "${FLOWGATE_TEST_POSTGRES_URL:-}" ]; then
   # Debian keeps the server programs, all together, out of PATH; elsewhere they are on it.
   bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
