@@ -61,6 +61,16 @@ async fn log_kinds(browser: &Browser) -> Vec<String> {
     serde_json::from_value(kinds).unwrap()
 }
 
+/// Loads a Flow JSON file through the page's file input.
+async fn load_file(browser: &Browser, file: &std::path::Path) {
+    browser
+        .find("[data-testid=flow-file]")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+}
+
 /// The request of the last log entry, as JSON.
 async fn last_request(browser: &Browser) -> Value {
     let text = browser
@@ -200,12 +210,7 @@ async fn signup_journey_with_errors_back_and_completion() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("signup.json");
     std::fs::write(&file, flow_service::flows::signup::FLOW_JSON).unwrap();
-    browser
-        .find("[data-testid=flow-file]")
-        .await
-        .send_keys(file.to_str().unwrap())
-        .await
-        .unwrap();
+    load_file(&browser, &file).await;
     browser
         .until(
             "the INIT of the loaded file",
@@ -313,12 +318,7 @@ async fn violations_show_in_red_in_the_panel() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("renamed.json");
     std::fs::write(&file, renamed.to_string()).unwrap();
-    browser
-        .find("[data-testid=flow-file]")
-        .await
-        .send_keys(file.to_str().unwrap())
-        .await
-        .unwrap();
+    load_file(&browser, &file).await;
 
     browser
         .until(
@@ -365,12 +365,7 @@ async fn violations_show_in_red_in_the_panel() {
     broken["routing_model"] = json!({"HELLO": ["NOWHERE"], "CONFIRMATION_SCREEN": []});
     let file = dir.path().join("broken.json");
     std::fs::write(&file, broken.to_string()).unwrap();
-    browser
-        .find("[data-testid=flow-file]")
-        .await
-        .send_keys(file.to_str().unwrap())
-        .await
-        .unwrap();
+    load_file(&browser, &file).await;
     let violation = browser
         .until(
             "a violation of the check",
@@ -392,12 +387,7 @@ async fn violations_show_in_red_in_the_panel() {
         json!({"email": "not-an-email"});
     let file = dir.path().join("refused.json");
     std::fs::write(&file, refused.to_string()).unwrap();
-    browser
-        .find("[data-testid=flow-file]")
-        .await
-        .send_keys(file.to_str().unwrap())
-        .await
-        .unwrap();
+    load_file(&browser, &file).await;
     browser.screen("WELCOME_SCREEN").await;
     browser
         .fill("[data-testid=field-email]", "ada@example.com")
@@ -470,12 +460,7 @@ async fn a_flow_without_endpoint_draws_every_component_and_runs_locally() {
         0
     );
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/preview-gallery.json");
-    browser
-        .find("[data-testid=flow-file]")
-        .await
-        .send_keys(file.to_str().unwrap())
-        .await
-        .unwrap();
+    load_file(&browser, &file).await;
 
     // No data_api_version: the first screen, its data from `__example__`, no request.
     browser.screen("GALLERY").await;
