@@ -71,6 +71,16 @@ async fn load_file(browser: &Browser, file: &std::path::Path) {
         .unwrap();
 }
 
+/// Waits for the log's second INIT: the first run's, then a loaded file's.
+async fn second_init(browser: &Browser) {
+    browser
+        .until(
+            "the INIT of the loaded file",
+            "return [...document.querySelectorAll('[data-testid=log-entry][data-kind=INIT]')].length === 2;",
+        )
+        .await;
+}
+
 /// The request of the last log entry, as JSON.
 async fn last_request(browser: &Browser) -> Value {
     let text = browser
@@ -211,12 +221,7 @@ async fn signup_journey_with_errors_back_and_completion() {
     let file = dir.path().join("signup.json");
     std::fs::write(&file, flow_service::flows::signup::FLOW_JSON).unwrap();
     load_file(&browser, &file).await;
-    browser
-        .until(
-            "the INIT of the loaded file",
-            "return [...document.querySelectorAll('[data-testid=log-entry][data-kind=INIT]')].length === 2;",
-        )
-        .await;
+    second_init(&browser).await;
     browser.screen("WELCOME_SCREEN").await;
     let status = browser
         .js("return [...document.querySelectorAll('[data-testid=log-status]')].pop().textContent;")
@@ -319,13 +324,7 @@ async fn violations_show_in_red_in_the_panel() {
     let file = dir.path().join("renamed.json");
     std::fs::write(&file, renamed.to_string()).unwrap();
     load_file(&browser, &file).await;
-
-    browser
-        .until(
-            "the INIT of the loaded file",
-            "return [...document.querySelectorAll('[data-testid=log-entry][data-kind=INIT]')].length === 2;",
-        )
-        .await;
+    second_init(&browser).await;
     let kinds = log_kinds(&browser).await;
     assert_eq!(
         kinds,
