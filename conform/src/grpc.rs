@@ -204,7 +204,7 @@ impl Grpc {
     }
 
     /// Sends the run's last completing call (else its first INIT) again with the same
-    /// idempotency key and its data [`varied`]: the answer must be the first one,
+    /// idempotency key and its data changed (see `varied`): the answer must be the first one,
     /// unchanged. Resending the same data could not tell a handler that ran again from
     /// the first run, when the flow answers the same data the same way. A service may
     /// also refuse a key reused with other data (`INVALID_ARGUMENT`,
