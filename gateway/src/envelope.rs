@@ -364,6 +364,13 @@ mod tests {
                 .unwrap(),
             again
         );
+        // The answer's body is that, in base64: sealed under the client's key.
+        let sent = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        assert_eq!(sent, STANDARD.encode(&again).as_bytes());
 
         let refusals: Vec<(Vec<u8>, &str)> = vec![
             (b"not json".to_vec(), "cannot_decrypt"),

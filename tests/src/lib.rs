@@ -148,13 +148,24 @@ impl Service {
     /// Stops the service gracefully (NOT_SERVING, then drain) and waits until it is gone.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        let _ = self.done.take().unwrap().await;
+        self.ended().await;
     }
 
     /// Kills the service at once: no draining, every connection dropped.
     pub async fn kill(mut self) {
         let _ = self.kill.take().unwrap().send(());
-        let _ = self.done.take().unwrap().await;
+        self.ended().await;
+    }
+
+    /// Waits until the service's thread is done; it fails the test if that thread
+    /// panicked (the service's `run_with` returned an error, say), which would
+    /// otherwise go unseen.
+    async fn ended(&mut self) {
+        self.done
+            .take()
+            .unwrap()
+            .await
+            .expect("the flow service's thread ended cleanly (see its panic above)");
     }
 }
 
@@ -370,7 +381,15 @@ impl Gateway {
             let text = response.text().await.unwrap();
             (status, sealed.open(&text))
         } else {
-            read(response).await
+            // Only an answer made before the request was decrypted may be plain JSON:
+            // once decrypted, every answer is encrypted, errors included.
+            let (status, body) = read(response).await;
+            let code = body["error"]["code"].as_str().unwrap_or_default();
+            assert!(
+                PLAIN_BEFORE_DECRYPTION.contains(&code),
+                "status {status}: a plain answer to a request the gateway could decrypt: {body}"
+            );
+            (status, body)
         }
     }
 
@@ -415,6 +434,19 @@ impl Gateway {
         self.task
     }
 }
+
+/// The error codes of the refusals a Meta route answers in plain JSON, before it has
+/// decrypted the request (its body, signature, envelope or an admission slot).
+const PLAIN_BEFORE_DECRYPTION: &[&str] = &[
+    "payload_too_large",
+    "body_timeout",
+    "body_unreadable",
+    "invalid_signature",
+    "cannot_decrypt",
+    "overloaded",
+    "not_found",
+    "method_not_allowed",
+];
 
 /// Reads a response as JSON, checking that it says so.
 pub async fn read(response: reqwest::Response) -> (u16, Value) {

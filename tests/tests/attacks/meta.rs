@@ -131,7 +131,20 @@ async fn a_flood_of_forged_signatures_holds_no_slot() {
             }
         }));
     }
+    // A flood task that ended early has failed its own check: await it to see why.
+    let started = std::time::Instant::now();
     while refused.load(Ordering::SeqCst) < 16 {
+        if let Some(ended) = flood.iter().position(|task| task.is_finished()) {
+            flood
+                .swap_remove(ended)
+                .await
+                .expect("every forged request got 432");
+            panic!("a flood task ended before it was stopped");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "16 forged requests were not refused within 30 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let client = gateway.client(Alpn::Both);

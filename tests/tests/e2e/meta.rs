@@ -135,7 +135,8 @@ async fn every_answer_after_decryption_is_encrypted() {
     ];
     for (request, status, expected) in cases {
         let sealed = c.seal(&request);
-        // `post_sealed` decrypts text/plain answers and would panic on one that does not open.
+        // `post_sealed` opens text/plain answers (and panics on one that does not open),
+        // and panics on a plain JSON error a decrypted request should not get.
         assert_eq!(
             gateway
                 .post_sealed("/flows/probe", &sealed, Some(SECRET))
