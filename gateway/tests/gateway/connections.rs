@@ -1,8 +1,9 @@
 //! Hostile connections against the real `flowgate-gateway` binary, each with a real
 //! request served while the attack goes on: a TLS connection that sends nothing,
 //! headers trickled line by line, idle HTTP/1 keep-alive and HTTP/2 connections (and a
-//! request sent just as an idle HTTP/2 connection closes), a flood of connections under
-//! a low open-file limit, and one address over its cap.
+//! request sent just as an idle HTTP/2 connection closes), an HTTP/2 client that vanishes
+//! with a request open, a flood of connections under a low open-file limit, and one
+//! address over its cap.
 //!
 //! The timeouts are set to about a second so the tests run in seconds; the
 //! flow service is a real `grpc.health.v1` server, which is all a ping needs.
@@ -761,6 +762,42 @@ async fn a_request_sent_as_an_idle_http2_connection_closes_is_answered() {
         Ok(Some(true)),
         "the request sent as the connection closed got no 200"
     );
+}
+
+/// A client that vanishes with a request open on HTTP/2 (its body never finishes, and it
+/// answers no PING) is closed once a ping goes unanswered for the keep-alive timeout,
+/// long before the request's own budget (30 s here) would end it.
+async fn time_to_close_a_vanished_http2_client(keepalive_timeout: &str) -> Option<Duration> {
+    let env = [
+        ("FLOWGATE_KEEPALIVE_INTERVAL", "1s"),
+        ("FLOWGATE_KEEPALIVE_TIMEOUT", keepalive_timeout),
+        ("FLOWGATE_REQUEST_TIMEOUT", "30s"),
+    ];
+    let gateway = Gateway::start(&env, None).await;
+    let mut stream = gateway.tls(b"h2").await;
+    let authority = format!("localhost:{}", gateway.public.port());
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    hello.extend(frame(HEADERS, END_HEADERS, 1, &ping_headers(&authority)));
+    stream.write_all(&hello).await.unwrap();
+    // From here the client reads (and so sees every PING) but never answers.
+    let closed = time_to_close(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(gateway.ping().await, Some(200), "the gateway serves others");
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_vanishes_with_a_request_open_is_closed_by_keepalive() {
+    let closed = time_to_close_a_vanished_http2_client("1s").await;
+    assert_between(
+        closed,
+        Duration::from_millis(1500),
+        Duration::from_secs(5),
+        "a vanished HTTP/2 client",
+    );
+    // The same client with a keep-alive timeout beyond the wait: nothing else closes it.
+    let open = time_to_close_a_vanished_http2_client("60s").await;
+    assert_eq!(open, None, "closed by something other than keep-alive");
 }
 
 /// The attack that locked everyone out: more idle connections than the process has
