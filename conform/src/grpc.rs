@@ -207,9 +207,12 @@ impl Grpc {
     /// idempotency key and its data changed (see `varied`): the answer must be the first one,
     /// unchanged. Resending the same data could not tell a handler that ran again from
     /// the first run, when the flow answers the same data the same way. A service may
-    /// also refuse a key reused with other data (`INVALID_ARGUMENT`,
-    /// `FAILED_PRECONDITION` or `ALREADY_EXISTS`, as HTTP APIs answer 422): then the
-    /// call is sent again as it was, and that must get the first answer.
+    /// also refuse a key reused with other data (`FAILED_PRECONDITION` or
+    /// `ALREADY_EXISTS`, as HTTP APIs answer 422). Then the same changed data is sent
+    /// under a new key, which must not be refused the same way (else the refusal was of
+    /// the data, not of the reused key), and the call is sent again as it was, which
+    /// must get the first answer. (`INVALID_ARGUMENT` is what a flow answers a request
+    /// it refuses as sent: it cannot tell a reused key apart.)
     pub async fn idempotency(&mut self, report: &mut Report) {
         let name = "a repeated idempotency key gets the first outcome";
         let Some((call, first)) = self.last_completion.clone().or(self.first_init.clone()) else {
@@ -223,7 +226,7 @@ impl Grpc {
             Repeatable::Init(_) => "INIT",
             Repeatable::Exchange(_) => "the completing data_exchange",
         };
-        let result = match self.repeat(call.clone(), true).await {
+        let result = match self.repeat(call.clone(), Resend::Varied).await {
             Ok(answer) if answer == first => Ok(()),
             Ok(answer) => Err(format!(
                 "{what} repeated with its idempotency key (and other data) answered {}, \
@@ -231,24 +234,32 @@ impl Grpc {
                 summary(&answer),
                 summary(&first)
             )),
-            Err(status)
+            Err(refusal)
                 if matches!(
-                    status.code(),
-                    tonic::Code::InvalidArgument
-                        | tonic::Code::FailedPrecondition
-                        | tonic::Code::AlreadyExists
+                    refusal.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists
                 ) =>
             {
-                // The key reused with other data was refused: the same call, as it was.
-                match self.repeat(call, false).await {
-                    Ok(answer) if answer == first => Ok(()),
-                    Ok(answer) => Err(format!(
-                        "{what} repeated as it was answered {}, the first time {} \
-                         (the handler ran again)",
-                        summary(&answer),
-                        summary(&first)
+                // The key reused with other data was refused. Was it the key, or the data?
+                let control = self.repeat(call.clone(), Resend::VariedUnderANewKey).await;
+                match control {
+                    Err(status) if status.code() == refusal.code() => Err(format!(
+                        "{what} repeated with other data was refused ({}), and so was the \
+                         same data under a new key: a refusal of the data, not of the \
+                         reused key",
+                        describe(&refusal)
                     )),
-                    Err(status) => Err(format!("{what} repeated: {}", describe(&status))),
+                    // The same call, as it was, must get the first answer.
+                    _ => match self.repeat(call, Resend::AsItWas).await {
+                        Ok(answer) if answer == first => Ok(()),
+                        Ok(answer) => Err(format!(
+                            "{what} repeated as it was answered {}, the first time {} \
+                             (the handler ran again)",
+                            summary(&answer),
+                            summary(&first)
+                        )),
+                        Err(status) => Err(format!("{what} repeated: {}", describe(&status))),
+                    },
                 }
             }
             Err(status) => Err(format!(
@@ -259,25 +270,45 @@ impl Grpc {
         report.record(name, result);
     }
 
-    /// Sends `call` again with its idempotency key, its data [`varied`] when `vary`.
+    /// Sends `call` again, as `how` says.
     async fn repeat(
         &mut self,
         call: Repeatable,
-        vary: bool,
+        how: Resend,
     ) -> Result<FlowResponse, tonic::Status> {
-        let data = |data: Option<prost_types::Struct>| if vary { Some(varied(data)) } else { data };
+        let data = |data: Option<prost_types::Struct>| match how {
+            Resend::AsItWas => data,
+            Resend::Varied | Resend::VariedUnderANewKey => Some(varied(data)),
+        };
+        let context = match how {
+            Resend::VariedUnderANewKey => Some(self.context(&self.flow)),
+            Resend::AsItWas | Resend::Varied => None,
+        };
         let answer = match call {
             Repeatable::Init(mut message) => {
                 message.data = data(message.data.take());
+                message.context = context.or(message.context);
                 self.flows.init(self.request(message)).await
             }
             Repeatable::Exchange(mut message) => {
                 message.data = data(message.data.take());
+                message.context = context.or(message.context);
                 self.flows.data_exchange(self.request(message)).await
             }
         };
         answer.map(tonic::Response::into_inner)
     }
+}
+
+/// How [`Grpc::idempotency`] sends a call again.
+#[derive(Debug, Clone, Copy)]
+enum Resend {
+    /// With its idempotency key and its data.
+    AsItWas,
+    /// With its idempotency key and its data [`varied`].
+    Varied,
+    /// With a new idempotency key and its data [`varied`].
+    VariedUnderANewKey,
 }
 
 /// `data` changed so that a handler running on it again would answer otherwise: every

@@ -310,6 +310,62 @@ async fn grpc_report(service: impl FlowService) -> flowgate_conform::report::Rep
     grpc(url, "signup").await
 }
 
+/// [`Forgetful`], which ignores keys, with a flow that refuses any string it did not
+/// send itself (the `again.` the check puts in front) with `code`, key or no key.
+struct Picky(tonic::Code);
+
+#[tonic::async_trait]
+impl FlowService for Picky {
+    async fn init(
+        &self,
+        request: tonic::Request<v1::InitRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        Forgetful.init(request).await
+    }
+
+    async fn data_exchange(
+        &self,
+        request: tonic::Request<v1::DataExchangeRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        let data =
+            struct_to_json(request.get_ref().data.clone().unwrap_or_default(), "data").unwrap();
+        if data.contains_key("flowgate_conform") {
+            return Err(tonic::Status::new(self.0, "unexpected input"));
+        }
+        Forgetful.data_exchange(request).await
+    }
+
+    async fn back(
+        &self,
+        request: tonic::Request<v1::BackRequest>,
+    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
+        Forgetful.back(request).await
+    }
+
+    async fn notify_error(
+        &self,
+        request: tonic::Request<v1::NotifyErrorRequest>,
+    ) -> Result<tonic::Response<v1::NotifyErrorResponse>, tonic::Status> {
+        Forgetful.notify_error(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_service_that_ignores_keys_and_refuses_the_changed_data_is_named() {
+    // Its refusal is of the data: the same data under a new key is refused too.
+    for code in [
+        tonic::Code::InvalidArgument,
+        tonic::Code::FailedPrecondition,
+    ] {
+        let report = grpc_report(Picky(code)).await;
+        assert!(report.failure("walk 1").is_none(), "{}", report.text());
+        let reason = report
+            .failure("a repeated idempotency key gets the first outcome")
+            .unwrap_or_else(|| panic!("{code:?} passed:\n{}", report.text()));
+        assert!(reason.contains("other data"), "{code:?}: {reason}");
+    }
+}
+
 #[tokio::test]
 async fn a_service_that_refuses_a_key_reused_with_other_data_passes() {
     let report = grpc_report(Strict::default()).await;

@@ -229,6 +229,22 @@ async fn signup_journey_with_errors_back_and_completion() {
     assert_eq!(status, "200");
     let fresh = last_request(&browser).await;
     assert_ne!(fresh["flow_token"], token.as_str(), "a fresh token");
+
+    // A token the user typed is the one a loaded file runs on.
+    browser
+        .fill("[data-testid=flow-token]", "typed-by-hand-1")
+        .await;
+    load_file(&browser, &file).await;
+    browser
+        .until(
+            "the INIT of the file loaded again",
+            "return [...document.querySelectorAll('[data-testid=log-entry][data-kind=INIT]')].length === 3;",
+        )
+        .await;
+    assert_eq!(
+        last_request(&browser).await["flow_token"],
+        "typed-by-hand-1"
+    );
     browser.close().await;
 }
 
