@@ -1,8 +1,9 @@
 //! Deliberately broken implementations, each named correctly in the report: a
 //! screen outside the routing model, a missing declared field, a wrong type, a slow
 //! answer (behind the real gateway, served without strict mode so the answers
-//! leave), a plain JSON answer on an encrypted route (a tiny HTTPS endpoint), and a
-//! flow service that runs a repeated idempotency key again (straight on the proto).
+//! leave), a plain JSON answer on an encrypted route (a tiny HTTPS endpoint), and, straight
+//! on the proto, a flow service that runs a repeated idempotency key again or refuses the
+//! changed data the check sends (and, beside them, one that refuses a reused key: correct).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -178,9 +179,11 @@ async fn a_plain_json_answer_on_an_encrypted_route_is_named() {
     assert!(report.failure("undecryptable body answers 421").is_some());
 }
 
-/// `signup` straight on the proto, answering each call by its data alone: it ignores
-/// idempotency keys and never refuses a completed token, so every call runs again.
-struct Forgetful;
+/// `signup` straight on the proto: INIT and BACK answer the welcome screen, an error
+/// notification is acknowledged, and `data_exchange` is the function it holds.
+struct OnProto<F>(F);
+
+type Exchanged = Result<FlowResponse, tonic::Status>;
 
 fn next_screen(screen: &str, data: serde_json::Value, error: Option<&str>) -> FlowResponse {
     FlowResponse {
@@ -196,7 +199,7 @@ fn welcome(error: Option<&str>) -> FlowResponse {
     next_screen("WELCOME_SCREEN", json!({"welcome_message": WELCOME}), error)
 }
 
-/// The answer [`Forgetful`] gives a `data_exchange`.
+/// `signup`'s answer to a `data_exchange`, by its data alone.
 fn exchange(request: &v1::DataExchangeRequest) -> FlowResponse {
     let data = struct_to_json(request.data.clone().unwrap_or_default(), "data").unwrap();
     let email = data["email"].as_str().unwrap_or("");
@@ -215,7 +218,10 @@ fn exchange(request: &v1::DataExchangeRequest) -> FlowResponse {
 }
 
 #[tonic::async_trait]
-impl FlowService for Forgetful {
+impl<F> FlowService for OnProto<F>
+where
+    F: Fn(&v1::DataExchangeRequest) -> Exchanged + Send + Sync + 'static,
+{
     async fn init(
         &self,
         _: tonic::Request<v1::InitRequest>,
@@ -227,7 +233,7 @@ impl FlowService for Forgetful {
         &self,
         request: tonic::Request<v1::DataExchangeRequest>,
     ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        Ok(tonic::Response::new(exchange(request.get_ref())))
+        (self.0)(request.get_ref()).map(tonic::Response::new)
     }
 
     async fn back(
@@ -245,53 +251,44 @@ impl FlowService for Forgetful {
     }
 }
 
-/// [`Forgetful`]'s answers, kept by idempotency key: a repeated key with the same data
-/// gets the first answer, and with other data `FAILED_PRECONDITION`, as HTTP APIs that
-/// refuse a reused key with another payload do. A correct service.
-#[derive(Default)]
-struct Strict {
-    answers: std::sync::Mutex<HashMap<String, (Option<prost_types::Struct>, FlowResponse)>>,
+/// Answers each call by its data alone: it ignores idempotency keys and never refuses
+/// a completed token, so every call runs again.
+fn forgetful(request: &v1::DataExchangeRequest) -> Exchanged {
+    Ok(exchange(request))
 }
 
-#[tonic::async_trait]
-impl FlowService for Strict {
-    async fn init(
-        &self,
-        request: tonic::Request<v1::InitRequest>,
-    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        Forgetful.init(request).await
-    }
-
-    async fn data_exchange(
-        &self,
-        request: tonic::Request<v1::DataExchangeRequest>,
-    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        let request = request.into_inner();
+/// [`forgetful`]'s answers, kept by idempotency key: a repeated key with the same data
+/// gets the first answer, and with other data `FAILED_PRECONDITION`, as HTTP APIs that
+/// refuse a reused key with another payload do. A correct service.
+fn strict() -> impl Fn(&v1::DataExchangeRequest) -> Exchanged {
+    let answers = std::sync::Mutex::new(HashMap::<
+        String,
+        (Option<prost_types::Struct>, FlowResponse),
+    >::new());
+    move |request| {
         let key = request.context.clone().unwrap_or_default().idempotency_key;
-        let mut answers = self.answers.lock().unwrap();
+        let mut answers = answers.lock().unwrap();
         let (data, answer) = answers
             .entry(key)
-            .or_insert_with(|| (request.data.clone(), exchange(&request)));
+            .or_insert_with(|| (request.data.clone(), exchange(request)));
         if *data != request.data {
             return Err(tonic::Status::failed_precondition(
                 "the idempotency key was used with other data",
             ));
         }
-        Ok(tonic::Response::new(answer.clone()))
+        Ok(answer.clone())
     }
+}
 
-    async fn back(
-        &self,
-        request: tonic::Request<v1::BackRequest>,
-    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        Forgetful.back(request).await
-    }
-
-    async fn notify_error(
-        &self,
-        request: tonic::Request<v1::NotifyErrorRequest>,
-    ) -> Result<tonic::Response<v1::NotifyErrorResponse>, tonic::Status> {
-        Forgetful.notify_error(request).await
+/// [`forgetful`], with a flow that refuses the field the check adds to the changed data
+/// (`flowgate_conform`) with `code`, key or no key.
+fn picky(code: tonic::Code) -> impl Fn(&v1::DataExchangeRequest) -> Exchanged {
+    move |request| {
+        let data = struct_to_json(request.data.clone().unwrap_or_default(), "data").unwrap();
+        if data.contains_key("flowgate_conform") {
+            return Err(tonic::Status::new(code, "unexpected input"));
+        }
+        forgetful(request)
     }
 }
 
@@ -310,46 +307,6 @@ async fn grpc_report(service: impl FlowService) -> flowgate_conform::report::Rep
     grpc(url, "signup").await
 }
 
-/// [`Forgetful`], which ignores keys, with a flow that refuses any string it did not
-/// send itself (the `again.` the check puts in front) with `code`, key or no key.
-struct Picky(tonic::Code);
-
-#[tonic::async_trait]
-impl FlowService for Picky {
-    async fn init(
-        &self,
-        request: tonic::Request<v1::InitRequest>,
-    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        Forgetful.init(request).await
-    }
-
-    async fn data_exchange(
-        &self,
-        request: tonic::Request<v1::DataExchangeRequest>,
-    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        let data =
-            struct_to_json(request.get_ref().data.clone().unwrap_or_default(), "data").unwrap();
-        if data.contains_key("flowgate_conform") {
-            return Err(tonic::Status::new(self.0, "unexpected input"));
-        }
-        Forgetful.data_exchange(request).await
-    }
-
-    async fn back(
-        &self,
-        request: tonic::Request<v1::BackRequest>,
-    ) -> Result<tonic::Response<FlowResponse>, tonic::Status> {
-        Forgetful.back(request).await
-    }
-
-    async fn notify_error(
-        &self,
-        request: tonic::Request<v1::NotifyErrorRequest>,
-    ) -> Result<tonic::Response<v1::NotifyErrorResponse>, tonic::Status> {
-        Forgetful.notify_error(request).await
-    }
-}
-
 #[tokio::test]
 async fn a_service_that_ignores_keys_and_refuses_the_changed_data_is_named() {
     // Its refusal is of the data: the same data under a new key is refused too.
@@ -357,7 +314,7 @@ async fn a_service_that_ignores_keys_and_refuses_the_changed_data_is_named() {
         tonic::Code::InvalidArgument,
         tonic::Code::FailedPrecondition,
     ] {
-        let report = grpc_report(Picky(code)).await;
+        let report = grpc_report(OnProto(picky(code))).await;
         assert!(report.failure("walk 1").is_none(), "{}", report.text());
         let reason = report
             .failure("a repeated idempotency key gets the first outcome")
@@ -368,7 +325,7 @@ async fn a_service_that_ignores_keys_and_refuses_the_changed_data_is_named() {
 
 #[tokio::test]
 async fn a_service_that_refuses_a_key_reused_with_other_data_passes() {
-    let report = grpc_report(Strict::default()).await;
+    let report = grpc_report(OnProto(strict())).await;
     assert!(
         report.failure("a repeated idempotency key").is_none(),
         "{}",
@@ -384,7 +341,7 @@ async fn a_service_that_refuses_a_key_reused_with_other_data_passes() {
 
 #[tokio::test]
 async fn a_service_that_runs_a_repeated_key_again_is_named() {
-    let report = grpc_report(Forgetful).await;
+    let report = grpc_report(OnProto(forgetful)).await;
     // Every answer of the walk is right: only the repeated key tells this service apart.
     assert!(report.failure("walk 1").is_none(), "{}", report.text());
     let reason = report
