@@ -247,12 +247,6 @@ pub struct StartError {
     pub reason: String,
 }
 
-/// Shared by the layers and the handler of one route.
-#[derive(Debug)]
-struct RouteState {
-    route: Route,
-}
-
 /// The flow a request is for, resolved from its route before the span is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow(pub String);
@@ -262,7 +256,8 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for route in state.routes {
         let path = route.path.clone();
-        let shared = Arc::new(RouteState { route });
+        // Shared by the layers and the handler of the route.
+        let shared = Arc::new(route);
         let body_limits = BodyLimits {
             max_bytes: MAX_BODY_BYTES,
             budget: state.request_timeout,
@@ -289,7 +284,7 @@ pub fn app(state: AppState) -> Router {
             // The body, whole, within 1 MiB (413) and its time budget (408).
             .layer(BufferBodyLayer::new(body_limits))
             // Meta mode: the signature over the raw body (432), before admission.
-            .option_layer(CheckSignatureLayer::for_envelope(&shared.route.envelope))
+            .option_layer(CheckSignatureLayer::for_envelope(&shared.envelope))
             // Admission: a refusal becomes 503 `overloaded` with `Retry-After: 1`...
             .layer(HandleErrorLayer::new(admission::refuse))
             // ...made at once when no slot is free, instead of queueing...
@@ -311,12 +306,12 @@ pub fn app(state: AppState) -> Router {
 
 /// Names the flow of a request, for the span and the handler.
 async fn resolve_flow(
-    State(route): State<Arc<RouteState>>,
+    State(route): State<Arc<Route>>,
     // Any rejection (no parameter, a name that is not UTF-8) is a malformed name.
     path: Result<Path<String>, PathRejection>,
     mut request: Request,
 ) -> Result<Request, GatewayError> {
-    let flow = match (&route.route.flow, path) {
+    let flow = match (&route.flow, path) {
         (FlowSource::FromPath, Ok(Path(flow))) if valid_flow_name(&flow) => flow,
         (FlowSource::FromPath, _) => return Err(GatewayError::NotFound),
         (FlowSource::Named(name), _) => name.clone(),
@@ -386,7 +381,7 @@ fn admin_routes(upstreams: Vec<Upstream>) -> Router {
 /// The endpoint: open the envelope → parse → call the flow service → answer → seal.
 /// The labels of the outcome go on the answer, for the metrics layer and the span.
 async fn endpoint(
-    State(route): State<Arc<RouteState>>,
+    State(route): State<Arc<Route>>,
     Extension(Flow(flow)): Extension<Flow>,
     Extension(Deadline(deadline)): Extension<Deadline>,
     Extension(request_id): Extension<RequestId>,
@@ -402,7 +397,7 @@ async fn endpoint(
 }
 
 async fn exchange(
-    state: &RouteState,
+    route: &Route,
     flow: &str,
     request_id: &str,
     deadline: Instant,
@@ -410,13 +405,13 @@ async fn exchange(
     body: Bytes,
 ) -> (Labels, Response) {
     let labels = |action, outcome| Labels { action, outcome };
-    let opened = match state.route.envelope.open_checked(body, signature_verified) {
+    let opened = match route.envelope.open_checked(body, signature_verified) {
         Ok(opened) => opened,
         Err(e) => return (labels("", e.code()), e.into_response()),
     };
     let sealer = opened.sealer;
     let (action, result) = respond(
-        &state.route,
+        route,
         flow,
         request_id,
         deadline,
