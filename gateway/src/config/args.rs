@@ -345,8 +345,8 @@ fn address(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// A budget or period below 100 ms cannot be met (or would spin); one beyond a day
-/// means nothing for a request or a lookup, and one far enough beyond would not fit
-/// the clock when added to the time of a request's arrival.
+/// means nothing for a request or a lookup. (Durations the clock cannot hold are
+/// refused by `parse_duration` itself.)
 fn from_100ms_to_1d(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d < Duration::from_millis(100) => Err("must be at least 100ms".to_owned()),
