@@ -706,19 +706,28 @@ const GOAWAY: u8 = 7;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
 
+/// An HTTP/2 connection to `gateway`, written by hand: the preface, empty SETTINGS and
+/// the HEADERS of a ping request on stream 1, whose body is still to come. With the
+/// `:authority` the request named.
+async fn open_h2_ping(gateway: &Gateway) -> (tokio_rustls::client::TlsStream<TcpStream>, String) {
+    let mut stream = gateway.tls(b"h2").await;
+    let authority = format!("localhost:{}", gateway.public.port());
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    hello.extend(frame(HEADERS, END_HEADERS, 1, &ping_headers(&authority)));
+    stream.write_all(&hello).await.unwrap();
+    (stream, authority)
+}
+
 /// A request the client sent before it read the GOAWAY of an idle close is accepted
 /// by that GOAWAY (it names the highest stream id), so it is answered, even when it
 /// takes longer than the close's own bound (1 s here): its body comes 1.5 s later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_sent_as_an_idle_http2_connection_closes_is_answered() {
     let gateway = Gateway::start(&SHORT, None).await;
-    let mut stream = gateway.tls(b"h2").await;
-    let authority = format!("localhost:{}", gateway.public.port());
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(frame(SETTINGS, 0, 0, &[]));
-    hello.extend(frame(HEADERS, END_HEADERS, 1, &ping_headers(&authority)));
-    hello.extend(frame(DATA, END_STREAM, 1, PING.as_bytes()));
-    stream.write_all(&hello).await.unwrap();
+    let (mut stream, authority) = open_h2_ping(&gateway).await;
+    let body = frame(DATA, END_STREAM, 1, PING.as_bytes());
+    stream.write_all(&body).await.unwrap();
 
     // The first answer, then nothing until the idle timeout's GOAWAY. The PING that
     // comes with it is never acknowledged, so the GOAWAY stays the graceful one.
@@ -774,12 +783,7 @@ async fn time_to_close_a_vanished_http2_client(keepalive_timeout: &str) -> Optio
         ("FLOWGATE_REQUEST_TIMEOUT", "30s"),
     ];
     let gateway = Gateway::start(&env, None).await;
-    let mut stream = gateway.tls(b"h2").await;
-    let authority = format!("localhost:{}", gateway.public.port());
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(frame(SETTINGS, 0, 0, &[]));
-    hello.extend(frame(HEADERS, END_HEADERS, 1, &ping_headers(&authority)));
-    stream.write_all(&hello).await.unwrap();
+    let (mut stream, _) = open_h2_ping(&gateway).await;
     // From here the client reads (and so sees every PING) but never answers.
     let closed = time_to_close(&mut stream, Duration::from_secs(5)).await;
     assert_eq!(gateway.ping().await, Some(200), "the gateway serves others");
