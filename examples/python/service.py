@@ -94,7 +94,8 @@ class Calls:
         self._ttl, self._limit = ttl, limit
         self._lock = threading.Lock()
         self._outcomes: OrderedDict[tuple[str, str], tuple[float, object]] = OrderedDict()
-        self._completed: OrderedDict[str, float] = OrderedDict()
+        # Completed tokens, oldest first (an ordered set: the values are unused).
+        self._completed: OrderedDict[str, None] = OrderedDict()
 
     def _prune(self, now: float) -> None:
         outcomes = self._outcomes
@@ -131,7 +132,7 @@ class Calls:
             if completes:
                 if token in self._completed:
                     return False
-                self._completed[token] = now
+                self._completed[token] = None
             if key:
                 self._outcomes[(token, key)] = (now + self._ttl, response)
             return True
